@@ -1,0 +1,52 @@
+"""Shared fixtures: a tiny, fast digits recipe and a helper that runs the CLI in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vitkit.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``vitkit ARGS`` in this process; returns (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def write_recipe(tmp_path):
+    """Write a recipe file into tmp_path; returns its path."""
+
+    def write(text: str, name: str = "recipe.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+TINY_DIGITS = """
+name = "tiny"
+[model]
+name = "vit_nano_patch4_16"
+depth = 2
+[data]
+dataset = "digits"
+batch_size = 32
+[optimizer]
+name = "adamw"
+lr = 3e-3
+[train]
+epochs = 2
+"""

@@ -1,0 +1,102 @@
+"""The ``vitkit`` command. Heavy imports (torch, timm, matplotlib) happen inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from vitkit.errors import UserError
+
+REGISTRY_KINDS = ("models", "attention", "augmentations", "optimizers", "schedulers", "datasets", "losses")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vitkit",
+        description="Train, evaluate and use Vision Transformers from TOML recipes.",
+        epilog="Set VITKIT_DEBUG=1 to see tracebacks of user errors.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="train + evaluate + plot a recipe")
+    run.add_argument("recipe", help="TOML recipe file")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe key, value in TOML (repeatable): --set train.epochs=5",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="validate the recipe and build the model; no data, no training"
+    )
+
+    ev = sub.add_parser("eval", help="re-evaluate a finished run's best checkpoint")
+    ev.add_argument("run_dir", help="run directory (runs/<name>/<time>/) or checkpoint file")
+    ev.add_argument("--split", choices=("test", "val"), default="test")
+
+    ls = sub.add_parser("list", help="list registered components")
+    ls.add_argument("kind", choices=REGISTRY_KINDS, help="which registry")
+    ls.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'vit_*'")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from vitkit.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.dry_run:
+        from vitkit.engine.summary import describe
+
+        describe(recipe)
+        return 0
+    from vitkit.engine.trainer import Trainer
+
+    Trainer(recipe).fit()
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from vitkit.engine.reevaluate import reevaluate
+
+    reevaluate(Path(args.run_dir), args.split)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from vitkit.registry import REGISTRIES
+
+    entries = REGISTRIES[args.kind].entries(args.pattern)
+    table = Table(title=f"{args.kind} ({len(entries)})")
+    table.add_column("name", style="bold")
+    table.add_column("from")
+    table.add_column("description")
+    for entry in entries:
+        table.add_row(entry.name, entry.origin, entry.doc)
+    Console().print(table)
+    return 0
+
+
+COMMANDS = {"run": _run, "eval": _eval, "list": _list}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; user errors print one line and return 2."""
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as err:
+        if os.environ.get("VITKIT_DEBUG"):
+            raise
+        print(f"vitkit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vitkit: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""The training engine: build components from a recipe, train, evaluate, checkpoint."""

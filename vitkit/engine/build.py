@@ -1,0 +1,124 @@
+"""Recipe -> components. Every user mistake surfacing here names the recipe file and the key."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+from torch import nn
+
+from vitkit.errors import UserError
+from vitkit.recipe import Recipe
+from vitkit.registry import AUGMENTATIONS, DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS, Registry, split_spec
+
+
+def _accepted(factory: Any) -> tuple[set[str], bool]:
+    """(keyword names, takes **kwargs) of a factory."""
+    params = inspect.signature(factory).parameters.values()
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names - {"self"}, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def create(
+    registry: Registry, spec: Any, recipe: Recipe, key: str, provided: tuple[str, ...] = (), **kwargs: Any
+) -> Any:
+    """``registry.create`` with the recipe's keys checked against the factory's signature.
+
+    ``provided`` names arguments vitkit passes itself (not recipe keys); ``kwargs`` are those values.
+    """
+    where = recipe.where()
+    try:
+        name, options = split_spec(spec)
+        entry = registry.get(name)
+    except UserError as err:
+        raise UserError(f"{where}: {key}: {err}") from None
+    names, open_kwargs = _accepted(entry.factory)
+    for option in options:
+        if option in provided:
+            raise UserError(f"{where}: {key}.{option} is set by vitkit; remove it from the recipe")
+        if option not in names and not open_kwargs:
+            choices = sorted(names - set(provided))
+            close = difflib.get_close_matches(option, choices, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; it takes: {', '.join(choices) or 'nothing'}"
+            raise UserError(f"{where}: unknown key {key}.{option} for {registry.kind} {name!r}{hint}")
+    try:
+        return entry.factory(**options, **kwargs)
+    except UserError as err:
+        raise UserError(f"{where}: {key}: {err}") from None
+    except (ValueError, TypeError) as err:
+        raise UserError(f"{where}: {key} ({name}): {err}") from None
+
+
+def build_model(recipe: Recipe, num_classes: int | None = None, in_chans: int | None = None) -> nn.Module:
+    """The recipe's model; ``num_classes``/``in_chans`` come from the dataset unless the recipe sets them."""
+    spec = dict(recipe.model)
+    for key, value in (("num_classes", num_classes), ("in_chans", in_chans)):
+        if value is None:
+            continue
+        if key in spec and spec[key] != value:
+            raise UserError(f"{recipe.where()}: model.{key} = {spec[key]} but the dataset has {value}")
+        spec[key] = value
+    return create(MODELS, spec, recipe, "model")
+
+
+def model_img_size(recipe: Recipe) -> int:
+    """The square input size of the recipe's model: its ``img_size`` key, else the config's default."""
+    size = recipe.model.get("img_size")
+    if size is None:
+        try:
+            factory = MODELS.get(recipe.model["name"]).factory
+        except UserError as err:
+            raise UserError(f"{recipe.where()}: model: {err}") from None
+        param = inspect.signature(factory).parameters.get("img_size")
+        size = param.default if param is not None else None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise UserError(f"{recipe.where()}: model.img_size: expected a positive integer input size, got {size!r}")
+    return size
+
+
+def build_dataset(recipe: Recipe, img_size: int) -> Any:
+    """The recipe's dataset object (described, not loaded: call ``.load()``)."""
+    data = recipe.data
+    return create(
+        DATASETS,
+        data.dataset,
+        recipe,
+        "data.dataset",
+        provided=("img_size",),
+        img_size=img_size,
+        val_fraction=data.val_fraction,
+        root=data.root,
+        download=data.download,
+        num_workers=data.num_workers,
+    )
+
+
+def build_augments(recipe: Recipe) -> list[Any]:
+    return [create(AUGMENTATIONS, spec, recipe, f"augment.train[{i}]") for i, spec in enumerate(recipe.augment.train)]
+
+
+def build_loss(recipe: Recipe) -> nn.Module:
+    return create(LOSSES, recipe.loss, recipe, "loss")
+
+
+def build_optimizer(recipe: Recipe, model: nn.Module) -> Any:
+    from vitkit.optim import param_groups
+
+    spec = dict(recipe.optimizer)
+    weight_decay = spec.pop("weight_decay", 0.05)
+    groups = param_groups(model, weight_decay)
+    return create(OPTIMIZERS, spec, recipe, "optimizer", provided=("params",), params=groups, weight_decay=weight_decay)
+
+
+def build_scheduler(recipe: Recipe, optimizer: Any, total_steps: int, steps_per_epoch: int) -> Any:
+    return create(
+        SCHEDULERS,
+        recipe.scheduler,
+        recipe,
+        "scheduler",
+        provided=("optimizer", "total_steps", "steps_per_epoch"),
+        optimizer=optimizer,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+    )

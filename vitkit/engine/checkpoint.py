@@ -1,0 +1,69 @@
+"""Checkpoints: written atomically, read with ``weights_only=True`` (no code runs on load)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitkit.errors import UserError
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(file)`` on a temp file next to ``path``, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` ``state`` to ``path`` atomically: a kill mid-write leaves the old file intact."""
+    atomic_write(Path(path), lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; a file carrying code (a pickle payload) is refused unread."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
+        raise UserError(f"{path}: refused to load: not a plain-weights checkpoint ({first})") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise UserError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
+
+
+def save_safetensors(model: torch.nn.Module, path: Path, metadata: dict[str, Any]) -> None:
+    """Weights as ``safetensors`` with JSON metadata (model spec, classes, normalisation)."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    blob = save(tensors, metadata={k: json.dumps(v) for k, v in metadata.items()})
+    atomic_write(Path(path), lambda f: f.write(blob))
+
+
+def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state_dict, metadata)`` from a file written by ``save_safetensors``."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+            return {k: f.get_tensor(k) for k in f.keys()}, meta  # noqa: SIM118 (not a dict)
+    except Exception as err:  # safetensors raises its own error types
+        raise UserError(f"{path}: not a readable safetensors file ({err})") from None

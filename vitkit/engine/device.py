@@ -1,0 +1,55 @@
+"""Device and precision selection."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from vitkit.errors import UserError
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an unavailable explicit device is a user error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"train.device: unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device: {name!r} asked for, but no CUDA GPU is available (use 'auto' or 'cpu')")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"train.device: {name!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("train.device: 'mps' asked for, but MPS is not available")
+    return device
+
+
+def select_precision(name: str, device: torch.device) -> str:
+    """``auto``: bf16 on GPUs that support it, fp16 on older GPUs, fp32 elsewhere."""
+    if name != "auto":
+        if name == "fp16" and device.type == "cpu":
+            raise UserError("train.precision: fp16 needs a GPU; use bf16 or fp32 on CPU")
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str) -> Iterator[None]:
+    """Mixed-precision context for forward passes; a no-op for fp32."""
+    if precision == "fp32":
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=DTYPES[precision]):
+        yield

@@ -1,0 +1,70 @@
+"""``vitkit eval``: score a finished run's best checkpoint on its test (or val) split again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from vitkit.data import BatchTransform, build_loader
+from vitkit.engine import build
+from vitkit.engine.checkpoint import load_checkpoint
+from vitkit.engine.console import console
+from vitkit.engine.device import select_device, select_precision
+from vitkit.engine.evaluate import Evaluation, evaluate
+from vitkit.errors import UserError
+from vitkit.recipe import recipe_from_dict
+
+
+def find_checkpoint(path: Path) -> Path:
+    """A run directory's ``checkpoints/best.pt``, or the checkpoint file itself."""
+    if path.is_dir():
+        best = path / "checkpoints" / "best.pt"
+        if not best.is_file():
+            raise UserError(f"{path}: not a finished run directory (no checkpoints/best.pt)")
+        return best
+    if not path.exists():
+        raise UserError(f"{path} does not exist (expected a run directory or a checkpoint file)")
+    return path
+
+
+def reevaluate(path: Path, split: str = "test", device: str = "auto") -> tuple[Evaluation, dict[str, Any]]:
+    """Rebuild the run's data and model from the checkpoint's recipe and evaluate ``split``."""
+    ckpt_path = find_checkpoint(path)
+    state = load_checkpoint(ckpt_path)
+    if "recipe" not in state or "model" not in state:
+        raise UserError(f"{ckpt_path}: not a vitkit checkpoint (no recipe or model in it)")
+    recipe = recipe_from_dict(state["recipe"], source=ckpt_path)
+    meta = state["data"]
+    dev = select_device(device)
+    precision = select_precision("auto", dev)
+    data = build.build_dataset(recipe, meta["img_size"]).load()
+    model = build.build_model(recipe, len(meta["classes"]), meta["in_chans"])
+    model.load_state_dict(state["model"])
+    model.to(dev)
+    transform = BatchTransform(meta["img_size"], meta["mean"], meta["std"])
+    batch = recipe.data.eval_batch_size or 4 * recipe.data.batch_size
+    loader = build_loader(getattr(data, split), batch, transform, dev, False, recipe.data.num_workers)
+    result = evaluate(model, loader, dev, precision)
+    report = {
+        "checkpoint": str(ckpt_path),
+        "split": split,
+        "epoch": state.get("epoch"),
+        f"{split}_acc": result.acc,
+        f"{split}_top5": result.top5,
+        f"{split}_loss": result.loss,
+        "count": result.count,
+    }
+    table = Table(
+        title=f"{recipe.name}: {split} split, best checkpoint (epoch {state.get('epoch')})", show_header=False
+    )
+    for key in (f"{split}_acc", f"{split}_top5", f"{split}_loss", "count"):
+        value = report[key]
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None
+    if run_dir is not None and (run_dir / "summary.json").is_file():
+        (run_dir / f"eval_{split}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return result, report

@@ -1,0 +1,142 @@
+"""The Vision Transformer (Dosovitskiy et al. 2021), with timm's constructor names and weight keys."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+
+from vitkit.layers import Block, PatchEmbed, sincos_2d
+
+
+class VisionTransformer(nn.Module):
+    """ViT: patch embedding, position embedding, pre-norm blocks, pooled head.
+
+    Keyword names follow timm's ``VisionTransformer``; ``attention`` picks the attention variant
+    by registry name, ``patch_norm`` adds a LayerNorm on patch tokens (off: on tiny patches it
+    erases the intensity signal).
+    """
+
+    def __init__(
+        self,
+        *,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        class_token: bool = True,
+        global_pool: Literal["token", "avg"] = "token",
+        pos_embed: Literal["learn", "sincos", "none"] = "learn",
+        patch_norm: bool = False,
+        attention: str | dict[str, Any] = "softmax",
+    ) -> None:
+        super().__init__()
+        for key, value in {
+            "img_size": img_size,
+            "patch_size": patch_size,
+            "in_chans": in_chans,
+            "embed_dim": embed_dim,
+            "depth": depth,
+            "num_heads": num_heads,
+        }.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        if global_pool not in ("token", "avg"):
+            raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
+        if global_pool == "token" and not class_token:
+            raise ValueError("global_pool='token' needs class_token=True (or use global_pool='avg')")
+        if pos_embed not in ("learn", "sincos", "none"):
+            raise ValueError(f"pos_embed must be 'learn', 'sincos' or 'none', got {pos_embed!r}")
+        for key, p in {
+            "drop_rate": drop_rate,
+            "attn_drop_rate": attn_drop_rate,
+            "drop_path_rate": drop_path_rate,
+        }.items():
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{key} must be in [0, 1), got {p}")
+
+        self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
+        self.num_classes, self.embed_dim = num_classes, embed_dim
+        self.global_pool, self.pos_embed_kind = global_pool, pos_embed
+        self.num_prefix_tokens = 1 if class_token else 0
+
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, norm=patch_norm)
+        num_patches = self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        if pos_embed == "learn":  # covers the class token too, as in timm
+            self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + self.num_prefix_tokens, embed_dim))
+        elif pos_embed == "sincos":  # fixed, patches only
+            table = rearrange(sincos_2d(self.patch_embed.grid_size, embed_dim), "n d -> 1 n d")
+            self.register_buffer("pos_embed", table, persistent=False)
+        else:
+            self.pos_embed = None
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.Sequential(
+            *[
+                Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, rate, attention)
+                for rate in rates
+            ]
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Truncated-normal(0.02) for linear layers and tokens, zero biases, unit norms."""
+        if isinstance(self.pos_embed, nn.Parameter):
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        proj = self.patch_embed.proj  # as a linear layer over flattened patches
+        nn.init.trunc_normal_(proj.weight, std=math.sqrt(1.0 / proj.weight[0].numel()))
+        nn.init.zeros_(proj.bias)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that weight decay should skip (tokens, positions)."""
+        return {"cls_token", "pos_embed"}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` -> normed tokens ``(B, prefix + patches, dim)``."""
+        x = self.patch_embed(x)
+        if self.pos_embed_kind == "sincos":
+            x = x + self.pos_embed.to(x.dtype)
+        if self.cls_token is not None:
+            x = torch.cat([repeat(self.cls_token, "1 1 d -> b 1 d", b=x.shape[0]), x], dim=1)
+        if self.pos_embed_kind == "learn":
+            x = x + self.pos_embed
+        return self.norm(self.blocks(self.pos_drop(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool tokens (class token or mean of patch tokens) and classify."""
+        x = x[:, 0] if self.global_pool == "token" else x[:, self.num_prefix_tokens :].mean(dim=1)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -1,0 +1,53 @@
+"""The plugin API: pluggy hook specifications, the ``hookimpl`` marker and the plugin manager.
+
+A plugin is a module. Importing it registers components (``@vitkit.register_attention(...)``
+and the other decorators); functions marked ``@vitkit.hookimpl`` with the names below are
+called at the matching moments of a run, on rank 0 only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from vitkit.engine.run import Run
+
+PROJECT = "vitkit"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# ------------------------------------------------------------------------------- run lifecycle
+
+
+@hookspec
+def vitkit_on_run_start(run: Run) -> None:
+    """Called once before the first epoch (and again after ``--resume``).
+
+    ``run`` exposes ``recipe``, ``model``, ``run_dir``, ``device``, ``classes`` and ``history``.
+    """
+
+
+@hookspec
+def vitkit_on_epoch_end(run: Run, epoch: int, metrics: dict[str, Any]) -> None:
+    """Called after each epoch's validation, with ``epoch`` counted from 1.
+
+    ``metrics`` holds at least ``train_loss``, ``val_loss``, ``val_acc`` and ``lr``. Call
+    ``run.request_stop("why")`` to end training after this epoch (early stopping does this).
+    """
+
+
+@hookspec
+def vitkit_on_run_end(run: Run, summary: dict[str, Any]) -> None:
+    """Called once after the test evaluation, with the dict written to ``summary.json``."""
+
+
+def new_manager() -> pluggy.PluginManager:
+    """A plugin manager that knows vitkit's hook specifications."""
+    import sys
+
+    manager = pluggy.PluginManager(PROJECT)
+    manager.add_hookspecs(sys.modules[__name__])
+    return manager

@@ -1,0 +1,309 @@
+"""TOML recipes: read, follow ``extends``, apply ``--set`` overrides, validate into a typed ``Recipe``."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from vitkit.errors import UserError
+
+Spec = str | dict  # a component: "name" or { name = "name", ...kwargs }
+
+
+def _f(
+    default: Any = dataclasses.MISSING,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+    above: bool = False,
+    doc: str = "",
+) -> Any:
+    meta = {"min": min, "max": max, "choices": choices, "above": above, "doc": doc}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    """``[data]``: which dataset, where it lives, how it is batched."""
+
+    dataset: Spec = _f("digits", doc="registered dataset name or spec")
+    root: str = _f("data", doc="folder holding (or receiving) the dataset files")
+    download: bool = _f(False, doc="torchvision datasets: download when missing")
+    val_fraction: float = _f(0.1, min=0.0, max=0.5, above=True, doc="share of train held out for validation")
+    batch_size: int = _f(64, min=1, doc="images per optimizer micro-step")
+    eval_batch_size: int = _f(0, min=0, doc="images per evaluation batch (0: 4x batch_size)")
+    num_workers: int = _f(2, min=0, doc="DataLoader workers for file-backed datasets")
+
+
+@dataclass
+class AugmentConfig:
+    """``[augment]``: batched augmentations applied to training batches, in order."""
+
+    train: list = _f([], doc="augmentation names or specs")
+
+
+@dataclass
+class TrainConfig:
+    """``[train]``: the loop."""
+
+    epochs: int = _f(10, min=1)
+    precision: str = _f("auto", choices=("auto", "fp32", "bf16", "fp16"))
+    device: str = _f("auto", doc="auto | cpu | cuda | cuda:N | mps")
+    grad_accum_steps: int = _f(1, min=1)
+    clip_grad: float = _f(0.0, min=0.0, doc="max gradient norm (0: off)")
+    compile: bool = _f(False, doc="torch.compile the model")
+    log_every: int = _f(0, min=0, doc="progress refresh in steps (0: auto)")
+
+
+@dataclass
+class OutputConfig:
+    """``[output]``: where the run directory goes and what it holds."""
+
+    dir: str = _f("runs", doc="parent folder of runs/<name>/<time>/")
+    plots: bool = _f(True, doc="write loss.png and accuracy.png")
+
+
+@dataclass
+class Recipe:
+    """A validated recipe. ``source`` is the file it came from (``None`` for a dict)."""
+
+    name: str = _f("run")
+    seed: int = _f(0, min=0)
+    plugins: list = _f([], doc="plugin modules or .py paths (relative to the recipe)")
+    model: dict = _f({"name": "vit_nano_patch4_16"}, doc="model spec: name + constructor keywords")
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optimizer: dict = _f({"name": "adamw", "lr": 1e-3, "weight_decay": 0.05})
+    scheduler: dict = _f({"name": "cosine", "warmup_epochs": 0})
+    loss: dict = _f({"name": "cross_entropy"})
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    source: Path | None = field(default=None, compare=False, metadata={"internal": True})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe as plain TOML-able data (what ``recipe.toml`` in a run holds)."""
+        data = dataclasses.asdict(self)
+        data.pop("source")
+        return data
+
+    def where(self) -> str:
+        return str(self.source) if self.source else "recipe"
+
+
+SPEC_TABLES = ("model", "optimizer", "scheduler", "loss")
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+def read_toml(path: str | Path, chain: tuple[Path, ...] = (), named: str = "") -> dict[str, Any]:
+    """A recipe file as a dict, with its ``extends`` chain merged in (the file itself wins)."""
+    path = Path(path)
+    if not path.is_file():
+        if chain:
+            raise UserError(f"{chain[-1]}: extends {named!r}, which does not exist")
+        raise UserError(f"recipe file {str(path)!r} does not exist")
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(p.name for p in (*chain, resolved))
+        raise UserError(f"{path}: extends cycle {cycle}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{path}: invalid TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file") from None
+    for key in SPEC_TABLES:
+        if isinstance(data.get(key), str):
+            data[key] = {"name": data[key]}
+    if "plugins" in data and isinstance(data["plugins"], list):
+        data["plugins"] = [_plugin_path(p, path.parent) for p in data["plugins"]]
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise UserError(f"{path}: extends: expected a file name, got {parent!r}")
+    base = read_toml(path.parent / parent, (*chain, resolved), parent)
+    return merge(base, data)
+
+
+def _plugin_path(entry: Any, base: Path) -> Any:
+    """``.py`` plugin paths are relative to the recipe that names them; modules stay as they are."""
+    if isinstance(entry, str) and entry.endswith(".py") and not Path(entry).is_absolute():
+        return str((base / entry).resolve())
+    return entry
+
+
+def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Tables merge key by key, recursively; any other value in ``top`` replaces ``base``'s."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b=value"`` -> (["a", "b"], value); the value is TOML, or a bare string when not TOML."""
+    key, sep, raw = text.partition("=")
+    path = key.strip().split(".")
+    if not sep or not all(part.strip() for part in path):
+        raise UserError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. --set train.epochs=5")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return [p.strip() for p in path], value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides in order; intermediate tables are created as needed."""
+    data = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if isinstance(child, str) and part in SPEC_TABLES + ("dataset",):
+                child = node[part] = {"name": child}
+            if not isinstance(child, dict):
+                raise UserError(f"--set {text!r}: {part!r} is a value, not a table")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, merge, override and validate a recipe file."""
+    data = apply_overrides(read_toml(path), overrides or [])
+    return recipe_from_dict(data, source=Path(path))
+
+
+# ------------------------------------------------------------------------------------- validation
+
+
+def recipe_from_dict(data: dict[str, Any], source: Path | None = None) -> Recipe:
+    """Validate plain data into a ``Recipe``; errors name the file and the key."""
+    where = str(source) if source else "recipe"
+    data = dict(data)
+    data.pop("extends", None)
+    defaults = Recipe()
+    for key in SPEC_TABLES:
+        if isinstance(data.get(key), str):
+            data[key] = {"name": data[key]}
+        default = getattr(defaults, key)
+        if isinstance(data.get(key), dict) and data[key].get("name", default["name"]) == default["name"]:
+            data[key] = {**default, **data[key]}  # keys without a name refine the default component
+    recipe = _build(Recipe, data, where, "")
+    recipe.source = source
+    return recipe
+
+
+def _build(cls: type, table: Any, where: str, prefix: str) -> Any:
+    label = f"[{prefix.rstrip('.')}]" if prefix else "top level"
+    if not isinstance(table, dict):
+        raise UserError(f"{where}: {prefix.rstrip('.')}: expected a table, got {_show(table)}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    hints = typing.get_type_hints(cls)
+    for key in table:
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(fields)}"
+            raise UserError(f"{where}: unknown key '{prefix}{key}' in {label}{hint}")
+    values = {}
+    for name, f in fields.items():
+        if name not in table:
+            continue
+        key = f"{prefix}{name}"
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, table[name], where, f"{key}.")
+        else:
+            values[name] = _check(table[name], hint, f.metadata, where, key)
+    return cls(**values)
+
+
+def _show(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _check(value: Any, hint: Any, meta: dict[str, Any], where: str, key: str) -> Any:
+    def fail(expected: str) -> typing.NoReturn:
+        raise UserError(f"{where}: {key}: expected {expected}, got {_show(value)}")
+
+    if hint is bool:
+        if not isinstance(value, bool):
+            fail("true or false")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("an integer")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            fail("a number")
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            fail("a string")
+    elif hint is list:
+        if not isinstance(value, list):
+            fail("a list")
+        for item in value:
+            if not isinstance(item, (str, dict)) or (isinstance(item, dict) and "name" not in item):
+                raise UserError(f"{where}: {key}: each entry is a name or a table with 'name', got {_show(item)}")
+    elif hint is dict:
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            fail("a name or a table with a 'name' key")
+    elif hint == Spec and not (
+        isinstance(value, str) or isinstance(value, dict) and isinstance(value.get("name"), str)
+    ):
+        fail("a name or a table with a 'name' key")
+    lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+    if choices is not None and value not in choices:
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint_text = f" (did you mean {close[0]!r}?)" if close else ""
+        fail(f"one of {', '.join(map(repr, choices))}{hint_text}")
+    if lo is not None and (value <= lo if meta.get("above") else value < lo):
+        fail(f"a value {'>' if meta.get('above') else '>='} {lo}")
+    if hi is not None and value > hi:
+        fail(f"a value <= {hi}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------- writing
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Plain data -> TOML text (scalars first, then one ``[table]`` per dict, nested dicts inline)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict) and v is not None]
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines += ["", f"[{key}]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
