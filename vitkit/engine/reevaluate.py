@@ -67,4 +67,7 @@ def reevaluate(path: Path, split: str = "test", device: str = "auto") -> tuple[E
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None
     if run_dir is not None and (run_dir / "summary.json").is_file():
         (run_dir / f"eval_{split}.json").write_text(json.dumps(report, indent=2) + "\n")
+    from vitkit.engine.report import write_eval_report
+
+    write_eval_report(run_dir or ckpt_path.parent, recipe.name, result, getattr(data, split), meta["classes"], split)
     return result, report
