@@ -160,6 +160,8 @@ def test_python_api_accepts_paths_pil_images_and_tensors(run_dir, image_folder, 
     assert [len(r.topk) for r in results] == [2, 2, 2, 2]
     assert results[0].label == results[1].label and results[0].true_label == path.parent.name
     assert results[2].label == results[3].label  # an RGB copy of a grey image is converted back to grey
+    folder = predictor.predict(image_folder)  # a folder: every file under it
+    assert len(folder) == 60 and all(r.error is None and r.true_label for r in folder)
     batch = predictor.predict(test_split.images[:5])  # a (B, C, H, W) tensor
     assert len(batch) == 5 and all(r.error is None for r in batch)
     # the checkpoint and model.safetensors give the same model
@@ -238,3 +240,12 @@ def test_run_and_eval_write_the_report(run_dir, cli):
     assert all(0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 and 0 <= r["f1"] <= 1 for r in rows)
     assert "per class" in out and "macro avg" in out
     assert not math.isnan(rows[0]["f1"])
+
+
+def test_grid_keeps_the_first_images_across_batches(run_dir, image_folder):
+    predictor = vitkit.load(run_dir)
+    files = sorted(image_folder.rglob("*.png"))[:12]
+    outcome = predict_files(predictor, files, batch_size=5, keep=7, attention=True)
+    assert outcome.predicted == 12 and len(outcome.thumbs) == 7
+    assert [p.source for p, _, _ in outcome.thumbs] == [str(f) for f in files[:7]]
+    assert all(m is not None and m.rollout.shape == image.shape[-2:] for _, image, m in outcome.thumbs)

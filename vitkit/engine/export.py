@@ -232,6 +232,8 @@ def export(
 
 def print_report(report: ExportReport) -> None:
     table = Table(title=f"vitkit export: {report.fmt}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
 
     def acc(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"

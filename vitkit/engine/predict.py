@@ -270,7 +270,7 @@ class Predictor:
     # ---- the API
 
     def predict(self, images: Any, topk: int = 5, batch_size: int = 64) -> list[Prediction]:
-        """Classify ``images``: one or a list of paths, PIL images or tensors (``(B, C, H, W)`` batches too).
+        """Classify ``images``: one or a list of paths (folders too), PIL images or tensors (or one batch).
 
         Returns one ``Prediction`` per image, in order; an image that cannot be read gets ``error`` set.
         """
@@ -327,4 +327,7 @@ def _as_items(images: Any) -> Iterable[tuple[str, Any]]:
     for i, image in enumerate(images):
         if isinstance(image, torch.Tensor) and image.ndim == 4:
             raise UserError("pass a (B, C, H, W) tensor on its own, not inside a list")
-        yield (str(image) if isinstance(image, (str, Path)) else f"image[{i}]"), image
+        if isinstance(image, (str, Path)) and Path(image).is_dir():
+            yield from ((str(path), path) for path in collect_images([image]))
+        else:
+            yield (str(image) if isinstance(image, (str, Path)) else f"image[{i}]"), image

@@ -73,11 +73,11 @@ def predict_files(
                 images = [tensors[i] for i in ok]
                 for i, top in zip(ok, predictor.topk(predictor.probabilities(images), topk), strict=True):
                     results[i].topk = top
-                room = max(0, keep - len(outcome.thumbs))
-                maps: list[Any] = [None] * len(ok)
-                if attention and room and outcome.attention_note is None:
-                    maps = _attention(predictor, images[:room], outcome) or maps
-                for i, amap in list(zip(ok, maps, strict=True))[:room]:
+                kept = ok[: max(0, keep - len(outcome.thumbs))]
+                maps: list[Any] = [None] * len(kept)
+                if attention and kept and outcome.attention_note is None:
+                    maps = _attention(predictor, [tensors[i] for i in kept], outcome) or maps
+                for i, amap in zip(kept, maps, strict=True):
                     outcome.thumbs.append((results[i], _thumbnail(tensors[i]), amap))
             outcome.predictions += results
             progress.advance(task, len(chunk))
@@ -189,7 +189,8 @@ def run_predict(
         grid, cols = panels(outcome)
         shown = len(outcome.thumbs)
         more = f", first {shown} of {outcome.predicted}" if shown < outcome.predicted else ""
+        what = "predictions and attention (rollout, last layer)" if cols else "predictions"
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        plot_grid(grid, Path(out), f"{predictor.name}: predictions{more}", cols)
+        plot_grid(grid, Path(out), f"{predictor.name}: {what}{more}", cols)
         console.print(f"wrote {out}")
     return 0 if outcome.predicted else 1
