@@ -226,7 +226,7 @@ def test_attention_variant_without_weights_says_so(tmp_path):
 def test_run_and_eval_write_the_report(run_dir, cli):
     for name in ("confusion.png", "misclassified.png", "predictions.png", "lr.png", "report_test.json"):
         assert (run_dir / name).read_bytes()[:1] in (b"\x89", b"{"), name  # written by `vitkit run`
-    code, out, err = cli("eval", run_dir, "--split", "val")
+    code, out, err = cli("eval", run_dir / "checkpoints" / "best.pt", "--split", "val")  # a checkpoint works too
     assert code == 0, err
     report = read_json(run_dir / "report_val.json")
     assert sum(map(sum, report["confusion"])) == report["count"] == 143  # the digits val split
@@ -249,3 +249,12 @@ def test_grid_keeps_the_first_images_across_batches(run_dir, image_folder):
     assert outcome.predicted == 12 and len(outcome.thumbs) == 7
     assert [p.source for p, _, _ in outcome.thumbs] == [str(f) for f in files[:7]]
     assert all(m is not None and m.rollout.shape == image.shape[-2:] for _, image, m in outcome.thumbs)
+
+
+def test_camera_rotation_is_applied(tmp_path):
+    from vitkit.engine.predict import read_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to display
+    Image.new("L", (40, 20)).save(tmp_path / "photo.jpg", exif=exif)
+    assert read_image(tmp_path / "photo.jpg").size == (20, 40)

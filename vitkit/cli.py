@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("run_dir", help="run directory (runs/<name>/<time>/) or checkpoint file")
     ev.add_argument("--split", choices=("test", "val"), default="test")
+    ev.add_argument("--data", metavar="ROOT", help="read the dataset from ROOT instead of the recipe's data.root")
 
     pr = sub.add_parser("predict", help="classify your own images with a trained run")
     pr.add_argument("model", help="run directory, checkpoint (best.pt / last.pt) or model.safetensors")
@@ -82,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from vitkit.engine.reevaluate import reevaluate
 
-    reevaluate(Path(args.run_dir), args.split)
+    reevaluate(Path(args.run_dir), args.split, data_root=args.data)
     return 0
 
 

@@ -138,15 +138,16 @@ def collect_images(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def read_image(path: Path) -> Image.Image:
-    """Decode a whole image file; unreadable, truncated or non-image files raise ``UserError`` saying why."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode a whole image file, EXIF rotation applied; unreadable, truncated or non-image files raise
+    ``UserError`` saying why."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise UserError(f"not an image file (suffix {path.suffix or 'none'!r}; expected {', '.join(IMAGE_SUFFIXES)})")
     try:
         with Image.open(path) as img:
             img.load()  # decode now: a truncated file fails here, not later
-            return img.copy()
+            return ImageOps.exif_transpose(img)  # camera photos: upright as shown in viewers
     except UnidentifiedImageError:
         raise UserError("not a readable image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as err:

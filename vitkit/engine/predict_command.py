@@ -147,6 +147,7 @@ def panels(outcome: Outcome) -> tuple[list[Any], int | None]:
         image = thumb.clamp(0, 1).permute(1, 2, 0).numpy()
         color = "black" if p.correct is None else GREEN if p.correct else RED
         name = Path(p.source).name
+        name = name if len(name) <= 24 else "…" + name[-23:]
         out.append(Panel(image, f"{name}\n{caption(p.label, p.probability, p.true_label)}", color))
         if with_maps:
             last = "last layer, CLS" if amap.pooling == "cls" else "last layer, mean token"

@@ -30,12 +30,18 @@ def find_checkpoint(path: Path) -> Path:
     return path
 
 
-def reevaluate(path: Path, split: str = "test", device: str = "auto") -> tuple[Evaluation, dict[str, Any]]:
-    """Rebuild the run's data and model from the checkpoint's recipe and evaluate ``split``."""
+def reevaluate(
+    path: Path, split: str = "test", device: str = "auto", data_root: str | None = None
+) -> tuple[Evaluation, dict[str, Any]]:
+    """Rebuild the run's data and model from the checkpoint's recipe and evaluate ``split``.
+
+    ``data_root`` replaces the recipe's ``data.root`` (a dataset that moved)."""
     ckpt_path = find_checkpoint(path)
     state = load_checkpoint(ckpt_path)
     if "recipe" not in state or "model" not in state:
         raise UserError(f"{ckpt_path}: not a vitkit checkpoint (no recipe or model in it)")
+    if data_root is not None:
+        state["recipe"]["data"]["root"] = data_root
     recipe = recipe_from_dict(state["recipe"], source=ckpt_path)
     meta = state["data"]
     dev = select_device(device)
