@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vitkit
-from vitkit.engine.export import PARITY_ATOL, export, load_test_split
+from vitkit.engine.export import PARITY_ATOL, export, load_test_split, run_export
 from vitkit.engine.predict import load_model
 
 from .conftest import TINY_DIGITS
@@ -67,11 +67,10 @@ def test_onnx_gives_the_pytorch_logits(run_dir, reference, tmp_path):
         assert torch.allclose(torch.from_numpy(logits), model(x[:7]), atol=PARITY_ATOL, rtol=0)
 
 
-def test_int8_stays_within_one_point_of_fp32(run_dir, reference, cli, tmp_path):
+def test_int8_stays_within_one_point_of_fp32(run_dir, capsys, tmp_path):
     path = tmp_path / "int8.pt"
-    code, out, err = cli("export", run_dir, "--format", "torchscript", "--quantize", "int8", "--out", path)
-    assert code == 0, err
-    report = export(run_dir, "torchscript", "int8", out=tmp_path / "again.pt")
+    report = run_export(str(run_dir), "torchscript", "int8", out=str(path))
+    out = capsys.readouterr().out
     assert report.acc_before > 0.85
     assert abs(report.acc_int8 - report.acc_before) <= 0.01
     assert report.speedup is not None and report.speedup > 0
