@@ -187,6 +187,7 @@ def tensor_image(image: torch.Tensor, in_chans: int) -> torch.Tensor:
         image = image[None]
     if image.ndim != 3:
         raise UserError(f"expected an image tensor of shape (C, H, W) or (H, W), got {tuple(image.shape)}")
+    image = image.detach().cpu()
     image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
     return adapt_channels(image, in_chans)
 
@@ -270,7 +271,7 @@ class Predictor:
 
     # ---- the API
 
-    def predict(self, images: Any, topk: int = 5, batch_size: int = 64) -> list[Prediction]:
+    def predict(self, images: Any, topk: int = 3, batch_size: int = 64) -> list[Prediction]:
         """Classify ``images``: one or a list of paths (folders too), PIL images or tensors (or one batch).
 
         Returns one ``Prediction`` per image, in order; an image that cannot be read gets ``error`` set.

@@ -47,7 +47,7 @@ def _thumbnail(image: torch.Tensor) -> torch.Tensor:
 def predict_files(
     predictor: Predictor,
     files: Sequence[Path],
-    topk: int = 5,
+    topk: int = 3,
     batch_size: int = 64,
     keep: int = MAX_PANELS,
     attention: bool = False,
@@ -159,7 +159,7 @@ def panels(outcome: Outcome) -> tuple[list[Any], int | None]:
 def run_predict(
     target: str,
     paths: Sequence[str],
-    topk: int = 5,
+    topk: int = 3,
     out: str | None = None,
     json_path: str | None = None,
     attention: bool = False,
