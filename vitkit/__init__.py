@@ -8,6 +8,7 @@ Public API (torch is imported only when a name that needs it is first used):
 - ``MODELS``, ``ATTENTION``, ... : the registries themselves (``Registry``).
 - ``hookimpl``: marker for plugin lifecycle hooks (see ``vitkit.plugins``).
 - ``load_recipe(path, overrides)``: a validated ``Recipe``; ``train(recipe)``: run it, get the summary.
+- ``load(run_dir_or_checkpoint)``: a ``Predictor``; ``.predict(images)`` classifies paths, PIL images, tensors.
 - ``UserError``: raised for mistakes in recipes, command lines and input files.
 """
 
@@ -39,7 +40,11 @@ from vitkit.registry import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from torch import nn
+
+    from vitkit.engine.predict import Predictor
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:
@@ -61,6 +66,17 @@ def train(recipe: Recipe) -> dict[str, Any]:
     return Trainer(recipe).fit()
 
 
+def load(path: str | Path, device: str = "auto") -> Predictor:
+    """A ``Predictor`` for a run directory, a ``best.pt``/``last.pt`` checkpoint or a ``model.safetensors``.
+
+    ``vitkit.load("runs/digits/<run>").predict(["a.png", pil_image, tensor], topk=3)`` returns one
+    ``Prediction`` per image (``label``, ``probability``, ``topk``, ``error``).
+    """
+    from vitkit.engine.predict import Predictor
+
+    return Predictor.load(path, device)
+
+
 __all__ = [
     "ATTENTION",
     "AUGMENTATIONS",
@@ -76,6 +92,7 @@ __all__ = [
     "create_model",
     "hookimpl",
     "list_models",
+    "load",
     "load_recipe",
     "register_attention",
     "register_augmentation",

@@ -35,9 +35,29 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="validate the recipe and build the model; no data, no training"
     )
 
-    ev = sub.add_parser("eval", help="re-evaluate a finished run's best checkpoint")
+    ev = sub.add_parser(
+        "eval", help="re-evaluate a finished run's best checkpoint: accuracy, per-class table, confusion matrix"
+    )
     ev.add_argument("run_dir", help="run directory (runs/<name>/<time>/) or checkpoint file")
     ev.add_argument("--split", choices=("test", "val"), default="test")
+    ev.add_argument("--data", metavar="ROOT", help="read the dataset from ROOT instead of the recipe's data.root")
+
+    pr = sub.add_parser("predict", help="classify your own images with a trained run")
+    pr.add_argument("model", help="run directory, checkpoint (best.pt / last.pt) or model.safetensors")
+    pr.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    pr.add_argument("--topk", type=int, default=3, help="labels shown per image (default 3)")
+    pr.add_argument("--out", metavar="FILE.png", help="write a grid of the images with their predictions")
+    pr.add_argument("--json", dest="json_path", metavar="FILE", help="write all results as JSON")
+    pr.add_argument("--attention", action="store_true", help="overlay attention rollout and last-layer attention")
+    pr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    pr.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+
+    ex = sub.add_parser("export", help="export a run's model: safetensors, TorchScript or ONNX; int8, pruning")
+    ex.add_argument("model", help="run directory or checkpoint file")
+    ex.add_argument("--format", dest="fmt", choices=("safetensors", "torchscript", "onnx"), default="safetensors")
+    ex.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantization of Linear layers (CPU)")
+    ex.add_argument("--prune", type=float, metavar="AMOUNT", help="zero this share of Linear weights (0-1), globally")
+    ex.add_argument("--out", metavar="PATH", help="output file (default: next to the model in the run directory)")
 
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", choices=REGISTRY_KINDS, help="which registry")
@@ -63,7 +83,22 @@ def _run(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from vitkit.engine.reevaluate import reevaluate
 
-    reevaluate(Path(args.run_dir), args.split)
+    reevaluate(Path(args.run_dir), args.split, data_root=args.data)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from vitkit.engine.predict_command import run_predict
+
+    return run_predict(
+        args.model, args.paths, args.topk, args.out, args.json_path, args.attention, args.device, args.batch_size
+    )
+
+
+def _export(args: argparse.Namespace) -> int:
+    from vitkit.engine.export import run_export
+
+    run_export(args.model, args.fmt, args.quantize, args.prune, args.out)
     return 0
 
 
@@ -84,7 +119,7 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "eval": _eval, "list": _list}
+COMMANDS = {"run": _run, "eval": _eval, "list": _list, "predict": _predict, "export": _export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

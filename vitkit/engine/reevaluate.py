@@ -30,12 +30,18 @@ def find_checkpoint(path: Path) -> Path:
     return path
 
 
-def reevaluate(path: Path, split: str = "test", device: str = "auto") -> tuple[Evaluation, dict[str, Any]]:
-    """Rebuild the run's data and model from the checkpoint's recipe and evaluate ``split``."""
+def reevaluate(
+    path: Path, split: str = "test", device: str = "auto", data_root: str | None = None
+) -> tuple[Evaluation, dict[str, Any]]:
+    """Rebuild the run's data and model from the checkpoint's recipe and evaluate ``split``.
+
+    ``data_root`` replaces the recipe's ``data.root`` (a dataset that moved)."""
     ckpt_path = find_checkpoint(path)
     state = load_checkpoint(ckpt_path)
     if "recipe" not in state or "model" not in state:
         raise UserError(f"{ckpt_path}: not a vitkit checkpoint (no recipe or model in it)")
+    if data_root is not None:
+        state["recipe"]["data"]["root"] = data_root
     recipe = recipe_from_dict(state["recipe"], source=ckpt_path)
     meta = state["data"]
     dev = select_device(device)
@@ -67,4 +73,7 @@ def reevaluate(path: Path, split: str = "test", device: str = "auto") -> tuple[E
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None
     if run_dir is not None and (run_dir / "summary.json").is_file():
         (run_dir / f"eval_{split}.json").write_text(json.dumps(report, indent=2) + "\n")
+    from vitkit.engine.report import write_eval_report
+
+    write_eval_report(run_dir or ckpt_path.parent, recipe.name, result, getattr(data, split), meta["classes"], split)
     return result, report

@@ -261,6 +261,11 @@ class Trainer:
             from vitkit.viz import plot_curves
 
             plot_curves(run.history, run_dir, title=self.recipe.name)
+        from vitkit.engine.report import write_run_report
+
+        write_run_report(
+            run_dir, self.recipe.name, test, self.data.test, self.data.classes, run.history, self.recipe.output.plots
+        )
         self.hooks.vitkit_on_run_end(run=run, summary=summary)
         print_summary(summary)
         return summary

@@ -1,0 +1,264 @@
+"""``vitkit export``: a run's model as safetensors, TorchScript or ONNX, optionally pruned or int8-quantized.
+
+Each step reports what it changed: test accuracy before/after pruning and quantization, the int8 model's
+CPU speed against fp32, and for TorchScript/ONNX the largest logit difference from the PyTorch model
+(checked against ``PARITY_ATOL``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import statistics
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.table import Table
+from torch import nn
+
+from vitkit.engine.console import console
+from vitkit.engine.predict import load_model
+from vitkit.errors import UserError
+
+PARITY_ATOL = 1e-4  # max |logit difference| allowed between an exported model and the PyTorch one (fp32)
+SUFFIXES = {"safetensors": ".safetensors", "torchscript": ".torchscript.pt", "onnx": ".onnx"}
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence torch's deprecation and tracer warnings around export calls (they are not the user's concern)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def linear_layers(model: nn.Module) -> list[nn.Linear]:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def prune_linear(model: nn.Module, amount: float) -> float:
+    """Zero the ``amount`` smallest-magnitude Linear weights across all layers, made permanent; the sparsity."""
+    from torch.nn.utils import prune
+
+    layers = linear_layers(model)
+    prune.global_unstructured([(m, "weight") for m in layers], pruning_method=prune.L1Unstructured, amount=amount)
+    for m in layers:
+        prune.remove(m, "weight")
+    zeros = sum(int((m.weight == 0).sum()) for m in layers)
+    return zeros / sum(m.weight.numel() for m in layers)
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Dynamic int8 quantization of the Linear layers (weights int8, activations quantized per batch)."""
+    with quiet():
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear}, torch.qint8)
+
+
+@torch.no_grad()
+def seconds_per_batch(model: Any, x: torch.Tensor, repeats: int = 20) -> float:
+    """Median wall time of one forward pass over ``x`` on the CPU, after warm-up."""
+    for _ in range(3):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def max_logit_diff(reference: nn.Module, run: Any, x: torch.Tensor) -> float:
+    """Largest absolute difference between ``reference(x)`` and ``run(x)`` (a callable on a CPU tensor)."""
+    return float((reference(x).float() - torch.as_tensor(run(x)).float()).abs().max())
+
+
+# ------------------------------------------------------------------------------------------ writers
+
+
+def write_safetensors(model: nn.Module, path: Path, metadata: dict[str, Any]) -> None:
+    from vitkit.engine.checkpoint import save_safetensors
+
+    save_safetensors(model, path, metadata)
+
+
+def write_torchscript(model: nn.Module, x: torch.Tensor, path: Path, metadata: dict[str, Any]) -> Any:
+    """Traced TorchScript with the metadata as ``vitkit.json`` extra file; returns the reloaded module."""
+    with quiet():
+        traced = torch.jit.trace(model, x)
+        torch.jit.save(traced, str(path), _extra_files={"vitkit.json": json.dumps(metadata)})
+        return torch.jit.load(str(path))
+
+
+def write_onnx(model: nn.Module, x: torch.Tensor, path: Path, metadata: dict[str, Any]) -> tuple[Any, str]:
+    """ONNX (dynamo exporter, dynamic batch), checked by ``onnx.checker``, metadata as model properties.
+
+    Returns a runner ``x -> logits`` and what runs it: onnxruntime when importable, else onnx's reference
+    evaluator (pure Python, slow, fine for a parity check).
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise UserError("--format onnx needs the onnx and onnxscript packages (pip install onnx onnxscript)") from None
+    with quiet():
+        program = torch.onnx.export(
+            model,
+            (x,),
+            dynamo=True,
+            dynamic_shapes=({0: "batch"},),
+            input_names=["images"],
+            output_names=["logits"],
+            verbose=False,
+        )
+    proto = program.model_proto
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=json.dumps(value))
+    onnx.save(proto, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    try:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return (lambda t: session.run(None, {"images": t.numpy()})[0]), "onnxruntime"
+    except ImportError:
+        from onnx.reference import ReferenceEvaluator
+
+        evaluator = ReferenceEvaluator(onnx.load(str(path)))
+        return (lambda t: evaluator.run(None, {"images": t.numpy()})[0]), "onnx.reference (no onnxruntime)"
+
+
+# ----------------------------------------------------------------------------------------- command
+
+
+@dataclass
+class ExportReport:
+    """What ``export`` measured; accuracies are on the test split (``None`` without a recipe)."""
+
+    path: Path
+    fmt: str
+    acc_before: float | None = None
+    acc_pruned: float | None = None
+    sparsity: float | None = None
+    acc_int8: float | None = None
+    fp32_s: float | None = None
+    int8_s: float | None = None
+    parity: float | None = None
+    parity_by: str = ""
+    batch: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def speedup(self) -> float | None:
+        return self.fp32_s / self.int8_s if self.fp32_s and self.int8_s else None
+
+
+def load_test_split(recipe_data: dict[str, Any], meta: dict[str, Any], source: Path) -> tuple[Any, torch.Tensor]:
+    """The run's test-split loader on the CPU and one batch from it (for speed and parity)."""
+    from vitkit.data import BatchTransform, build_loader
+    from vitkit.engine import build
+    from vitkit.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict(recipe_data, source=source)
+    data = build.build_dataset(recipe, meta["img_size"]).load()
+    transform = BatchTransform(meta["img_size"], meta["mean"], meta["std"])
+    loader = build_loader(data.test, 256, transform, torch.device("cpu"), False, recipe.data.num_workers)
+    return loader, next(iter(loader))[0][:64]
+
+
+def accuracy(model: Any, loader: Any) -> float:
+    from vitkit.engine.evaluate import evaluate
+
+    return evaluate(model, loader, torch.device("cpu")).acc
+
+
+def export(
+    target: str | Path,
+    fmt: str = "safetensors",
+    quantize: str | None = None,
+    prune: float | None = None,
+    out: str | Path | None = None,
+) -> ExportReport:
+    """Export (and compress) the model of a run directory or checkpoint; measures what each step changed."""
+    if fmt not in SUFFIXES:
+        raise UserError(f"--format must be one of {', '.join(SUFFIXES)}, got {fmt!r}")
+    if quantize not in (None, "int8"):
+        raise UserError(f"--quantize: only 'int8' is supported, got {quantize!r}")
+    if quantize and fmt != "torchscript":
+        raise UserError(f"--quantize int8 cannot be saved as {fmt} (packed int8 weights); use --format torchscript")
+    if prune is not None and not 0.0 < prune < 1.0:
+        raise UserError(f"--prune: expected a share of weights in (0, 1), got {prune}")
+    loaded = load_model(target)
+    model, meta = loaded.model, loaded.data
+    tags = (f".pruned{round(prune * 100)}" if prune else "") + (".int8" if quantize else "")
+    path = Path(out) if out else loaded.run_dir / f"model{tags}{SUFFIXES[fmt]}"
+    report = ExportReport(path, fmt)
+    metadata = {"model": loaded.spec, "data": meta}
+    loader = None
+    if loaded.recipe is None:
+        report.notes.append(f"{loaded.source.name} holds no recipe (no dataset): accuracies not measured")
+        x = torch.rand(64, meta["in_chans"], meta["img_size"], meta["img_size"])
+    else:
+        loader, x = load_test_split(loaded.recipe, meta, loaded.source)
+        report.acc_before = accuracy(model, loader)
+    report.batch = len(x)
+    if prune:
+        report.sparsity = prune_linear(model, prune)
+        report.acc_pruned = accuracy(model, loader) if loader else None
+    exported = model
+    if quantize:
+        exported = quantize_int8(model)
+        report.acc_int8 = accuracy(exported, loader) if loader else None
+        report.fp32_s = seconds_per_batch(model, x)
+        report.int8_s = seconds_per_batch(exported, x)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "safetensors":
+        write_safetensors(model, path, metadata)
+    elif fmt == "torchscript":
+        loaded = write_torchscript(exported, x, path, metadata)
+        report.parity, report.parity_by = max_logit_diff(exported, loaded, x), "torch.jit.load"
+    else:
+        runner, report.parity_by = write_onnx(model, x, path, metadata)
+        report.parity = max_logit_diff(model, runner, x)
+    if report.parity is not None and report.parity > PARITY_ATOL:
+        raise RuntimeError(f"{path}: exported logits differ by {report.parity:.2e} (> {PARITY_ATOL:.0e})")
+    return report
+
+
+def print_report(report: ExportReport) -> None:
+    table = Table(title=f"vitkit export: {report.fmt}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+
+    def acc(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    table.add_row("file", f"{report.path} ({report.path.stat().st_size / 1e6:.2f} MB)")
+    table.add_row("test accuracy (fp32)", acc(report.acc_before))
+    if report.sparsity is not None:
+        table.add_row("pruned Linear weights", f"{report.sparsity:.1%}")
+        table.add_row("test accuracy (pruned)", acc(report.acc_pruned))
+    if report.int8_s is not None:
+        table.add_row("test accuracy (int8)", acc(report.acc_int8))
+        table.add_row(
+            f"CPU time / batch of {report.batch}",
+            f"fp32 {report.fp32_s * 1e3:.2f} ms, int8 {report.int8_s * 1e3:.2f} ms ({report.speedup:.2f}x)",
+        )
+    if report.parity is not None:
+        table.add_row("max |logit diff|", f"{report.parity:.2e} (tolerance {PARITY_ATOL:.0e}; {report.parity_by})")
+    console.print(table)
+    for note in report.notes:
+        console.print(note)
+
+
+def run_export(
+    target: str, fmt: str, quantize: str | None = None, prune: float | None = None, out: str | None = None
+) -> ExportReport:
+    report = export(target, fmt, quantize, prune, out)
+    print_report(report)
+    return report
