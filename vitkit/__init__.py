@@ -2,7 +2,8 @@
 
 Public API (torch is imported only when a name that needs it is first used):
 
-- ``create_model(name, **overrides)``, ``list_models(pattern)``: registered models.
+- ``create_model(name, checkpoint_path=None, **overrides)``, ``list_models(pattern)``: registered
+  models, ``timm/<name>`` for any timm model; weights from vitkit or timm files.
 - ``register_model``, ``register_attention``, ``register_augmentation``, ``register_optimizer``,
   ``register_scheduler``, ``register_dataset``, ``register_loss``: decorators for new components.
 - ``MODELS``, ``ATTENTION``, ... : the registries themselves (``Registry``).
@@ -42,11 +43,13 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
-    """Build the registered model ``name``; ``overrides`` replace its configuration's values."""
+def create_model(name: str, checkpoint_path: str | None = None, **overrides: Any) -> nn.Module:
+    """Build the registered model ``name`` (or any timm model as ``timm/<name>``); ``overrides``
+    replace its configuration's values. ``checkpoint_path`` loads weights from a vitkit checkpoint,
+    a vitkit ``model.safetensors`` or a timm state dict (converted, positions resized)."""
     from vitkit.models import create_model as _create
 
-    return _create(name, **overrides)
+    return _create(name, checkpoint_path=checkpoint_path, **overrides)
 
 
 def list_models(pattern: str = "*") -> list[str]:
