@@ -77,7 +77,7 @@ def load_weights(
         source = source or str(state)
         state, _ = read_weights(state)
     if convert:
-        state = adapt_to_model(from_timm_layout(state), model)
+        state = adapt_to_model(from_timm_layout(state), model, source)
     load_state(model, state, source or "state dict", reset_head=reset_head, model_name=model_name)
     return model
 

@@ -163,10 +163,21 @@ def _embedded_prefix(model: nn.Module) -> int:
     return getattr(model, "num_prefix_tokens", 0)
 
 
-def adapt_to_model(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Make a (converted) state dict fit ``model`` where that changes no function: resize learned
-    positions to the model's grid, drop a checkpoint's copy of a fixed sin-cos table, and add the
-    zero patch-embedding bias that timm leaves out with ``pre_norm``."""
+def adapt_input_channels(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """A patch projection ``(dim, C, p, p)`` for ``in_chans`` input channels: summed to one channel
+    (grey images see the RGB filters' total response), else cycled and rescaled, as timm does."""
+    if weight.shape[1] == in_chans:
+        return weight
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = -(-in_chans // weight.shape[1])
+    return torch.cat([weight] * repeats, dim=1)[:, :in_chans] * (weight.shape[1] / in_chans)
+
+
+def adapt_to_model(state: dict[str, torch.Tensor], model: nn.Module, source: str = "") -> dict[str, torch.Tensor]:
+    """Make a (converted) state dict fit ``model``: resize learned positions to the model's grid,
+    adapt the patch projection to the model's input channels, drop a checkpoint's copy of a fixed
+    sin-cos table, and add the zero patch-embedding bias that timm leaves out with ``pre_norm``."""
     state = dict(state)
     target = model.state_dict()
     pos = state.get("pos_embed")
@@ -181,9 +192,12 @@ def adapt_to_model(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str
             del state["pos_embed"]  # the fixed table, exported by to_timm_state_dict
         else:
             raise UserError(
-                "the checkpoint has learned position embeddings but the model uses fixed sin-cos ones; "
-                "create it with pos_embed='learn'"
+                f"{source or 'the checkpoint'} has learned position embeddings (pos_embed) but the model uses "
+                "fixed sin-cos ones; create it with pos_embed='learn'"
             )
+    weight = "patch_embed.proj.weight"
+    if weight in state and weight in target and state[weight].shape[1] != target[weight].shape[1]:
+        state[weight] = adapt_input_channels(state[weight], target[weight].shape[1])
     bias = "patch_embed.proj.bias"
     if bias in target and bias not in state and "patch_embed.proj.weight" in state:
         state[bias] = torch.zeros_like(target[bias])
