@@ -184,6 +184,11 @@ def test_recipe_trains_a_timm_model_and_starts_from_weights(tmp_path, cli):
     )
     assert code == 0, err
     assert "head left freshly initialised" in out  # and the RGB patch filters were summed for grey digits
+    (tmp_path / "w.pth").rename(tmp_path / "moved.pth")  # the starting weights are not needed to re-score the run
+    (run_dir,) = [p.parent for p in (tmp_path / "tiny").glob("*/summary.json") if "vit_tiny" in p.read_text()]
+    code, _, err = cli("eval", run_dir)
+    assert code == 0, err
+    (tmp_path / "moved.pth").rename(tmp_path / "w.pth")
     code, _, err = cli("run", recipe, *common, "--set", f'model.checkpoint_path="{tmp_path / "w.pth"}"')
     assert code == 2 and "model.checkpoint_path" in err and "w.pth has learned position embeddings" in err
 

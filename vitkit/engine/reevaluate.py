@@ -37,6 +37,7 @@ def reevaluate(path: Path, split: str = "test", device: str = "auto") -> tuple[E
     if "recipe" not in state or "model" not in state:
         raise UserError(f"{ckpt_path}: not a vitkit checkpoint (no recipe or model in it)")
     recipe = recipe_from_dict(state["recipe"], source=ckpt_path)
+    recipe.model.pop("checkpoint_path", None)  # the run's starting weights; its own replace them
     meta = state["data"]
     dev = select_device(device)
     precision = select_precision("auto", dev)
