@@ -172,3 +172,13 @@ def test_every_family_is_listed_with_a_description(cli):
         assert name in out
     for name in ("vit_sd_nano_patch4_16", "cct_nano_patch2_8"):
         assert name in out
+
+
+@pytest.mark.parametrize("name", [spec["name"] for spec in FAMILIES.values()])
+def test_flops_are_counted_for_every_family(name):
+    from vitkit.engine.summary import count_flops
+
+    model = vitkit.create_model(name)
+    flops = count_flops(model, model.in_chans, model.img_size)
+    params = sum(p.numel() for p in model.parameters())
+    assert params < flops < 1e9  # at least a multiply-add per weight, far below a GFLOP at this size

@@ -148,7 +148,8 @@ class CaiT(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> normed ``(B, 1 + patches, dim)`` tokens, class token first."""
         patches = self.blocks(self.pos_drop(self.patch_embed(x) + self.pos_embed))
-        cls = repeat(self.cls_token, "1 1 d -> b 1 d", b=x.shape[0])
+        # a copy, not a view of the parameter: torch's module tracker (FlopCounterMode) rejects those under no_grad
+        cls = repeat(self.cls_token, "1 1 d -> b 1 d", b=x.shape[0]).clone()
         for block in self.blocks_token_only:
             cls = block(cls, patches)
         return self.norm(torch.cat([cls, patches], dim=1))
