@@ -108,3 +108,20 @@ def test_vary_values_split_outside_brackets():
         "[1, 2]",
         '"a,b"',
     ]
+
+
+def test_vary_axes_make_all_combinations(write_recipe, tmp_path):
+    from vitkit.engine.compare import plan
+
+    first = write_recipe(TINY_DIGITS, "a.toml")
+    variants = plan([str(first)], ["model.depth=1,2", "model.attention=softmax,{name='softmax', qk_norm=true}"])
+    assert [v.label for v in variants] == [
+        "depth=1, attention=softmax",
+        "depth=1, attention={name='softmax', qk_norm=true}",
+        "depth=2, attention=softmax",
+        "depth=2, attention={name='softmax', qk_norm=true}",
+    ]
+    assert variants[3].overrides == ["model.depth=2", "model.attention={name='softmax', qk_norm=true}"]
+    second = write_recipe(TINY_DIGITS, "b.toml")
+    labels = [v.label for v in plan([str(first), str(second)], ["seed=0,1"])]
+    assert labels == ["a [seed=0]", "a [seed=1]", "b [seed=0]", "b [seed=1]"]

@@ -9,6 +9,7 @@ Public API (torch is imported only when a name that needs it is first used):
 - ``MODELS``, ``ATTENTION``, ... : the registries themselves (``Registry``).
 - ``hookimpl``: marker for plugin lifecycle hooks (see ``vitkit.plugins``).
 - ``load_recipe(path, overrides)``: a validated ``Recipe``; ``train(recipe)``: run it, get the summary.
+- ``compare(sources, vary, overrides, rank_by, out)``: train and rank variants (``vitkit compare``).
 - ``UserError``: raised for mistakes in recipes, command lines and input files.
 """
 
@@ -57,6 +58,20 @@ def list_models(pattern: str = "*") -> list[str]:
     return MODELS.list(pattern)
 
 
+def compare(
+    sources: list[str],
+    vary: list[str] | None = None,
+    overrides: list[str] | None = None,
+    rank_by: str = "test_acc",
+    out: str | None = None,
+) -> Any:
+    """``vitkit compare`` from Python: train recipe variants (``vary``: ``"key=v1,v2"`` strings) or
+    read finished run directories; returns the report folder (compare.csv, compare.json, plots)."""
+    from vitkit.engine.compare import compare as _compare
+
+    return _compare(sources, vary, overrides, rank_by, out)
+
+
 def train(recipe: Recipe) -> dict[str, Any]:
     """Train, validate and test ``recipe``; returns the summary also written to ``summary.json``."""
     from vitkit.engine.trainer import Trainer
@@ -76,6 +91,7 @@ __all__ = [
     "Registry",
     "UserError",
     "__version__",
+    "compare",
     "create_model",
     "hookimpl",
     "list_models",
