@@ -111,7 +111,8 @@ def plot_overlaid(histories: dict[str, list[dict[str, float]]], out_dir: Path) -
             for split, style in (("train", "-"), ("val", "--")):
                 values = [row.get(f"{split}_{metric}") for row in history]
                 if all(v is not None for v in values):
-                    ax.plot(epochs, values, style, color=color, marker=marker, markersize=3, label=f"{name} ({split})")
+                    legend = name if split == "train" else "_nolegend_"  # one entry per run: its colour
+                    ax.plot(epochs, values, style, color=color, marker=marker, markersize=3, label=legend)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(f"compare: {label} (solid: train, dashed: validation)")
