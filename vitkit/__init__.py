@@ -2,13 +2,15 @@
 
 Public API (torch is imported only when a name that needs it is first used):
 
-- ``create_model(name, **overrides)``, ``list_models(pattern)``: registered models.
+- ``create_model(name, checkpoint_path=None, **overrides)``, ``list_models(pattern)``: registered
+  models, ``timm/<name>`` for any timm model; weights from vitkit or timm files.
 - ``register_model``, ``register_attention``, ``register_augmentation``, ``register_optimizer``,
   ``register_scheduler``, ``register_dataset``, ``register_loss``: decorators for new components.
 - ``MODELS``, ``ATTENTION``, ... : the registries themselves (``Registry``).
 - ``hookimpl``: marker for plugin lifecycle hooks (see ``vitkit.plugins``).
 - ``load_recipe(path, overrides)``: a validated ``Recipe``; ``train(recipe)``: run it, get the summary.
 - ``load(run_dir_or_checkpoint)``: a ``Predictor``; ``.predict(images)`` classifies paths, PIL images, tensors.
+- ``compare(sources, vary, overrides, rank_by, out)``: train and rank variants (``vitkit compare``).
 - ``UserError``: raised for mistakes in recipes, command lines and input files.
 """
 
@@ -47,16 +49,32 @@ if TYPE_CHECKING:
     from vitkit.engine.predict import Predictor
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
-    """Build the registered model ``name``; ``overrides`` replace its configuration's values."""
+def create_model(name: str, checkpoint_path: str | None = None, **overrides: Any) -> nn.Module:
+    """Build the registered model ``name`` (or any timm model as ``timm/<name>``); ``overrides``
+    replace its configuration's values. ``checkpoint_path`` loads weights from a vitkit checkpoint,
+    a vitkit ``model.safetensors`` or a timm state dict (converted, positions resized)."""
     from vitkit.models import create_model as _create
 
-    return _create(name, **overrides)
+    return _create(name, checkpoint_path=checkpoint_path, **overrides)
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Names of registered models matching an fnmatch ``pattern``, naturally sorted."""
     return MODELS.list(pattern)
+
+
+def compare(
+    sources: list[str],
+    vary: list[str] | None = None,
+    overrides: list[str] | None = None,
+    rank_by: str = "test_acc",
+    out: str | None = None,
+) -> Any:
+    """``vitkit compare`` from Python: train recipe variants (``vary``: ``"key=v1,v2"`` strings) or
+    read finished run directories; returns the report folder (compare.csv, compare.json, plots)."""
+    from vitkit.engine.compare import compare as _compare
+
+    return _compare(sources, vary, overrides, rank_by, out)
 
 
 def train(recipe: Recipe) -> dict[str, Any]:
@@ -89,6 +107,7 @@ __all__ = [
     "Registry",
     "UserError",
     "__version__",
+    "compare",
     "create_model",
     "hookimpl",
     "list_models",

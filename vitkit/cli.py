@@ -59,6 +59,37 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--prune", type=float, metavar="AMOUNT", help="zero this share of Linear weights (0-1), globally")
     ex.add_argument("--out", metavar="PATH", help="output file (default: next to the model in the run directory)")
 
+    cmp = sub.add_parser(
+        "compare",
+        help="train recipe variants (or take finished runs) and rank them side by side",
+        description="Train every recipe x every combination of --vary values (cartesian product), or take "
+        "finished run directories; print a ranked table and write compare.csv, compare.json, "
+        "compare_loss.png and compare_accuracy.png into <output.dir>/compare-<time>/.",
+    )
+    cmp.add_argument("sources", nargs="+", metavar="RECIPE_OR_RUN", help="TOML recipes and/or finished run directories")
+    cmp.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="one variant per value, TOML values (repeatable: all combinations): --vary model.attention=softmax,linear",
+    )
+    cmp.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key in every recipe (repeatable): --set train.epochs=5",
+    )
+    cmp.add_argument(
+        "--rank-by",
+        default="test_acc",
+        metavar="METRIC",
+        help="test_acc (default), best_val_acc, train_img_per_s, infer_img_per_s, params, gflops, wall_time_s",
+    )
+    cmp.add_argument("--out", metavar="DIR", help="report folder (default: <output.dir>/compare-<time>/)")
+
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", choices=REGISTRY_KINDS, help="which registry")
     ls.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'vit_*'")
@@ -102,6 +133,13 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from vitkit.engine.compare import compare
+
+    compare(args.sources, args.vary, args.overrides, args.rank_by, args.out)
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -119,7 +157,14 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "eval": _eval, "list": _list, "predict": _predict, "export": _export}
+COMMANDS = {
+    "run": _run,
+    "eval": _eval,
+    "predict": _predict,
+    "export": _export,
+    "compare": _compare,
+    "list": _list,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,6 +46,7 @@ class Registry:
         self.kind = kind
         self._modules = modules
         self._entries: dict[str, Entry] = {}
+        self._resolvers: dict[str, Callable[[str], Callable[..., Any]]] = {}
         self._loaded = not modules
 
     def _load_builtins(self) -> None:
@@ -76,12 +77,20 @@ class Registry:
             )
         self._entries[name] = Entry(name, factory, origin)
 
+    def add_resolver(self, prefix: str, resolve: Callable[[str], Callable[..., Any]]) -> None:
+        """Names starting with ``prefix`` (``"timm/"``) not registered themselves are looked up on
+        use: ``resolve(rest_of_name)`` returns the factory or raises ``UnknownNameError``."""
+        self._resolvers[prefix] = resolve
+
     def get(self, name: str) -> Entry:
         """The entry for ``name``; unknown names raise with close-match suggestions."""
         self._load_builtins()
         try:
             return self._entries[name]
         except KeyError:
+            for prefix, resolve in self._resolvers.items():
+                if name.startswith(prefix):
+                    return Entry(name, resolve(name[len(prefix) :]), prefix.rstrip("/:"))
             raise UnknownNameError(self.unknown_message(name)) from None
 
     def unknown_message(self, name: str) -> str:

@@ -59,7 +59,18 @@ def build_model(recipe: Recipe, num_classes: int | None = None, in_chans: int | 
         if key in spec and spec[key] != value:
             raise UserError(f"{recipe.where()}: model.{key} = {spec[key]} but the dataset has {value}")
         spec[key] = value
-    return create(MODELS, spec, recipe, "model")
+    checkpoint = spec.pop("checkpoint_path", None)
+    model = create(MODELS, spec, recipe, "model")
+    if checkpoint is not None:  # start from these weights (vitkit or timm; a head for other classes is reset)
+        from vitkit.models.timm_bridge import load_weights
+
+        if not isinstance(checkpoint, str):
+            raise UserError(f"{recipe.where()}: model.checkpoint_path: expected a file path, got {checkpoint!r}")
+        try:
+            load_weights(model, checkpoint, reset_head=True, convert=not spec["name"].startswith("timm/"))
+        except UserError as err:
+            raise UserError(f"{recipe.where()}: model.checkpoint_path: {err}") from None
+    return model
 
 
 def model_img_size(recipe: Recipe) -> int:

@@ -43,6 +43,7 @@ def reevaluate(
     if data_root is not None:
         state["recipe"]["data"]["root"] = data_root
     recipe = recipe_from_dict(state["recipe"], source=ckpt_path)
+    recipe.model.pop("checkpoint_path", None)  # the run's starting weights; its own replace them
     meta = state["data"]
     dev = select_device(device)
     precision = select_precision("auto", dev)

@@ -2,20 +2,45 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 from torch import nn
 
 from vitkit.layers.drop import DropPath
+from vitkit.layers.layer_scale import LayerScale
 from vitkit.layers.mlp import Mlp
-from vitkit.registry import ATTENTION
+from vitkit.registry import ATTENTION, split_spec
+
+AttentionSpec = str | dict[str, Any] | type[nn.Module]
+
+
+def build_attention(attention: AttentionSpec, **kwargs: Any) -> nn.Module:
+    """An attention module from a registry name, a ``{"name": ...}`` spec, or a module class.
+
+    Options in ``kwargs`` with value ``None`` are left out, so attentions without them keep working.
+    """
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if isinstance(attention, type):
+        name, factory, options = attention.__name__, attention, {}
+    else:
+        name, options = split_spec(attention)
+        factory = ATTENTION.get(name).factory
+    params = inspect.signature(factory).parameters.values()
+    if not any(p.kind is p.VAR_KEYWORD for p in params):
+        accepted = {p.name for p in params}
+        for key in sorted(kwargs.keys() - accepted - {"dim", "num_heads", "qkv_bias", "attn_drop", "proj_drop"}):
+            raise ValueError(f"attention {name!r} has no {key!r} option")
+    return factory(**{**options, **kwargs})
 
 
 class Block(nn.Module):
-    """``x + DropPath(Attention(LN(x)))`` then ``x + DropPath(Mlp(LN(x)))``.
+    """``x + DropPath(LS(Attention(LN(x))))`` then ``x + DropPath(LS(Mlp(LN(x))))``.
 
     ``attention`` is a registry name or ``{"name": ..., **kwargs}`` spec (see ``vitkit list attention``).
+    ``init_values`` turns on LayerScale (timm keys ``ls1.gamma``/``ls2.gamma``); ``qk_norm`` is passed
+    to the attention only when set.
     """
 
     def __init__(
@@ -27,23 +52,28 @@ class Block(nn.Module):
         drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
-        attention: str | dict[str, Any] = "softmax",
+        attention: AttentionSpec = "softmax",
+        init_values: float | None = None,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = ATTENTION.create(
+        self.attn = build_attention(
             attention,
             dim=dim,
             num_heads=num_heads,
             qkv_bias=qkv_bias,
             attn_drop=attn_drop,
             proj_drop=drop,
+            qk_norm=True if qk_norm else None,
         )
+        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path1 = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))

@@ -34,20 +34,26 @@ def accepted_kwargs(name: str) -> set[str] | None:
     return {p.name for p in params if p.name != "self"}
 
 
-def _register_vit(name: str, doc: str, **config: Any) -> None:
-    def factory(**overrides: Any) -> VisionTransformer:
-        unknown = set(overrides) - set(inspect.signature(VisionTransformer).parameters)
+def register_config(cls: type[nn.Module], name: str, doc: str, **config: Any) -> None:
+    """Register ``name``: ``cls`` built with ``config``; its signature shows the config's values as defaults."""
+
+    def factory(**overrides: Any) -> nn.Module:
+        unknown = set(overrides) - set(inspect.signature(cls).parameters)
         if unknown:
             raise UserError(f"{name} has no option {sorted(unknown)[0]!r}")
-        return VisionTransformer(**{**config, **overrides})
+        return cls(**{**config, **overrides})
 
     factory.__doc__ = doc
     factory.__name__ = name
-    signature = inspect.signature(VisionTransformer)  # the config's values shown as defaults
+    signature = inspect.signature(cls)
     factory.__signature__ = signature.replace(
         parameters=[p.replace(default=config.get(p.name, p.default)) for p in signature.parameters.values()]
     )
     MODELS.add(name, factory)
+
+
+def _register_vit(name: str, doc: str, **config: Any) -> None:
+    register_config(VisionTransformer, name, doc, **config)
 
 
 _register_vit("vit", "ViT with timm's ViT-Base defaults; set every size yourself.")

@@ -17,7 +17,10 @@ class VisionTransformer(nn.Module):
 
     Keyword names follow timm's ``VisionTransformer``; ``attention`` picks the attention variant
     by registry name, ``patch_norm`` adds a LayerNorm on patch tokens (off: on tiny patches it
-    erases the intensity signal).
+    erases the intensity signal). Options as in timm: ``init_values`` (LayerScale), ``qk_norm``,
+    ``reg_tokens`` (register tokens, Darcet et al. 2024), ``no_embed_class`` (learned positions for
+    patches only), ``fc_norm`` (LayerNorm after pooling instead of before), ``pre_norm`` (LayerNorm
+    before the blocks).
     """
 
     def __init__(
@@ -40,6 +43,12 @@ class VisionTransformer(nn.Module):
         pos_embed: Literal["learn", "sincos", "none"] = "learn",
         patch_norm: bool = False,
         attention: str | dict[str, Any] = "softmax",
+        init_values: float | None = None,
+        qk_norm: bool = False,
+        reg_tokens: int = 0,
+        no_embed_class: bool = False,
+        fc_norm: bool = False,
+        pre_norm: bool = False,
     ) -> None:
         super().__init__()
         for key, value in {
@@ -60,6 +69,10 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
         if global_pool == "token" and not class_token:
             raise ValueError("global_pool='token' needs class_token=True (or use global_pool='avg')")
+        if not isinstance(reg_tokens, int) or reg_tokens < 0:
+            raise ValueError(f"reg_tokens must be an integer >= 0, got {reg_tokens!r}")
+        if init_values is not None and init_values <= 0:
+            raise ValueError(f"init_values (LayerScale) must be > 0 or unset, got {init_values}")
         if pos_embed not in ("learn", "sincos", "none"):
             raise ValueError(f"pos_embed must be 'learn', 'sincos' or 'none', got {pos_embed!r}")
         for key, p in {
@@ -73,38 +86,70 @@ class VisionTransformer(nn.Module):
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.num_classes, self.embed_dim = num_classes, embed_dim
         self.global_pool, self.pos_embed_kind = global_pool, pos_embed
-        self.num_prefix_tokens = 1 if class_token else 0
+        self.depth, self.num_heads, self.mlp_ratio, self.qkv_bias = depth, num_heads, mlp_ratio, qkv_bias
+        self.init_values, self.qk_norm, self.pre_norm = init_values, qk_norm, pre_norm
+        self.no_embed_class, self.use_fc_norm = no_embed_class, fc_norm
+        self.num_reg_tokens = reg_tokens
 
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, norm=patch_norm)
         num_patches = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
-        if pos_embed == "learn":  # covers the class token too, as in timm
-            self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + self.num_prefix_tokens, embed_dim))
+        self.init_extra_tokens(embed_dim)
+        self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, embed_dim)) if reg_tokens else None
+        self.num_prefix_tokens = sum(t.shape[1] for t in self.prefix_parameters())
+        if pos_embed == "learn":  # covers the prefix tokens too (as in timm) unless no_embed_class
+            embedded = 0 if no_embed_class else self.num_prefix_tokens
+            self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + embedded, embed_dim))
         elif pos_embed == "sincos":  # fixed, patches only
             table = rearrange(sincos_2d(self.patch_embed.grid_size, embed_dim), "n d -> 1 n d")
             self.register_buffer("pos_embed", table, persistent=False)
         else:
             self.pos_embed = None
         self.pos_drop = nn.Dropout(drop_rate)
+        self.norm_pre = nn.LayerNorm(embed_dim, eps=1e-6) if pre_norm else nn.Identity()
 
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.Sequential(
             *[
-                Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, rate, attention)
+                Block(
+                    embed_dim,
+                    num_heads,
+                    mlp_ratio,
+                    qkv_bias,
+                    drop_rate,
+                    attn_drop_rate,
+                    rate,
+                    attention,
+                    init_values=init_values,
+                    qk_norm=qk_norm,
+                )
                 for rate in rates
             ]
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.norm = nn.Identity() if fc_norm else nn.LayerNorm(embed_dim, eps=1e-6)
+        self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6) if fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes else nn.Identity()
+        self.init_extra_heads(embed_dim, num_classes)
         self.init_weights()
+
+    # subclasses (DeiT) add prefix tokens and heads through these two hooks
+    def init_extra_tokens(self, embed_dim: int) -> None:
+        """Create prefix tokens that sit between the class token and the register tokens."""
+
+    def init_extra_heads(self, embed_dim: int, num_classes: int) -> None:
+        """Create classifier heads besides ``head``."""
+
+    def prefix_parameters(self) -> list[nn.Parameter]:
+        """The learned tokens put before the patch tokens, in order: class, (distillation), registers."""
+        return [t for t in (self.cls_token, getattr(self, "dist_token", None), self.reg_token) if t is not None]
 
     def init_weights(self) -> None:
         """Truncated-normal(0.02) for linear layers and tokens, zero biases, unit norms."""
         if isinstance(self.pos_embed, nn.Parameter):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        if self.cls_token is not None:
-            nn.init.normal_(self.cls_token, std=1e-6)
+        for token in self.prefix_parameters():
+            nn.init.normal_(token, std=1e-6)
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
@@ -119,23 +164,27 @@ class VisionTransformer(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that weight decay should skip (tokens, positions)."""
-        return {"cls_token", "pos_embed"}
+        return {"cls_token", "dist_token", "reg_token", "pos_embed"}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` -> normed tokens ``(B, prefix + patches, dim)``."""
         x = self.patch_embed(x)
-        if self.pos_embed_kind == "sincos":
+        patches_only = self.pos_embed_kind == "sincos" or (self.pos_embed_kind == "learn" and self.no_embed_class)
+        if patches_only:
             x = x + self.pos_embed.to(x.dtype)
-        if self.cls_token is not None:
-            x = torch.cat([repeat(self.cls_token, "1 1 d -> b 1 d", b=x.shape[0]), x], dim=1)
-        if self.pos_embed_kind == "learn":
+        prefix = [repeat(t, "1 n d -> b n d", b=x.shape[0]) for t in self.prefix_parameters()]
+        x = torch.cat([*prefix, x], dim=1)
+        if self.pos_embed_kind == "learn" and not patches_only:
             x = x + self.pos_embed
-        return self.norm(self.blocks(self.pos_drop(x)))
+        return self.norm(self.blocks(self.norm_pre(self.pos_drop(x))))
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, dim) -> (B, dim)``: the class token, or the mean of the patch tokens."""
+        return x[:, 0] if self.global_pool == "token" else x[:, self.num_prefix_tokens :].mean(dim=1)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool tokens (class token or mean of patch tokens) and classify."""
-        x = x[:, 0] if self.global_pool == "token" else x[:, self.num_prefix_tokens :].mean(dim=1)
-        x = self.head_drop(x)
+        x = self.head_drop(self.fc_norm(self.pool(x)))
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
