@@ -6,7 +6,8 @@ Public API (torch is imported only when a name that needs it is first used):
 - ``register_model``, ``register_attention``, ``register_augmentation``, ``register_optimizer``,
   ``register_scheduler``, ``register_dataset``, ``register_loss``: decorators for new components.
 - ``MODELS``, ``ATTENTION``, ... : the registries themselves (``Registry``).
-- ``hookimpl``: marker for plugin lifecycle hooks (see ``vitkit.plugins``).
+- ``hookimpl``: marker for plugin lifecycle hooks (see ``vitkit.plugins``); ``load_plugins``:
+  discover and import plugins (entry points, a recipe's ``plugins``, extra modules or paths).
 - ``load_recipe(path, overrides)``: a validated ``Recipe``; ``train(recipe)``: run it, get the summary.
 - ``UserError``: raised for mistakes in recipes, command lines and input files.
 """
@@ -54,11 +55,29 @@ def list_models(pattern: str = "*") -> list[str]:
     return MODELS.list(pattern)
 
 
-def train(recipe: Recipe) -> dict[str, Any]:
-    """Train, validate and test ``recipe``; returns the summary also written to ``summary.json``."""
+def load_plugins(
+    recipe: Recipe | None = None, extra: list[str] | tuple[str, ...] = (), entry_points: bool = True
+) -> Any:
+    """Import plugins (entry points, ``recipe.plugins``, ``extra``); returns the pluggy manager."""
+    from vitkit.plugin_loader import load_plugins as _load
+
+    manager, _ = _load(
+        recipe.plugins if recipe else (),
+        extra,
+        entry_points=entry_points,
+        recipe_file=recipe.where() if recipe else "recipe",
+    )
+    return manager
+
+
+def train(recipe: Recipe, plugins: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Train, validate and test ``recipe`` with its plugins (entry points, ``recipe.plugins``, ``plugins``).
+
+    Returns the summary also written to ``summary.json``.
+    """
     from vitkit.engine.trainer import Trainer
 
-    return Trainer(recipe).fit()
+    return Trainer(recipe, plugins=load_plugins(recipe, plugins)).fit()
 
 
 __all__ = [
@@ -76,6 +95,7 @@ __all__ = [
     "create_model",
     "hookimpl",
     "list_models",
+    "load_plugins",
     "load_recipe",
     "register_attention",
     "register_augmentation",

@@ -15,6 +15,7 @@ from vitkit.engine.console import console
 from vitkit.engine.device import select_device, select_precision
 from vitkit.engine.evaluate import Evaluation, evaluate
 from vitkit.errors import UserError
+from vitkit.plugin_loader import load_plugins
 from vitkit.recipe import recipe_from_dict
 
 
@@ -37,6 +38,7 @@ def reevaluate(path: Path, split: str = "test", device: str = "auto") -> tuple[E
     if "recipe" not in state or "model" not in state:
         raise UserError(f"{ckpt_path}: not a vitkit checkpoint (no recipe or model in it)")
     recipe = recipe_from_dict(state["recipe"], source=ckpt_path)
+    load_plugins(recipe.plugins, entry_points=False, recipe_file=str(ckpt_path))  # its components
     meta = state["data"]
     dev = select_device(device)
     precision = select_precision("auto", dev)

@@ -1,18 +1,20 @@
-"""Attention variants, registered by name. Each maps ``(B, N, dim) -> (B, N, dim)``."""
+"""``softmax``: standard multi-head attention through PyTorch's fused SDPA kernels."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
+from vitkit.layers.attention.heads import head_dim, merge_heads, split_qkv
 from vitkit.registry import register_attention
 
 
 @register_attention("softmax")
 class SoftmaxAttention(nn.Module):
-    """Multi-head scaled dot-product softmax attention (fused SDPA kernels)."""
+    """Multi-head scaled dot-product softmax attention (fused SDPA kernels); the default."""
 
     def __init__(
         self,
@@ -21,23 +23,22 @@ class SoftmaxAttention(nn.Module):
         qkv_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
+        self.scale = head_dim(dim, num_heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = rearrange(self.qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.num_heads)
+        q, k, v = split_qkv(self.qkv(x), self.num_heads)
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(rearrange(x, "b h n d -> b n (h d)")))
+        return self.proj_drop(self.proj(merge_heads(x)))
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The ``(B, heads, N, N)`` attention weights, computed explicitly (for visualisation)."""
-        q, k, _ = rearrange(self.qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.num_heads)
+        q, k, _ = split_qkv(self.qkv(x), self.num_heads)
         return (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
