@@ -140,7 +140,7 @@ def test_talking_heads_starts_as_softmax_attention_then_mixes_heads():
     x = torch.randn(2, 6, 32)
     torch.testing.assert_close(talking(x), plain(x), atol=1e-5, rtol=1e-4)
     with torch.no_grad():
-        talking.mix_weights.copy_(torch.eye(4).roll(1, dims=0))  # head g takes head g-1's weights
+        talking.mix_weights.copy_(torch.eye(4).roll(1, dims=0) - torch.eye(4))  # head g takes head g-1's
     torch.testing.assert_close(talking.attention_map(x), plain.attention_map(x).roll(1, dims=1))
 
 

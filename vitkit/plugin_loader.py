@@ -157,7 +157,7 @@ def _cause(err: BaseException) -> str:
     if isinstance(err, SyntaxError):
         return f"SyntaxError: {err.msg} ({err.filename}, line {err.lineno})"
     if isinstance(err, pluggy.PluginValidationError):
-        return " ".join(str(err).split())
+        return re.sub(r" in plugin <.*>$", "", " ".join(str(err).split()))
     message = " ".join(str(err).split())
     if isinstance(err, UserError):
         return message

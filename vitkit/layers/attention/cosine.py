@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from vitkit.layers.attention.heads import head_dim, merge_heads, split_qkv
@@ -37,7 +38,7 @@ class CosineAttention(nn.Module):
         if not 0 < init_scale <= max_scale:
             raise ValueError(f"need 0 < init_scale <= max_scale, got {init_scale} and {max_scale}")
         self.num_heads = num_heads
-        self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(init_scale)))
+        self.logit_scale = nn.Parameter(torch.full((num_heads,), math.log(init_scale)))  # 1-D: no weight decay
         self.max_log_scale = math.log(max_scale)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
@@ -46,7 +47,7 @@ class CosineAttention(nn.Module):
 
     def _unit_qk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q, k, v = split_qkv(self.qkv(x), self.num_heads)
-        scale = self.logit_scale.clamp(max=self.max_log_scale).exp()
+        scale = rearrange(self.logit_scale.clamp(max=self.max_log_scale).exp(), "h -> h 1 1")
         return F.normalize(q, dim=-1) * scale.to(q.dtype), F.normalize(k, dim=-1), v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,9 @@ from vitkit.registry import register_attention
 class TalkingHeadsAttention(nn.Module):
     """Talking-heads attention: learned heads-by-heads mixes of the logits and of the softmax weights.
 
-    Both mixing matrices start as the identity, so training starts from plain softmax attention.
-    The N x N weights are formed explicitly (no fused kernel).
+    Each mixing matrix is the identity plus a learned offset that starts at zero (and that weight
+    decay pulls back to zero), so training starts from plain softmax attention. The N x N
+    weights are formed explicitly (no fused kernel).
     """
 
     def __init__(
@@ -33,17 +34,20 @@ class TalkingHeadsAttention(nn.Module):
         self.num_heads = num_heads
         self.scale = head_dim(dim, num_heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.mix_logits = nn.Parameter(torch.eye(num_heads))
-        self.mix_weights = nn.Parameter(torch.eye(num_heads))
+        self.mix_logits = nn.Parameter(torch.zeros(num_heads, num_heads))  # offsets from the identity
+        self.mix_weights = nn.Parameter(torch.zeros(num_heads, num_heads))
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    def _mix(self, scores: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """Mix heads: head g gets sum_h (I + offset)[g, h] * scores[h]."""
+        mix = torch.eye(self.num_heads, device=offset.device) + offset
+        return einsum(scores, mix.to(scores.dtype), "b h n m, g h -> b g n m")
+
     def _weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        logits = einsum(q, k, "b h n d, b h m d -> b h n m") * self.scale
-        logits = einsum(logits, self.mix_logits.to(q.dtype), "b h n m, g h -> b g n m")
-        weights = logits.softmax(dim=-1)
-        return einsum(weights, self.mix_weights.to(q.dtype), "b h n m, g h -> b g n m")
+        logits = self._mix(einsum(q, k, "b h n d, b h m d -> b h n m") * self.scale, self.mix_logits)
+        return self._mix(logits.softmax(dim=-1), self.mix_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = split_qkv(self.qkv(x), self.num_heads)
