@@ -7,7 +7,8 @@ Public API (torch is imported only when a name that needs it is first used):
 - ``register_model``, ``register_attention``, ``register_augmentation``, ``register_optimizer``,
   ``register_scheduler``, ``register_dataset``, ``register_loss``: decorators for new components.
 - ``MODELS``, ``ATTENTION``, ... : the registries themselves (``Registry``).
-- ``hookimpl``: marker for plugin lifecycle hooks (see ``vitkit.plugins``).
+- ``hookimpl``: marker for plugin lifecycle hooks (see ``vitkit.plugins``); ``load_plugins``:
+  discover and import plugins (entry points, a recipe's ``plugins``, extra modules or paths).
 - ``load_recipe(path, overrides)``: a validated ``Recipe``; ``train(recipe)``: run it, get the summary.
 - ``load(run_dir_or_checkpoint)``: a ``Predictor``; ``.predict(images)`` classifies paths, PIL images, tensors.
 - ``compare(sources, vary, overrides, rank_by, out)``: train and rank variants (``vitkit compare``).
@@ -77,11 +78,29 @@ def compare(
     return _compare(sources, vary, overrides, rank_by, out)
 
 
-def train(recipe: Recipe) -> dict[str, Any]:
-    """Train, validate and test ``recipe``; returns the summary also written to ``summary.json``."""
+def load_plugins(
+    recipe: Recipe | None = None, extra: list[str] | tuple[str, ...] = (), entry_points: bool = True
+) -> Any:
+    """Import plugins (entry points, ``recipe.plugins``, ``extra``); returns the pluggy manager."""
+    from vitkit.plugin_loader import load_plugins as _load
+
+    manager, _ = _load(
+        recipe.plugins if recipe else (),
+        extra,
+        entry_points=entry_points,
+        recipe_file=recipe.where() if recipe else "recipe",
+    )
+    return manager
+
+
+def train(recipe: Recipe, plugins: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Train, validate and test ``recipe`` with its plugins (entry points, ``recipe.plugins``, ``plugins``).
+
+    Returns the summary also written to ``summary.json``.
+    """
     from vitkit.engine.trainer import Trainer
 
-    return Trainer(recipe).fit()
+    return Trainer(recipe, plugins=load_plugins(recipe, plugins)).fit()
 
 
 def load(path: str | Path, device: str = "auto") -> Predictor:
@@ -112,6 +131,7 @@ __all__ = [
     "hookimpl",
     "list_models",
     "load",
+    "load_plugins",
     "load_recipe",
     "register_attention",
     "register_augmentation",

@@ -7,8 +7,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vitkit.errors import UserError
+
+if TYPE_CHECKING:
+    from pluggy import PluginManager
+
+    from vitkit.plugin_loader import LoadedPlugin
+    from vitkit.recipe import Recipe
 
 REGISTRY_KINDS = ("models", "attention", "augmentations", "optimizers", "schedulers", "datasets", "losses")
 
@@ -93,13 +100,45 @@ def _parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", choices=REGISTRY_KINDS, help="which registry")
     ls.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'vit_*'")
+
+    pl = sub.add_parser("plugins", help="list loaded plugins and the components each registered")
+    pl.add_argument("recipe", nargs="?", help="also load this recipe's `plugins`")
+    for command in (run, ev, pr, ex, cmp, ls, pl):
+        _add_plugin_args(command)
     return parser
+
+
+def _add_plugin_args(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_PATH",
+        help="load a plugin module or .py file (repeatable)",
+    )
+    command.add_argument(
+        "--no-plugins", action="store_true", help="do not load plugins installed as entry points (group 'vitkit')"
+    )
+
+
+def _load_plugins(args: argparse.Namespace, recipe: Recipe | None = None) -> tuple[PluginManager, list[LoadedPlugin]]:
+    """The plugin manager and loaded plugins: entry points, then the recipe's, then --plugin."""
+    from vitkit.plugin_loader import load_plugins
+
+    return load_plugins(
+        recipe.plugins if recipe else (),
+        args.plugins,
+        entry_points=not args.no_plugins,
+        recipe_file=str(recipe.source) if recipe and recipe.source else "recipe",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
     from vitkit.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    manager, _ = _load_plugins(args, recipe)
     if args.dry_run:
         from vitkit.engine.summary import describe
 
@@ -107,18 +146,20 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from vitkit.engine.trainer import Trainer
 
-    Trainer(recipe).fit()
+    Trainer(recipe, plugins=manager).fit()
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
     from vitkit.engine.reevaluate import reevaluate
 
+    _load_plugins(args)  # the run's own recipe plugins are loaded from its saved recipe
     reevaluate(Path(args.run_dir), args.split, data_root=args.data)
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
+    _load_plugins(args)
     from vitkit.engine.predict_command import run_predict
 
     return run_predict(
@@ -127,6 +168,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    _load_plugins(args)
     from vitkit.engine.export import run_export
 
     run_export(args.model, args.fmt, args.quantize, args.prune, args.out)
@@ -136,7 +178,15 @@ def _export(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from vitkit.engine.compare import compare
 
-    compare(args.sources, args.vary, args.overrides, args.rank_by, args.out)
+    compare(
+        args.sources,
+        args.vary,
+        args.overrides,
+        args.rank_by,
+        args.out,
+        plugins=args.plugins,
+        entry_points=not args.no_plugins,
+    )
     return 0
 
 
@@ -146,6 +196,7 @@ def _list(args: argparse.Namespace) -> int:
 
     from vitkit.registry import REGISTRIES
 
+    _load_plugins(args)
     entries = REGISTRIES[args.kind].entries(args.pattern)
     table = Table(title=f"{args.kind} ({len(entries)})")
     table.add_column("name", style="bold")
@@ -157,6 +208,28 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plugins(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from vitkit.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe) if args.recipe else None
+    _, loaded = _load_plugins(args, recipe)
+    table = Table(title=f"plugins ({len(loaded)})")
+    table.add_column("name", style="bold")
+    table.add_column("source", overflow="fold")
+    table.add_column("components", overflow="fold")
+    table.add_column("hooks", overflow="fold")
+    for plugin in loaded:
+        components = "\n".join(f"{kind}: {', '.join(names)}" for kind, names in plugin.components.items())
+        table.add_row(plugin.name, plugin.source, components or "-", "\n".join(plugin.hooks) or "-")
+    Console().print(table)
+    if not loaded:
+        print("no plugins loaded: install one (entry point group 'vitkit'), name it in a recipe or use --plugin")
+    return 0
+
+
 COMMANDS = {
     "run": _run,
     "eval": _eval,
@@ -164,6 +237,7 @@ COMMANDS = {
     "export": _export,
     "compare": _compare,
     "list": _list,
+    "plugins": _plugins,
 }
 
 

@@ -2,7 +2,9 @@
 
 A plugin is a module. Importing it registers components (``@vitkit.register_attention(...)``
 and the other decorators); functions marked ``@vitkit.hookimpl`` with the names below are
-called at the matching moments of a run, on rank 0 only.
+called at the matching moments of a run, on rank 0 only. Plugins are found through entry
+points in group ``vitkit``, a recipe's ``plugins`` and ``--plugin`` (see ``vitkit.plugin_loader``
+and docs/plugins.md).
 """
 
 from __future__ import annotations

@@ -105,14 +105,18 @@ def run_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=+-]+", "_", plain).strip("_") or "variant"
 
 
-def train_variant(variant: Variant, overrides: list[str], out_dir: Path) -> Path:
+def train_variant(
+    variant: Variant, overrides: list[str], out_dir: Path, plugins: tuple[str, ...] = (), entry_points: bool = True
+) -> Path:
     """Train one recipe variant into ``out_dir/<variant>/<time>/``; returns its run directory."""
     from vitkit.engine.trainer import Trainer
+    from vitkit.plugin_loader import load_plugins
 
     extra = [f'output.dir="{out_dir.as_posix()}"', f'name="{run_name(variant.label)}"']
     try:
         recipe = load_recipe(variant.source, [*overrides, *variant.overrides, *extra])
-        summary = Trainer(recipe).fit()
+        manager, _ = load_plugins(recipe.plugins, plugins, entry_points=entry_points, recipe_file=recipe.where())
+        summary = Trainer(recipe, plugins=manager).fit()
     except UserError as err:
         raise UserError(f"compare variant {variant.label!r}: {err}") from None
     return Path(summary["run_dir"])
@@ -214,8 +218,12 @@ def compare(
     overrides: list[str] | None = None,
     rank_by: str = "test_acc",
     out: str | Path | None = None,
+    plugins: list[str] | tuple[str, ...] = (),
+    entry_points: bool = True,
 ) -> Path:
-    """Train each variant (or read finished runs), rank them, write the report; returns its folder."""
+    """Train each variant (or read finished runs), rank them, write the report; returns its folder.
+
+    ``plugins`` (modules or ``.py`` paths) and entry-point plugins are loaded for every variant."""
     from vitkit.engine.compare_report import write_report
 
     if rank_by not in RANK_METRICS:
@@ -232,7 +240,7 @@ def compare(
         raise UserError(f"--out: cannot create {out_dir}: {err.strerror}") from None
     for variant in variants:
         if variant.run_dir is None:
-            variant.run_dir = train_variant(variant, overrides or [], out_dir)
+            variant.run_dir = train_variant(variant, overrides or [], out_dir, tuple(plugins), entry_points)
     rows = rank([collect(v) for v in variants], rank_by)
     histories = {row["name"]: read_metrics(Path(row["run_dir"])) for row in rows}
     write_report(rows, histories, out_dir, rank_by, {"sources": sources, "vary": vary or [], "set": overrides or []})

@@ -1,12 +1,14 @@
-"""Attention variants, registered by name. Each maps ``(B, N, dim) -> (B, N, dim)``."""
+"""``softmax``: standard multi-head attention through PyTorch's fused SDPA kernels."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
+from vitkit.layers.attention.heads import head_dim, merge_heads, split_qkv
 from vitkit.registry import register_attention
 
 
@@ -22,12 +24,11 @@ class SoftmaxAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         qk_norm: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
+        self.scale = head_dim(dim, num_heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         # QK-norm (Dehghani et al. 2023): LayerNorm on each head's queries and keys (timm's q_norm/k_norm)
         self.q_norm = nn.LayerNorm(dim // num_heads, eps=1e-6) if qk_norm else nn.Identity()
@@ -37,13 +38,13 @@ class SoftmaxAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = rearrange(self.qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.num_heads)
+        q, k, v = split_qkv(self.qkv(x), self.num_heads)
         q, k = self.q_norm(q), self.k_norm(k)
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(rearrange(x, "b h n d -> b n (h d)")))
+        return self.proj_drop(self.proj(merge_heads(x)))
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The ``(B, heads, N, N)`` attention weights, computed explicitly (for visualisation)."""
-        q, k, _ = rearrange(self.qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.num_heads)
+        q, k, _ = split_qkv(self.qkv(x), self.num_heads)
         q, k = self.q_norm(q), self.k_norm(k)
         return (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)

@@ -1,0 +1,169 @@
+"""Plugin discovery: entry points in group ``vitkit``, then a recipe's ``plugins``, then ``--plugin``.
+
+Each plugin is imported once per process (its components register as it is imported, credited
+to it in the registries) and registered on the run's pluggy manager (its ``@vitkit.hookimpl``
+functions are called). Any failure is a ``UserError`` naming the plugin, its source and the cause.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from vitkit import registry
+from vitkit.errors import UserError
+from vitkit.plugins import PROJECT, new_manager
+
+
+@dataclass
+class LoadedPlugin:
+    """A plugin imported in this process: its name, where it came from and what it registered."""
+
+    name: str
+    source: str  # "entry point gated = vitkit_gated_attention", "recipe: /x/my.py", "--plugin my_mod"
+    plugin: Any  # the module (or object) given to the plugin manager
+    components: dict[str, list[str]] = field(default_factory=dict)  # registry kind -> names
+
+    @property
+    def hooks(self) -> list[str]:
+        """Names of the lifecycle hooks it implements."""
+        marker = f"{PROJECT}_impl"
+        return sorted(n for n in dir(self.plugin) if hasattr(getattr(self.plugin, n, None), marker))
+
+
+#: Every plugin imported in this process, by key (module name, object path or resolved file path).
+_IMPORTED: dict[str, LoadedPlugin] = {}
+
+
+def load_plugins(
+    recipe_plugins: Iterable[str] = (),
+    cli_plugins: Iterable[str] = (),
+    *,
+    entry_points: bool = True,
+    recipe_file: str = "recipe",
+    manager: pluggy.PluginManager | None = None,
+) -> tuple[pluggy.PluginManager, list[LoadedPlugin]]:
+    """Import and register plugins in discovery order; returns the manager and the loaded plugins.
+
+    ``recipe_plugins`` are module names or (already resolved) ``.py`` paths from a recipe;
+    ``cli_plugins`` the same from ``--plugin``; ``entry_points=False`` is ``--no-plugins``.
+    ``recipe_file`` names the recipe in messages.
+    """
+    manager = manager or new_manager()
+    loaded: list[LoadedPlugin] = []
+    targets: list[tuple[str, Any]] = []  # (where it came from, what to load)
+    if entry_points:
+        for ep in sorted(importlib.metadata.entry_points(group=PROJECT), key=lambda e: e.name):
+            package = f" in {ep.dist.name} {ep.dist.version}" if ep.dist is not None else ""
+            targets.append((f"entry point {ep.name} = {ep.value}{package}", ep))
+    targets += [(f"{recipe_file}: plugins = {p}", p) for p in recipe_plugins]
+    targets += [(f"--plugin {p}", p) for p in cli_plugins]
+    if targets:
+        for reg in registry.REGISTRIES.values():
+            len(reg)  # import built-ins now, so none of them is credited to a plugin
+    for label, target in targets:
+        record = _import(target, label)
+        if not manager.is_registered(record.plugin):
+            _register(manager, record)
+        if record not in loaded:
+            loaded.append(record)
+    return manager, loaded
+
+
+def _import(target: Any, label: str) -> LoadedPlugin:
+    """Import one plugin (an entry point, a module name or a ``.py`` path), once per process."""
+    if isinstance(target, importlib.metadata.EntryPoint):
+        key, name = target.value.strip(), target.name
+    elif not isinstance(target, str) or not target.strip():
+        raise UserError(f"{label}: expected a module name or a .py path, got {target!r}")
+    elif target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise UserError(f"plugin {path.stem!r} ({label}): no such file {str(path)!r}")
+        key, name = str(path.resolve()), path.parent.name if path.stem == "__init__" else path.stem
+    else:
+        key, name = target.strip(), target.strip()
+    if key in _IMPORTED:
+        return _IMPORTED[key]
+    before = {kind: set(reg.list()) for kind, reg in registry.REGISTRIES.items()}
+    registry._current_origin.append(name)
+    try:
+        if isinstance(target, importlib.metadata.EntryPoint):
+            plugin = target.load()
+        elif key.endswith(".py"):
+            plugin = _import_path(Path(key))
+        else:
+            plugin = importlib.import_module(key)
+    except Exception as err:  # a plugin's failure, whatever it is, is reported as the plugin's
+        raise UserError(f"plugin {name!r} ({label}) failed to load: {_cause(err)}") from err
+    finally:
+        registry._current_origin.pop()
+    components = {}
+    for kind, reg in registry.REGISTRIES.items():
+        added = [n for n in reg.list() if n not in before[kind] or reg.get(n).origin == name]
+        if added:
+            components[kind] = added
+    record = LoadedPlugin(name, label, plugin, components)
+    _IMPORTED[key] = record
+    return record
+
+
+def _import_path(path: Path) -> ModuleType:
+    """Import a ``.py`` file under a module name unique to its location."""
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    stem = re.sub(r"\W", "_", path.stem)
+    module_name = f"vitkit_plugin_{stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def _register(manager: pluggy.PluginManager, record: LoadedPlugin) -> None:
+    """Put a plugin's hooks on the manager; a taken plugin name or a bad hook is the plugin's error."""
+    taken = manager.get_plugin(record.name)
+    if taken is not None:
+        other = next((r.source for r in _IMPORTED.values() if r.plugin is taken), "another plugin")
+        raise UserError(f"plugin {record.name!r} ({record.source}): the name is already taken by {other}")
+    try:
+        manager.register(record.plugin, name=record.name)
+        manager.check_pending()
+    except (ValueError, pluggy.PluginValidationError) as err:
+        if manager.is_registered(record.plugin):
+            manager.unregister(record.plugin)
+        raise UserError(f"plugin {record.name!r} ({record.source}): {_cause(err)}") from err
+
+
+def _cause(err: BaseException) -> str:
+    """One line: the exception type and its message (a SyntaxError with file and line)."""
+    if isinstance(err, SyntaxError):
+        return f"SyntaxError: {err.msg} ({err.filename}, line {err.lineno})"
+    if isinstance(err, pluggy.PluginValidationError):
+        return re.sub(r" in plugin <.*>$", "", " ".join(str(err).split()))
+    message = " ".join(str(err).split())
+    if isinstance(err, UserError):
+        return message
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
+
+
+def imported_plugins() -> list[LoadedPlugin]:
+    """Every plugin imported in this process so far, in import order."""
+    return list(_IMPORTED.values())
