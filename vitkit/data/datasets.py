@@ -47,6 +47,7 @@ class DataSplits:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     notes: list[str] = field(default_factory=list)
+    bad_images: list[str] = field(default_factory=list)  # files skipped as unreadable (imagefolder)
 
 
 class ImageDataset:
@@ -57,8 +58,9 @@ class ImageDataset:
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
 
-    def __init__(self, img_size: int, val_fraction: float = 0.1, root: str = "data",
-                 download: bool = False, num_workers: int = 2) -> None:
+    def __init__(
+        self, img_size: int, val_fraction: float = 0.1, root: str = "data", download: bool = False, num_workers: int = 2
+    ) -> None:
         self.img_size, self.val_fraction = img_size, val_fraction
         self.root, self.download, self.num_workers = Path(root), download, num_workers
 
@@ -82,8 +84,13 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     return torch.cat(rest).sort().values, torch.cat(held).sort().values
 
 
-def _in_memory_splits(images: torch.Tensor, labels: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor] | None,
-                      val_fraction: float, test_fraction: float = 0.2) -> tuple[ImageSet, ImageSet, ImageSet]:
+def _in_memory_splits(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    test: tuple[torch.Tensor, torch.Tensor] | None,
+    val_fraction: float,
+    test_fraction: float = 0.2,
+) -> tuple[ImageSet, ImageSet, ImageSet]:
     """Fixed, seed-independent splits, so every run of a dataset is scored on the same images."""
     if test is None:
         rest, held = stratified_split(labels, test_fraction, seed=0)
@@ -190,9 +197,12 @@ class ImageFiles(Dataset):
 
         self.samples = samples
         self.mode = "L" if in_chans == 1 else "RGB"
-        self.transform = v2.Compose([
-            v2.PILToTensor(), v2.Resize((img_size, img_size), antialias=True),
-        ])
+        self.transform = v2.Compose(
+            [
+                v2.PILToTensor(),
+                v2.Resize((img_size, img_size), antialias=True),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -211,9 +221,12 @@ class ImageFolder(ImageDataset):
 
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-    def __init__(self, img_size: int, in_chans: int = 3, **kwargs: Any) -> None:
+    def __init__(self, img_size: int, in_chans: int = 3, on_bad_image: str = "skip", **kwargs: Any) -> None:
         super().__init__(img_size, **kwargs)
-        self.in_chans = in_chans
+        if on_bad_image not in ("skip", "error"):
+            raise ValueError(f"on_bad_image must be 'skip' or 'error', got {on_bad_image!r}")
+        self.in_chans, self.on_bad_image = in_chans, on_bad_image
+        self.bad_images: list[str] = []
         if in_chans == 1:
             self.mean, self.std = (0.5,), (0.5,)
         train = self.root / "train"
@@ -232,8 +245,29 @@ class ImageFolder(ImageDataset):
             files = sorted(p for p in (split / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
                 raise UserError(f"imagefolder: class folder {split / name} has no images")
-            samples += [(f, label) for f in files]
+            good = self._readable(files)
+            if not good:
+                raise UserError(f"imagefolder: class folder {split / name} has no readable images")
+            samples += [(f, label) for f in good]
         return samples
+
+    def _readable(self, files: list[Path]) -> list[Path]:
+        """The files that decode; bad ones are warned about and skipped, or fail the run (on_bad_image)."""
+        from vitkit.data.imagecheck import find_bad_images, warn_bad_images
+
+        bad = find_bad_images(files, self.num_workers)
+        if not bad:
+            return files
+        if self.on_bad_image == "error":
+            path, reason = next(iter(bad.items()))
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise UserError(
+                f"imagefolder: {path} is not a readable image ({reason}){more}; remove it, or set "
+                f'data.on_bad_image = "skip"'
+            )
+        warn_bad_images(bad)
+        self.bad_images += [str(path) for path in bad]
+        return [f for f in files if f not in bad]
 
     def load(self) -> DataSplits:
         def split_set(samples: list[tuple[Path, int]]) -> ImageSet:
@@ -249,4 +283,6 @@ class ImageFolder(ImageDataset):
         else:
             val = self._samples(val_dir if val_dir.is_dir() else test_dir)
         test = self._samples(test_dir) if test_dir.is_dir() else val
-        return self._splits(split_set(train), split_set(val), split_set(test))
+        splits = self._splits(split_set(train), split_set(val), split_set(test))
+        splits.bad_images = list(self.bad_images)
+        return splits
