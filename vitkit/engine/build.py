@@ -99,6 +99,15 @@ def build_dataset(recipe: Recipe, img_size: int) -> Any:
     )
 
 
+def load_dataset(recipe: Recipe, img_size: int) -> Any:
+    """The recipe's dataset, loaded; its errors (missing files, bad images) name the recipe's ``data``."""
+    dataset = build_dataset(recipe, img_size)
+    try:
+        return dataset.load()
+    except UserError as err:
+        raise UserError(f"{recipe.where()}: data: {err}") from None
+
+
 def build_augments(recipe: Recipe) -> list[Any]:
     return [create(AUGMENTATIONS, spec, recipe, f"augment.train[{i}]") for i, spec in enumerate(recipe.augment.train)]
 

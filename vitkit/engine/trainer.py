@@ -55,7 +55,9 @@ def new_run_dir(recipe: Recipe) -> Path:
             except FileExistsError:
                 continue
     except OSError as err:
-        raise UserError(f"output.dir: cannot create a run directory under {parent}: {err.strerror}") from None
+        raise UserError(
+            f"{recipe.where()}: output.dir: cannot create a run directory under {parent}: {err.strerror}"
+        ) from None
     raise UserError(f"output.dir: too many runs started this second under {parent}")
 
 
@@ -66,12 +68,15 @@ class Trainer:
         self.recipe = recipe
         self.hooks = (plugins or new_manager()).hook
         seed_everything(recipe.seed)
-        self.device = select_device(recipe.train.device)
-        self.precision = select_precision(recipe.train.precision, self.device)
+        try:
+            self.device = select_device(recipe.train.device)
+            self.precision = select_precision(recipe.train.precision, self.device)
+        except UserError as err:
+            raise UserError(f"{recipe.where()}: {err}") from None
 
         # describe the dataset (cheap) to size the model, then load it
         self.img_size = build.model_img_size(recipe)
-        self.data = build.build_dataset(recipe, self.img_size).load()
+        self.data = build.load_dataset(recipe, self.img_size)
         self.model = build.build_model(recipe, len(self.data.classes), self.data.in_chans).to(self.device)
 
         data = recipe.data
