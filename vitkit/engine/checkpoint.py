@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import signal
 import tempfile
 from collections import Counter
@@ -80,10 +81,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
-        raise UserError(f"{path}: refused to load: not a plain-weights checkpoint ({first})") from None
+        raise UserError(
+            f"{path}: refused to load: not a plain-weights checkpoint ({_unpickling_reason(str(err))}); "
+            "nothing in it was run. Load only checkpoints you trust; share weights as model.safetensors"
+        ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise UserError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
+
+
+def _unpickling_reason(message: str) -> str:
+    """The one useful line of torch's weights-only refusal: which global the file tried to call."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    if found:
+        return f"it would call {found.group(1)} when unpickled"
+    found = re.search(r"WeightsUnpickler error: ([^\n]+)", message)
+    lines = message.strip().splitlines()
+    return (found.group(1) if found else lines[0] if lines else "unsupported content").strip()
 
 
 def save_safetensors(model: torch.nn.Module, path: Path, metadata: dict[str, Any]) -> None:
