@@ -245,13 +245,15 @@ class ImageFolder(ImageDataset):
             files = sorted(p for p in (split / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
                 raise UserError(f"imagefolder: class folder {split / name} has no images")
-            good = self._readable(files)
-            if not good:
+            samples += [(f, label) for f in files]
+        readable = set(self._readable([f for f, _ in samples], split))
+        labels = {label for f, label in samples if f in readable}
+        for label, name in enumerate(self.classes):
+            if label not in labels:
                 raise UserError(f"imagefolder: class folder {split / name} has no readable images")
-            samples += [(f, label) for f in good]
-        return samples
+        return [(f, label) for f, label in samples if f in readable]
 
-    def _readable(self, files: list[Path]) -> list[Path]:
+    def _readable(self, files: list[Path], split: Path) -> list[Path]:
         """The files that decode; bad ones are warned about and skipped, or fail the run (on_bad_image)."""
         from vitkit.data.imagecheck import find_bad_images, warn_bad_images
 
@@ -260,7 +262,7 @@ class ImageFolder(ImageDataset):
             return files
         if self.on_bad_image == "error":
             path, reason = next(iter(bad.items()))
-            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            more = f" (and {len(bad) - 1} more in {split.name}/)" if len(bad) > 1 else ""
             raise UserError(
                 f"imagefolder: {path} is not a readable image ({reason}){more}; remove it, or set "
                 f'data.on_bad_image = "skip"'
@@ -282,7 +284,7 @@ class ImageFolder(ImageDataset):
             train = [train[i] for i in rest]
         else:
             val = self._samples(val_dir if val_dir.is_dir() else test_dir)
-        test = self._samples(test_dir) if test_dir.is_dir() else val
+        test = self._samples(test_dir) if test_dir.is_dir() and val_dir.is_dir() else val
         splits = self._splits(split_set(train), split_set(val), split_set(test))
         splits.bad_images = list(self.bad_images)
         return splits
