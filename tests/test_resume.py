@@ -37,7 +37,7 @@ lr = 3e-3
 name = "cosine"
 warmup_epochs = 1
 [train]
-epochs = 6
+epochs = 7
 [output]
 dir = "OUT"
 plots = false
@@ -160,7 +160,7 @@ def test_killed_after_the_last_epoch_resumes_to_the_test_step_then_refuses(refer
     shutil.copytree(ref_dir, run_dir)
     (run_dir / "summary.json").unlink()
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert state["epoch"] == 6 and isinstance(state["rng"]["python"], tuple) and "numpy" in state["rng"]
+    assert state["epoch"] == 7 and isinstance(state["rng"]["python"], tuple) and "numpy" in state["rng"]
     code, _, err = cli("run", "--resume", run_dir)
     assert code == 0, err
     assert _result(run_dir) == expected
