@@ -111,6 +111,8 @@ SPEC_TABLES = ("model", "optimizer", "scheduler", "loss")
 def read_toml(path: str | Path, chain: tuple[Path, ...] = (), named: str = "") -> dict[str, Any]:
     """A recipe file as a dict, with its ``extends`` chain merged in (the file itself wins)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"recipe file {str(path)!r} is a folder, not a TOML file")
     if not path.is_file():
         if chain:
             raise UserError(f"{chain[-1]}: extends {named!r}, which does not exist")
