@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,8 +21,15 @@ if TYPE_CHECKING:
 REGISTRY_KINDS = ("models", "attention", "augmentations", "optimizers", "schedulers", "datasets", "losses")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block), like every other vitkit error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vitkit",
         description="Train, evaluate and use Vision Transformers from TOML recipes.",
         epilog="Set VITKIT_DEBUG=1 to see tracebacks of user errors.",
@@ -29,7 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser("run", help="train + evaluate + plot a recipe")
-    run.add_argument("recipe", help="TOML recipe file")
+    run.add_argument("recipe", nargs="?", help="TOML recipe file (not with --resume)")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from RUN_DIR/checkpoints/last.pt, in the same directory",
+    )
     run.add_argument(
         "--set",
         dest="overrides",
@@ -137,6 +150,10 @@ def _load_plugins(args: argparse.Namespace, recipe: Recipe | None = None) -> tup
 def _run(args: argparse.Namespace) -> int:
     from vitkit.recipe import load_recipe
 
+    if args.resume is not None:
+        return _resume(args)
+    if args.recipe is None:
+        raise UserError("vitkit run: give a RECIPE file, or --resume RUN_DIR to continue a run")
     recipe = load_recipe(args.recipe, args.overrides)
     manager, _ = _load_plugins(args, recipe)
     if args.dry_run:
@@ -144,9 +161,23 @@ def _run(args: argparse.Namespace) -> int:
 
         describe(recipe)
         return 0
-    from vitkit.engine.trainer import Trainer
+    from vitkit.engine.faults import fit_guarded
 
-    Trainer(recipe, plugins=manager).fit()
+    fit_guarded(recipe, plugins=manager)
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    if args.recipe is not None:
+        raise UserError(f"vitkit run: give either a recipe ({args.recipe}) or --resume RUN_DIR, not both")
+    if args.overrides or args.dry_run:
+        raise UserError("vitkit run --resume: --set and --dry-run do not apply; a run continues with its own recipe")
+    from vitkit.engine.faults import fit_guarded
+    from vitkit.engine.resume import open_run
+
+    recipe, state = open_run(args.resume)
+    manager, _ = _load_plugins(args, recipe)
+    fit_guarded(recipe, resume=state, run_dir=Path(args.resume), plugins=manager)
     return 0
 
 
@@ -243,7 +274,10 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; user errors print one line and return 2."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or a bad argument (one line, code 2)
+        return exit_.code if isinstance(exit_.code, int) else 2
     try:
         return COMMANDS[args.command](args)
     except UserError as err:
@@ -251,6 +285,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"vitkit: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("vitkit: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"vitkit: {err or 'interrupted'}", file=sys.stderr)
         return 130

@@ -44,6 +44,7 @@ class DataConfig:
     batch_size: int = _f(64, min=1, doc="images per optimizer micro-step")
     eval_batch_size: int = _f(0, min=0, doc="images per evaluation batch (0: 4x batch_size)")
     num_workers: int = _f(2, min=0, doc="DataLoader workers for file-backed datasets")
+    on_bad_image: str = _f("skip", choices=("skip", "error"), doc="imagefolder: skip unreadable files, or fail")
 
 
 @dataclass
@@ -110,6 +111,8 @@ SPEC_TABLES = ("model", "optimizer", "scheduler", "loss")
 def read_toml(path: str | Path, chain: tuple[Path, ...] = (), named: str = "") -> dict[str, Any]:
     """A recipe file as a dict, with its ``extends`` chain merged in (the file itself wins)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"recipe file {str(path)!r} is a folder, not a TOML file")
     if not path.is_file():
         if chain:
             raise UserError(f"{chain[-1]}: extends {named!r}, which does not exist")
@@ -128,6 +131,10 @@ def read_toml(path: str | Path, chain: tuple[Path, ...] = (), named: str = "") -
         if isinstance(data.get(key), str):
             data[key] = {"name": data[key]}
     if "plugins" in data and isinstance(data["plugins"], list):
+        for given in data["plugins"]:
+            resolved = _plugin_path(given, path.parent)
+            if isinstance(resolved, str) and resolved.endswith(".py") and not Path(resolved).is_file():
+                raise UserError(f"{path}: plugins: {given!r} does not exist ({resolved})")
         data["plugins"] = [_plugin_path(p, path.parent) for p in data["plugins"]]
     parent = data.pop("extends", None)
     if parent is None:

@@ -47,6 +47,7 @@ class DataSplits:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     notes: list[str] = field(default_factory=list)
+    bad_images: list[str] = field(default_factory=list)  # files skipped as unreadable (imagefolder)
 
 
 class ImageDataset:
@@ -220,9 +221,12 @@ class ImageFolder(ImageDataset):
 
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-    def __init__(self, img_size: int, in_chans: int = 3, **kwargs: Any) -> None:
+    def __init__(self, img_size: int, in_chans: int = 3, on_bad_image: str = "skip", **kwargs: Any) -> None:
         super().__init__(img_size, **kwargs)
-        self.in_chans = in_chans
+        if on_bad_image not in ("skip", "error"):
+            raise ValueError(f"on_bad_image must be 'skip' or 'error', got {on_bad_image!r}")
+        self.in_chans, self.on_bad_image = in_chans, on_bad_image
+        self.bad_images: list[str] = []
         if in_chans == 1:
             self.mean, self.std = (0.5,), (0.5,)
         train = self.root / "train"
@@ -242,7 +246,30 @@ class ImageFolder(ImageDataset):
             if not files:
                 raise UserError(f"imagefolder: class folder {split / name} has no images")
             samples += [(f, label) for f in files]
-        return samples
+        readable = set(self._readable([f for f, _ in samples], split))
+        labels = {label for f, label in samples if f in readable}
+        for label, name in enumerate(self.classes):
+            if label not in labels:
+                raise UserError(f"imagefolder: class folder {split / name} has no readable images")
+        return [(f, label) for f, label in samples if f in readable]
+
+    def _readable(self, files: list[Path], split: Path) -> list[Path]:
+        """The files that decode; bad ones are warned about and skipped, or fail the run (on_bad_image)."""
+        from vitkit.data.imagecheck import find_bad_images, warn_bad_images
+
+        bad = find_bad_images(files, self.num_workers)
+        if not bad:
+            return files
+        if self.on_bad_image == "error":
+            path, reason = next(iter(bad.items()))
+            more = f" (and {len(bad) - 1} more in {split.name}/)" if len(bad) > 1 else ""
+            raise UserError(
+                f"imagefolder: {path} is not a readable image ({reason}){more}; remove it, or set "
+                f'data.on_bad_image = "skip"'
+            )
+        warn_bad_images(bad)
+        self.bad_images += [str(path) for path in bad]
+        return [f for f in files if f not in bad]
 
     def load(self) -> DataSplits:
         def split_set(samples: list[tuple[Path, int]]) -> ImageSet:
@@ -257,5 +284,7 @@ class ImageFolder(ImageDataset):
             train = [train[i] for i in rest]
         else:
             val = self._samples(val_dir if val_dir.is_dir() else test_dir)
-        test = self._samples(test_dir) if test_dir.is_dir() else val
-        return self._splits(split_set(train), split_set(val), split_set(test))
+        test = self._samples(test_dir) if test_dir.is_dir() and val_dir.is_dir() else val
+        splits = self._splits(split_set(train), split_set(val), split_set(test))
+        splits.bad_images = list(self.bad_images)
+        return splits

@@ -91,18 +91,32 @@ def model_img_size(recipe: Recipe) -> int:
 def build_dataset(recipe: Recipe, img_size: int) -> Any:
     """The recipe's dataset object (described, not loaded: call ``.load()``)."""
     data = recipe.data
+    extra = {}
+    name, _ = split_spec(data.dataset)
+    if name in DATASETS and "on_bad_image" in _accepted(DATASETS.get(name).factory)[0]:
+        extra["on_bad_image"] = data.on_bad_image  # datasets of files only
     return create(
         DATASETS,
         data.dataset,
         recipe,
         "data.dataset",
-        provided=("img_size",),
+        provided=("img_size", *extra),
         img_size=img_size,
         val_fraction=data.val_fraction,
         root=data.root,
         download=data.download,
         num_workers=data.num_workers,
+        **extra,
     )
+
+
+def load_dataset(recipe: Recipe, img_size: int) -> Any:
+    """The recipe's dataset, loaded; its errors (missing files, bad images) name the recipe's ``data``."""
+    dataset = build_dataset(recipe, img_size)
+    try:
+        return dataset.load()
+    except UserError as err:
+        raise UserError(f"{recipe.where()}: data: {err}") from None
 
 
 def build_augments(recipe: Recipe) -> list[Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import random
@@ -15,10 +16,12 @@ import torch
 
 from vitkit.data import BatchTransform, build_loader
 from vitkit.engine import build
-from vitkit.engine.checkpoint import save_checkpoint, save_safetensors
+from vitkit.engine.checkpoint import atomic_write_text, save_checkpoint, save_safetensors
 from vitkit.engine.console import EpochProgress, console, print_epoch, print_summary
 from vitkit.engine.device import autocast, select_device, select_precision
 from vitkit.engine.evaluate import evaluate
+from vitkit.engine.faults import NonFiniteWatch, divergence_error, scaler_step
+from vitkit.engine.resume import capture_rng
 from vitkit.engine.run import Run
 from vitkit.errors import UserError
 from vitkit.plugins import new_manager
@@ -52,7 +55,9 @@ def new_run_dir(recipe: Recipe) -> Path:
             except FileExistsError:
                 continue
     except OSError as err:
-        raise UserError(f"output.dir: cannot create a run directory under {parent}: {err.strerror}") from None
+        raise UserError(
+            f"{recipe.where()}: output.dir: cannot create a run directory under {parent}: {err.strerror}"
+        ) from None
     raise UserError(f"output.dir: too many runs started this second under {parent}")
 
 
@@ -63,12 +68,15 @@ class Trainer:
         self.recipe = recipe
         self.hooks = (plugins or new_manager()).hook
         seed_everything(recipe.seed)
-        self.device = select_device(recipe.train.device)
-        self.precision = select_precision(recipe.train.precision, self.device)
+        try:
+            self.device = select_device(recipe.train.device)
+            self.precision = select_precision(recipe.train.precision, self.device)
+        except UserError as err:
+            raise UserError(f"{recipe.where()}: {err}") from None
 
         # describe the dataset (cheap) to size the model, then load it
         self.img_size = build.model_img_size(recipe)
-        self.data = build.build_dataset(recipe, self.img_size).load()
+        self.data = build.load_dataset(recipe, self.img_size)
         self.model = build.build_model(recipe, len(self.data.classes), self.data.in_chans).to(self.device)
 
         data = recipe.data
@@ -96,6 +104,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.forward = torch.compile(self.model) if recipe.train.compile else self.model
         self.params = sum(p.numel() for p in self.model.parameters())
+        self.saved_epoch: int | None = None  # the epoch checkpoints/last.pt holds
 
     # ------------------------------------------------------------------------------------ loop
 
@@ -108,17 +117,20 @@ class Trainer:
         seen = 0
         start = time.perf_counter()
         steps = len(self.train_loader)
+        watch, skipped = NonFiniteWatch(self.device), 0
         for step, (images, targets) in enumerate(self.train_loader):
             with autocast(self.device, self.precision):
                 logits = model(images)
                 loss = self.loss_fn(logits, targets)
+            watch.observe(loss, step)
+            if watch.due(step, steps) and (bad := watch.first_bad()) is not None:
+                raise divergence_error(self.recipe, self.precision, epoch, bad, steps, self.saved_epoch)
             self.scaler.scale(loss / accum).backward()
             if (step + 1) % accum == 0 or step + 1 == steps:
                 if clip > 0:
                     self.scaler.unscale_(self.optimizer)
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+                skipped += scaler_step(self.scaler, self.optimizer)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
             loss_sum += loss.detach() * len(targets)
@@ -128,19 +140,19 @@ class Trainer:
             progress.advance(step + 1, loss_sum, seen)
         elapsed = time.perf_counter() - start
         train_loss = float(loss_sum) / seen
-        if not math.isfinite(train_loss):
-            raise UserError(
-                f"training diverged: loss is {train_loss} in epoch {epoch}; lower optimizer.lr or set train.clip_grad"
-            )
         return {
             "train_loss": train_loss,
             "train_acc": float(correct) / seen,
             "img_per_s": seen / elapsed,
             "train_time": elapsed,
+            "skipped_steps": skipped,
         }
 
-    def fit(self, run_dir: Path | None = None) -> dict[str, Any]:
-        """Train for ``train.epochs``, keep the best checkpoint by val_acc, test it; returns the summary."""
+    def fit(self, run_dir: Path | None = None, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train for ``train.epochs``, keep the best checkpoint by val_acc, test it; returns the summary.
+
+        ``resume``: a ``checkpoints/last.pt`` state of ``run_dir`` to continue from (see ``engine.resume``).
+        """
         recipe = self.recipe
         run_dir = run_dir or new_run_dir(recipe)
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -154,11 +166,18 @@ class Trainer:
             f"-> {run_dir}"
         )
         self.hooks.vitkit_on_run_start(run=run)
-        start = time.perf_counter()
-        best_acc, best_loss, best_epoch = -1.0, math.inf, 0
+        first_epoch, best_acc, best_loss, best_epoch = 1, -1.0, math.inf, 0
+        if resume is not None:
+            from vitkit.engine.resume import restore
+
+            first_epoch, best_acc, best_loss, best_epoch = restore(self, resume)
+            console.print(f"resuming after epoch {first_epoch - 1} from {run_dir / 'checkpoints' / 'last.pt'}")
+        else:  # epoch 0: a run killed during its first epoch can resume too
+            self._save(run_dir, 0, best_acc, best_epoch, run.history, False)
+        start = time.perf_counter() - (run.history[-1]["time"] if run.history else 0.0)
         epochs = recipe.train.epochs
         with EpochProgress(epochs, len(self.train_loader)) as progress:
-            for epoch in range(1, epochs + 1):
+            for epoch in range(first_epoch, epochs + 1):
                 progress.start_epoch(epoch, self.optimizer.param_groups[0]["lr"])
                 row: dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch, progress)}
                 val = evaluate(self.model, self.val_loader, self.device, self.precision)
@@ -207,23 +226,22 @@ class Trainer:
             "history": history,
             "recipe": self.recipe.to_dict(),
             "data": self.data_meta(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-            },
+            "rng": capture_rng(self.device),
         }
-        save_checkpoint(state, run_dir / "checkpoints" / "last.pt")
-        if is_best:
+        if is_best:  # before last.pt: a kill in between redoes this epoch, identically, and rewrites best.pt
             best = {k: state[k] for k in ("model", "epoch", "best_val_acc", "recipe", "data")}
             save_checkpoint(best, run_dir / "checkpoints" / "best.pt")
+        save_checkpoint(state, run_dir / "checkpoints" / "last.pt")
+        self.saved_epoch = epoch
 
     @staticmethod
     def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
-        with open(run_dir / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            for row in history:
-                writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        atomic_write_text(run_dir / "metrics.csv", text.getvalue())
 
     def _finish(self, run: Run, best_acc: float, best_epoch: int, wall: float) -> dict[str, Any]:
         from vitkit.engine.checkpoint import load_checkpoint
@@ -251,9 +269,10 @@ class Trainer:
             "precision": self.precision,
             "seed": self.recipe.seed,
             "stop_reason": run.stop_reason,
+            "skipped_steps": sum(r.get("skipped_steps", 0) for r in run.history),
+            "bad_images": len(self.data.bad_images),
             "run_dir": str(run_dir),
         }
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         save_safetensors(
             self.model, run_dir / "model.safetensors", {"model": self.recipe.model, "data": self.data_meta()}
         )
@@ -266,6 +285,8 @@ class Trainer:
         write_run_report(
             run_dir, self.recipe.name, test, self.data.test, self.data.classes, run.history, self.recipe.output.plots
         )
+        # last: a run directory with summary.json is finished (``--resume`` refuses it)
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         self.hooks.vitkit_on_run_end(run=run, summary=summary)
         print_summary(summary)
         return summary

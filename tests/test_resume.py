@@ -1,0 +1,168 @@
+"""Resume: a real ``python -m vitkit run`` killed at several points (SIGKILL mid-epoch, SIGKILL after a
+checkpoint's temp file is written, SIGKILL while writing metrics, Ctrl-C) and resumed each time ends with
+exactly the metrics of an uninterrupted run with the same seed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vitkit.engine.checkpoint import load_checkpoint
+
+from .conftest import ROOT
+
+RECIPE = """
+name = "kill"
+seed = 3
+[model]
+name = "vit_nano_patch4_16"
+depth = 1
+[data]
+dataset = "digits"
+batch_size = 64
+[augment]
+train = [{ name = "translate", pixels = 2 }]
+[optimizer]
+name = "adamw"
+lr = 3e-3
+[scheduler]
+name = "cosine"
+warmup_epochs = 1
+[train]
+epochs = 7
+[output]
+dir = "OUT"
+plots = false
+"""
+COMPARED = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")  # not time, img_per_s
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    path = run_dir / "metrics.csv"
+    return list(csv.DictReader(path.read_text().splitlines())) if path.is_file() else []
+
+
+def _result(run_dir: Path) -> tuple[float, float, list[tuple[str, ...]]]:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = [tuple(row[k] for k in COMPARED) for row in _rows(run_dir)]
+    return summary["test_acc"], summary["final_train_loss"], rows
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run: its recipe, run directory and result."""
+    from vitkit.cli import main
+
+    out = tmp_path_factory.mktemp("reference")
+    recipe = out / "kill.toml"
+    recipe.write_text(RECIPE.replace("OUT", str(out / "runs")))
+    assert main(["run", str(recipe)]) == 0
+    (run_dir,) = (out / "runs" / "kill").iterdir()
+    return recipe, run_dir, _result(run_dir)
+
+
+def _start(args: list[str], tmp_path: Path, **env: str) -> subprocess.Popen:
+    log = open(tmp_path / f"log{time.monotonic_ns()}.txt", "w")  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vitkit", "run", *args],
+        stdout=log,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+    )
+
+
+def _wait_until(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"exited with {proc.returncode} too early: {proc.stderr.read()}"
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def _kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> tuple[int, str]:
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def _saved_epoch(run_dir: Path) -> int:
+    """The epoch of ``last.pt``: it must always load (never left broken)."""
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"]
+
+
+@pytest.mark.slow
+def test_killed_at_five_points_and_resumed_matches_uninterrupted(reference, tmp_path, cli):
+    recipe, _, expected = reference
+    out = tmp_path / "runs"
+    killed = tmp_path / "kill.toml"
+    killed.write_text(recipe.read_text().replace(str(recipe.parent / "runs"), str(out)))
+    survived = []
+
+    # 1. SIGKILL during epoch 1: only the epoch-0 checkpoint exists
+    proc = _start([str(killed)], tmp_path)
+    _wait_until(proc, lambda: (out / "kill").is_dir() and any((out / "kill").glob("*/checkpoints/last.pt")))
+    (run_dir,) = (out / "kill").iterdir()
+    assert _kill(proc)[0] == -signal.SIGKILL
+    assert _saved_epoch(run_dir) in (0, 1) and len(_rows(run_dir)) == _saved_epoch(run_dir)
+    survived.append("sigkill in epoch 1")
+
+    # 2. SIGKILL after the temp file of the 2nd last.pt of this process is written, before the rename
+    proc = _start(["--resume", str(run_dir)], tmp_path, VITKIT_TEST_KILL_AFTER_TEMP="last.pt:2")
+    assert proc.wait(timeout=300) == -signal.SIGKILL
+    before = _saved_epoch(run_dir)
+    assert list((run_dir / "checkpoints").glob(".last.pt.*.tmp")), "killed before the temp file was written"
+    survived.append("sigkill between temp file and rename")
+
+    # 3. SIGKILL in the middle of training, once two more epochs are in metrics.csv
+    proc = _start(["--resume", str(run_dir)], tmp_path)
+    _wait_until(proc, lambda: len(_rows(run_dir)) >= before + 2)
+    assert _kill(proc)[0] == -signal.SIGKILL
+    assert not list((run_dir / "checkpoints").glob("*.tmp"))  # --resume removed the stale temp file
+    survived.append("sigkill mid-run")
+
+    # 4. SIGKILL while writing metrics.csv (last.pt is already saved, metrics.csv one row behind)
+    proc = _start(["--resume", str(run_dir)], tmp_path, VITKIT_TEST_KILL_AFTER_TEMP="metrics.csv:1")
+    assert proc.wait(timeout=300) == -signal.SIGKILL
+    assert len(_rows(run_dir)) == _saved_epoch(run_dir) - 1
+    survived.append("sigkill while writing metrics.csv")
+
+    # 5. Ctrl-C: exit code 130 and a message that says how to continue
+    rows = len(_rows(run_dir))
+    proc = _start(["--resume", str(run_dir)], tmp_path)
+    _wait_until(proc, lambda: len(_rows(run_dir)) > rows)
+    code, err = _kill(proc, signal.SIGINT)
+    assert code == 130, err
+    assert "Traceback" not in err and f"continue with  vitkit run --resume {run_dir}" in err
+    assert f"last.pt keeps epoch {_saved_epoch(run_dir)}" in err
+    survived.append("ctrl-c")
+
+    code, _, err = cli("run", "--resume", run_dir)
+    assert code == 0, err
+    assert _result(run_dir) == expected
+    assert len(survived) == 5
+
+
+def test_killed_after_the_last_epoch_resumes_to_the_test_step_then_refuses(reference, tmp_path, cli):
+    """Killed during the final test evaluation (last.pt holds the last epoch, no summary.json yet)."""
+    import shutil
+
+    _, ref_dir, expected = reference
+    run_dir = tmp_path / "run"
+    shutil.copytree(ref_dir, run_dir)
+    (run_dir / "summary.json").unlink()
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert state["epoch"] == 7 and isinstance(state["rng"]["python"], tuple) and "numpy" in state["rng"]
+    code, _, err = cli("run", "--resume", run_dir)
+    assert code == 0, err
+    assert _result(run_dir) == expected
+    code, _, err = cli("run", "--resume", run_dir)
+    assert code == 2 and "this run already finished" in err
