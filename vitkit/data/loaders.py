@@ -1,0 +1,113 @@
+"""Loaders: batches of (images, targets) on the device, augmented and normalised there."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from vitkit.data.datasets import ImageSet
+
+Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class BatchTransform:
+    """Raw batch -> model input: to float [0, 1], resize, augment (training only), normalise."""
+
+    def __init__(self, img_size: int, mean: Sequence[float], std: Sequence[float],
+                 augments: Sequence[Augment] = ()) -> None:
+        self.img_size = img_size
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.augments = list(augments)
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor,
+                 train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
+            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear",
+                              align_corners=False, antialias=True)
+        if train:
+            for augment in self.augments:
+                x, targets = augment(x, targets)
+        if self.mean.device != x.device:
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        return (x - self.mean) / self.std, targets
+
+
+class InMemoryLoader:
+    """The whole split as one tensor on the device; batches by shuffled index, no workers."""
+
+    def __init__(self, data: ImageSet, batch_size: int, transform: BatchTransform, device: torch.device,
+                 train: bool, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.batch_size, self.transform, self.train = batch_size, transform, train
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle deterministically for ``epoch`` (so a resumed run sees the same batches)."""
+        self.epoch = epoch
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.labels)
+        if not self.train:
+            return torch.arange(n)[self.rank :: self.world_size]
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(n, generator=g)
+        per_rank = n // self.world_size
+        return order[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+    def __len__(self) -> int:
+        n = len(self._indices())
+        return n // self.batch_size if self.train and n >= self.batch_size else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        indices = self._indices().to(self.images.device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            idx = indices[start : start + self.batch_size]
+            yield self.transform(self.images[idx], self.labels[idx], train=self.train)
+
+
+class FileLoader:
+    """A DataLoader with workers over files; batches moved to the device, then transformed there."""
+
+    def __init__(self, data: ImageSet, batch_size: int, transform: BatchTransform, device: torch.device,
+                 train: bool, num_workers: int = 2, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        from torch.utils.data import DataLoader, DistributedSampler
+
+        self.sampler = None
+        if world_size > 1:
+            self.sampler = DistributedSampler(data.files, world_size, rank, shuffle=train, seed=seed)
+        g = torch.Generator().manual_seed(seed)
+        self.loader = DataLoader(
+            data.files, batch_size=batch_size, shuffle=train and self.sampler is None,
+            sampler=self.sampler, num_workers=num_workers, drop_last=train and len(data) >= batch_size,
+            pin_memory=device.type == "cuda", persistent_workers=num_workers > 0, generator=g,
+        )
+        self.transform, self.device, self.train, self.seed = transform, device, train, seed
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        self.loader.generator.manual_seed(self.seed * 100_003 + epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in self.loader:
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            yield self.transform(images, labels, train=self.train)
+
+
+def build_loader(data: ImageSet, batch_size: int, transform: BatchTransform, device: torch.device,
+                 train: bool, num_workers: int = 2, seed: int = 0, rank: int = 0,
+                 world_size: int = 1) -> InMemoryLoader | FileLoader:
+    """The in-memory loader for tensor splits, a DataLoader for file-backed ones."""
+    if data.in_memory:
+        return InMemoryLoader(data, batch_size, transform, device, train, seed, rank, world_size)
+    return FileLoader(data, batch_size, transform, device, train, num_workers, seed, rank, world_size)
