@@ -57,8 +57,9 @@ class ImageDataset:
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
 
-    def __init__(self, img_size: int, val_fraction: float = 0.1, root: str = "data",
-                 download: bool = False, num_workers: int = 2) -> None:
+    def __init__(
+        self, img_size: int, val_fraction: float = 0.1, root: str = "data", download: bool = False, num_workers: int = 2
+    ) -> None:
         self.img_size, self.val_fraction = img_size, val_fraction
         self.root, self.download, self.num_workers = Path(root), download, num_workers
 
@@ -82,8 +83,13 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     return torch.cat(rest).sort().values, torch.cat(held).sort().values
 
 
-def _in_memory_splits(images: torch.Tensor, labels: torch.Tensor, test: tuple[torch.Tensor, torch.Tensor] | None,
-                      val_fraction: float, test_fraction: float = 0.2) -> tuple[ImageSet, ImageSet, ImageSet]:
+def _in_memory_splits(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    test: tuple[torch.Tensor, torch.Tensor] | None,
+    val_fraction: float,
+    test_fraction: float = 0.2,
+) -> tuple[ImageSet, ImageSet, ImageSet]:
     """Fixed, seed-independent splits, so every run of a dataset is scored on the same images."""
     if test is None:
         rest, held = stratified_split(labels, test_fraction, seed=0)
@@ -190,9 +196,13 @@ class ImageFiles(Dataset):
 
         self.samples = samples
         self.mode = "L" if in_chans == 1 else "RGB"
-        self.transform = v2.Compose([
-            v2.PILToTensor(), v2.Resize((img_size, img_size), antialias=True),
-        ])
+        self.augment: list = []  # per-sample augmentations (objects with ``one(image)``), training split only
+        self.transform = v2.Compose(
+            [
+                v2.PILToTensor(),
+                v2.Resize((img_size, img_size), antialias=True),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -202,7 +212,10 @@ class ImageFiles(Dataset):
 
         path, label = self.samples[index]
         with Image.open(path) as img:
-            return self.transform(img.convert(self.mode)), label
+            image = self.transform(img.convert(self.mode))
+        for augment in self.augment:
+            image = augment.one(image)
+        return image, label
 
 
 @register_dataset("imagefolder")

@@ -15,19 +15,22 @@ Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tenso
 class BatchTransform:
     """Raw batch -> model input: to float [0, 1], resize, augment (training only), normalise."""
 
-    def __init__(self, img_size: int, mean: Sequence[float], std: Sequence[float],
-                 augments: Sequence[Augment] = ()) -> None:
+    def __init__(
+        self, img_size: int, mean: Sequence[float], std: Sequence[float], augments: Sequence[Augment] = ()
+    ) -> None:
         self.img_size = img_size
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.augments = list(augments)
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor,
-                 train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, images: torch.Tensor, targets: torch.Tensor, train: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
-            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear",
-                              align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False, antialias=True
+            )
         if train:
             for augment in self.augments:
                 x, targets = augment(x, targets)
@@ -35,12 +38,33 @@ class BatchTransform:
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
         return (x - self.mean) / self.std, targets
 
+    def set_epoch(self, epoch: int) -> None:
+        """Tell epoch-aware augmentations (mixup/cutmix ``off_epoch``) which epoch starts."""
+        for augment in self.augments:
+            if hasattr(augment, "set_epoch"):
+                augment.set_epoch(epoch)
+
+    def take_sample_augments(self) -> list[Augment]:
+        """Remove and return the per-sample augmentations (file-backed data runs them in the workers)."""
+        taken = [a for a in self.augments if getattr(a, "per_sample", False)]
+        self.augments = [a for a in self.augments if not getattr(a, "per_sample", False)]
+        return taken
+
 
 class InMemoryLoader:
     """The whole split as one tensor on the device; batches by shuffled index, no workers."""
 
-    def __init__(self, data: ImageSet, batch_size: int, transform: BatchTransform, device: torch.device,
-                 train: bool, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        data: ImageSet,
+        batch_size: int,
+        transform: BatchTransform,
+        device: torch.device,
+        train: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         self.batch_size, self.transform, self.train = batch_size, transform, train
@@ -50,6 +74,7 @@ class InMemoryLoader:
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle deterministically for ``epoch`` (so a resumed run sees the same batches)."""
         self.epoch = epoch
+        self.transform.set_epoch(epoch)
 
     def _indices(self) -> torch.Tensor:
         n = len(self.labels)
@@ -74,22 +99,41 @@ class InMemoryLoader:
 class FileLoader:
     """A DataLoader with workers over files; batches moved to the device, then transformed there."""
 
-    def __init__(self, data: ImageSet, batch_size: int, transform: BatchTransform, device: torch.device,
-                 train: bool, num_workers: int = 2, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        data: ImageSet,
+        batch_size: int,
+        transform: BatchTransform,
+        device: torch.device,
+        train: bool,
+        num_workers: int = 2,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         from torch.utils.data import DataLoader, DistributedSampler
 
+        if train:  # per-sample augmentations (RandAugment, ...) run in the workers, on CPU
+            data.files.augment = transform.take_sample_augments()
         self.sampler = None
         if world_size > 1:
             self.sampler = DistributedSampler(data.files, world_size, rank, shuffle=train, seed=seed)
         g = torch.Generator().manual_seed(seed)
         self.loader = DataLoader(
-            data.files, batch_size=batch_size, shuffle=train and self.sampler is None,
-            sampler=self.sampler, num_workers=num_workers, drop_last=train and len(data) >= batch_size,
-            pin_memory=device.type == "cuda", persistent_workers=num_workers > 0, generator=g,
+            data.files,
+            batch_size=batch_size,
+            shuffle=train and self.sampler is None,
+            sampler=self.sampler,
+            num_workers=num_workers,
+            drop_last=train and len(data) >= batch_size,
+            pin_memory=device.type == "cuda",
+            persistent_workers=num_workers > 0,
+            generator=g,
         )
         self.transform, self.device, self.train, self.seed = transform, device, train, seed
 
     def set_epoch(self, epoch: int) -> None:
+        self.transform.set_epoch(epoch)
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
         self.loader.generator.manual_seed(self.seed * 100_003 + epoch)
@@ -104,9 +148,17 @@ class FileLoader:
             yield self.transform(images, labels, train=self.train)
 
 
-def build_loader(data: ImageSet, batch_size: int, transform: BatchTransform, device: torch.device,
-                 train: bool, num_workers: int = 2, seed: int = 0, rank: int = 0,
-                 world_size: int = 1) -> InMemoryLoader | FileLoader:
+def build_loader(
+    data: ImageSet,
+    batch_size: int,
+    transform: BatchTransform,
+    device: torch.device,
+    train: bool,
+    num_workers: int = 2,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> InMemoryLoader | FileLoader:
     """The in-memory loader for tensor splits, a DataLoader for file-backed ones."""
     if data.in_memory:
         return InMemoryLoader(data, batch_size, transform, device, train, seed, rank, world_size)
