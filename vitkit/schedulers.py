@@ -118,8 +118,10 @@ def one_cycle(
     div_factor: float = 25.0,
     final_div_factor: float = 1e4,
 ) -> LambdaLR:
-    """One-cycle: linear rise from LR/``div_factor`` over ``pct_start`` of training, then cosine down to
-    LR/(``div_factor`` x ``final_div_factor``)."""
+    """One-cycle: linear rise from LR/div_factor over pct_start of training, then cosine down.
+
+    The LR ends at LR/(``div_factor`` x ``final_div_factor``); the rise is this scheduler's warm-up.
+    """
     if not 0.0 < pct_start < 1.0:
         raise ValueError(f"pct_start must be in (0, 1), got {pct_start}")
     if div_factor < 1 or final_div_factor < 1:

@@ -62,12 +62,16 @@ class MixupCutmix:
 
 
 @register_augmentation("mixup")
-def mixup(num_classes: int, label_smoothing: float = 0.0, alpha: float = 0.8, prob: float = 1.0, off_epoch: int = 0):
+def mixup(
+    num_classes: int, label_smoothing: float = 0.0, alpha: float = 0.8, prob: float = 1.0, off_epoch: int = 0
+) -> MixupCutmix:
     """Mixup only (Zhang et al. 2018): blend image pairs with a Beta(``alpha``, ``alpha``) weight."""
     return MixupCutmix(num_classes, label_smoothing, alpha, 0.0, prob, 0.0, "batch", off_epoch)
 
 
 @register_augmentation("cutmix")
-def cutmix(num_classes: int, label_smoothing: float = 0.0, alpha: float = 1.0, prob: float = 1.0, off_epoch: int = 0):
+def cutmix(
+    num_classes: int, label_smoothing: float = 0.0, alpha: float = 1.0, prob: float = 1.0, off_epoch: int = 0
+) -> MixupCutmix:
     """CutMix only (Yun et al. 2019): paste a box from the paired image, mix labels by its area."""
     return MixupCutmix(num_classes, label_smoothing, 0.0, alpha, prob, 1.0, "batch", off_epoch)
