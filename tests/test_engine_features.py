@@ -109,8 +109,14 @@ def test_clip_by_value_bounds_every_gradient(tmp_path):
     assert grads.abs().max().item() == pytest.approx(1e-4)
 
 
+def test_auto_batch_size_on_cpu_says_it_uses_the_default(tmp_path, capsys):
+    trainer = Trainer(tiny(tmp_path, data={"batch_size": "auto"}))
+    assert trainer.batch_size == 64 and trainer.train_loader.batch_size == 64
+    assert "data.batch_size = auto: 64" in capsys.readouterr().out
+
+
 def test_bf16_autocast_trains_on_cpu(tmp_path):
-    trainer = Trainer(tiny(tmp_path, train={"precision": "bf16"}))
+    trainer = Trainer(tiny(tmp_path, train={"precision": "bf16", "channels_last": True}))
     metrics = one_epoch(trainer)
     assert trainer.precision == "bf16" and 0 < metrics["train_loss"] < 3
 

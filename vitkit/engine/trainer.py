@@ -37,8 +37,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, torch and numpy; ``deterministic`` also forbids nondeterministic kernels."""
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
-        torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic)  # off again for a later run in this process
     random.seed(seed)
     torch.manual_seed(seed)
     try:
@@ -114,7 +114,9 @@ class Trainer:
             self.data.test, eval_batch, eval_tf, self.device, False, data.num_workers, 0, eval_rank, eval_world
         )
 
-        self.loss_fn = build.build_loss(recipe, num_classes, self.data.in_chans, self.img_size).to(self.device)
+        self.loss_fn = build.build_loss(recipe, num_classes, self.data.in_chans, self.img_size)
+        if isinstance(self.loss_fn, torch.nn.Module):  # a plugin's loss may be a plain function
+            self.loss_fn.to(self.device)
         self.ema = ModelEma(self.model, recipe.train.ema) if recipe.train.ema > 0 else None
         if self.ema is not None and self.strategy == "fsdp":
             raise UserError(f"{recipe.where()}: train.ema is not supported with train.strategy = 'fsdp'")
@@ -128,6 +130,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.forward = torch.compile(self.wrapped) if recipe.train.compile else self.wrapped
         self.params = sum(p.numel() for p in self.model.parameters())
+        if self.plugins.get_plugin("early_stopping") is not None:  # a manager reused from an earlier run
+            self.plugins.unregister(name="early_stopping")
         if recipe.train.early_stopping.patience > 0 and self.dist.is_main:
             from vitkit.engine.early_stopping import EarlyStopping
 
@@ -157,6 +161,8 @@ class Trainer:
 
     def _compute_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, class logits) for one micro-batch; a model may return (logits, dist_logits) (DeiT)."""
+        if self.recipe.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         outputs = self.forward(images)
         if getattr(self.loss_fn, "needs_images", False):  # distillation runs the teacher on the same images
             loss = self.loss_fn(outputs, targets, images)
@@ -177,7 +183,8 @@ class Trainer:
     def train_epoch(self, epoch: int, progress: EpochProgress) -> dict[str, float]:
         accum = self.recipe.train.grad_accum_steps
         self.model.train()
-        self.loss_fn.train()
+        if isinstance(self.loss_fn, torch.nn.Module):
+            self.loss_fn.train()
         self.train_loader.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
