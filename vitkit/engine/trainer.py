@@ -354,6 +354,11 @@ class Trainer:
 
     def _finish(self, run: Run, best_acc: float, best_epoch: int, wall: float) -> dict[str, Any]:
         run_dir = run.run_dir
+        if self.best_state is None:  # e.g. a resumed run that found no better epoch: the file has it
+            from vitkit.engine.checkpoint import load_checkpoint
+
+            best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+            self.best_state, self.best_weights = best["model"], best.get("best_weights", "model")
         dist.load_full_state_dict(self.model, self.best_state, self.strategy)
         test = self._evaluate(self.model, self.test_loader)
         if not self.dist.is_main:
