@@ -1,33 +1,68 @@
-"""Registered optimizers and learning-rate schedulers (schedulers step once per optimizer update)."""
+"""Registered optimizers and the parameter groups they get (no decay on biases/norms/tokens; layer-wise LR decay).
+
+Schedulers live in ``vitkit.schedulers``.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
 
-from vitkit.registry import register_optimizer, register_scheduler
+from vitkit.registry import register_optimizer
+
+EMBEDDING_NAMES = ("patch_embed", "cls_token", "dist_token", "reg_token", "pos_embed")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two groups: decayed weights, and biases, norms, tokens and position embeddings without decay."""
+def layer_id(name: str, num_layers: int) -> int:
+    """Depth of a parameter for layer-wise LR decay: embeddings 0, ``blocks.i`` i + 1, the rest (head) last."""
+    match = re.match(r"(?:.*\.)?blocks\.(\d+)\.", name)
+    if match:
+        return int(match.group(1)) + 1
+    if name.split(".")[0] in EMBEDDING_NAMES:
+        return 0
+    return num_layers + 1
+
+
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float | None = None) -> list[dict[str, Any]]:
+    """Parameter groups: decayed weights, and biases, norms, tokens and position embeddings without decay.
+
+    With ``layer_decay`` (0 < d <= 1) each group also gets ``lr_scale = d ** (last - depth)``: the head
+    keeps the full LR, block ``i`` gets ``d ** (num_blocks - i)``, the embeddings the smallest scale.
+    ``build_optimizer`` multiplies each group's LR by it before a scheduler is attached.
+    """
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
-    decay, no_decay = [], []
+    num_layers = len(getattr(model, "blocks", ()))
+    if layer_decay is not None:
+        if not 0.0 < layer_decay <= 1.0:
+            raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
+        if num_layers == 0:
+            raise ValueError("layer_decay needs a model with a `blocks` sequence of transformer blocks")
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if param.ndim <= 1 or name in skip or name.split(".")[-1] in skip:
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        no_decay = param.ndim <= 1 or name in skip or name.split(".")[-1] in skip
+        depth = layer_id(name, num_layers) if layer_decay is not None else 0
+        group = groups.setdefault((depth, no_decay), {"params": [], "weight_decay": 0.0 if no_decay else weight_decay})
+        if layer_decay is not None:
+            group["lr_scale"] = layer_decay ** (num_layers + 1 - depth)
+        group["params"].append(param)
+    if layer_decay is None:  # always the same two groups, decayed first
+        return [
+            groups.get((0, flag), {"params": [], "weight_decay": 0.0 if flag else weight_decay})
+            for flag in (False, True)
+        ]
+    return [groups[key] for key in sorted(groups)]
+
+
+def apply_lr_scales(optimizer: torch.optim.Optimizer) -> None:
+    """Multiply each group's LR by its ``lr_scale`` (call once, before a scheduler records initial LRs)."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
 
 
 def _fused_kwargs(params: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -69,52 +104,49 @@ def sgd(
     )
 
 
-def _with_warmup(
-    shape: Callable[[float], float], warmup_steps: int, total_steps: int, warmup_start: float = 0.0
-) -> Callable[[int], float]:
-    """LR multiplier per update: linear warm-up over ``warmup_steps``, then ``shape(progress)``."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return warmup_start + (1.0 - warmup_start) * (step + 1) / warmup_steps
-        span = max(1, total_steps - warmup_steps)
-        return shape(min(1.0, (step - warmup_steps) / span))
-
-    return factor
-
-
-def _warmup_steps(steps_per_epoch: int, warmup_epochs: float, warmup_steps: int | None) -> int:
-    if warmup_steps is not None:
-        return int(warmup_steps)
-    return int(round(warmup_epochs * steps_per_epoch))
+TIMM_OPTIMIZERS = {
+    "lamb": "LAMB (layer-wise adaptive moments), timm; for large batches.",
+    "lars": "LARS (layer-wise adaptive rate scaling), timm.",
+    "lion": "Lion (sign momentum), timm; use ~3-10x smaller lr and larger weight decay than AdamW.",
+    "adan": "Adan (adaptive Nesterov momentum), timm.",
+    "adamp": "AdamP, timm.",
+    "sgdp": "SGDP, timm.",
+    "radam": "RAdam (rectified Adam), timm.",
+    "nadamw": "NAdamW (Nesterov Adam, decoupled decay), timm.",
+    "adabelief": "AdaBelief, timm.",
+    "adafactor": "Adafactor, timm.",
+    "adopt": "ADOPT, timm.",
+    "laprop": "LaProp, timm.",
+    "madgrad": "MADGRAD, timm.",
+    "rmsproptf": "RMSprop with TensorFlow-style epsilon, timm.",
+}
 
 
-@register_scheduler("cosine")
-def cosine(
-    optimizer: torch.optim.Optimizer,
-    total_steps: int,
-    steps_per_epoch: int,
-    warmup_epochs: float = 0.0,
-    warmup_steps: int | None = None,
-    min_lr_ratio: float = 0.0,
-) -> LambdaLR:
-    """Linear warm-up, then cosine decay to ``min_lr_ratio`` x the base LR."""
-    warm = _warmup_steps(steps_per_epoch, warmup_epochs, warmup_steps)
+def _timm_factory(opt: str, doc: str) -> Any:
+    def factory(params: list[dict[str, Any]], lr: float = 1e-3, weight_decay: float = 0.05, **kwargs: Any) -> Any:
+        from timm.optim import create_optimizer_v2
 
-    def shape(t: float) -> float:
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+        return create_optimizer_v2(params, opt=opt, lr=lr, weight_decay=weight_decay, **kwargs)
 
-    return LambdaLR(optimizer, _with_warmup(shape, warm, total_steps))
+    factory.__doc__ = f"{doc} Other keys go to timm.optim.create_optimizer_v2."
+    factory.__name__ = opt
+    return factory
 
 
-@register_scheduler("constant")
-def constant(
-    optimizer: torch.optim.Optimizer,
-    total_steps: int,
-    steps_per_epoch: int,
-    warmup_epochs: float = 0.0,
-    warmup_steps: int | None = None,
-) -> LambdaLR:
-    """Linear warm-up, then the base LR throughout."""
-    warm = _warmup_steps(steps_per_epoch, warmup_epochs, warmup_steps)
-    return LambdaLR(optimizer, _with_warmup(lambda t: 1.0, warm, total_steps))
+for _opt, _doc in TIMM_OPTIMIZERS.items():
+    register_optimizer(_opt)(_timm_factory(_opt, _doc))
+
+
+@register_optimizer("timm")
+def timm_optimizer(
+    params: list[dict[str, Any]], opt: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.05, **kwargs: Any
+) -> torch.optim.Optimizer:
+    """Any optimizer timm knows, by ``opt`` name (see timm.optim.list_optimizers())."""
+    from timm.optim import create_optimizer_v2, list_optimizers
+
+    if opt not in list_optimizers():
+        import difflib
+
+        close = difflib.get_close_matches(opt, list_optimizers(), n=1)
+        raise ValueError(f"timm has no optimizer {opt!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return create_optimizer_v2(params, opt=opt, lr=lr, weight_decay=weight_decay, **kwargs)

@@ -41,7 +41,7 @@ class DataConfig:
     root: str = _f("data", doc="folder holding (or receiving) the dataset files")
     download: bool = _f(False, doc="torchvision datasets: download when missing")
     val_fraction: float = _f(0.1, min=0.0, max=0.5, above=True, doc="share of train held out for validation")
-    batch_size: int = _f(64, min=1, doc="images per optimizer micro-step")
+    batch_size: int | str = _f(64, min=1, doc='images per optimizer micro-step, or "auto" (GPU: largest that fits)')
     eval_batch_size: int = _f(0, min=0, doc="images per evaluation batch (0: 4x batch_size)")
     num_workers: int = _f(2, min=0, doc="DataLoader workers for file-backed datasets")
     on_bad_image: str = _f("skip", choices=("skip", "error"), doc="imagefolder: skip unreadable files, or fail")
@@ -52,6 +52,21 @@ class AugmentConfig:
     """``[augment]``: batched augmentations applied to training batches, in order."""
 
     train: list = _f([], doc="augmentation names or specs")
+    mixup: float = _f(0.0, min=0.0, doc="mixup alpha (0: off); label smoothing comes from loss.label_smoothing")
+    cutmix: float = _f(0.0, min=0.0, doc="cutmix alpha (0: off)")
+    mix_prob: float = _f(1.0, min=0.0, max=1.0, doc="share of batches mixed")
+    switch_prob: float = _f(0.5, min=0.0, max=1.0, doc="with both on: chance a batch uses cutmix")
+    mix_off_epoch: int = _f(0, min=0, doc="no mixing from this epoch on (0: mix throughout)")
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """``train.early_stopping``: stop when ``metric`` has not improved by ``min_delta`` for ``patience`` epochs."""
+
+    metric: str = _f("val_acc", doc="any column of metrics.csv, e.g. val_acc, val_loss, ema_val_acc")
+    patience: int = _f(0, min=0, doc="epochs without improvement before stopping (0: off)")
+    min_delta: float = _f(0.0, min=0.0, doc="smallest change that counts as an improvement")
+    mode: str = _f("auto", choices=("auto", "max", "min"), doc="auto: max for *acc*, min otherwise")
 
 
 @dataclass
@@ -62,7 +77,13 @@ class TrainConfig:
     precision: str = _f("auto", choices=("auto", "fp32", "bf16", "fp16"))
     device: str = _f("auto", doc="auto | cpu | cuda | cuda:N | mps")
     grad_accum_steps: int = _f(1, min=1)
-    clip_grad: float = _f(0.0, min=0.0, doc="max gradient norm (0: off)")
+    clip_grad: float = _f(0.0, min=0.0, doc="gradient clipping threshold (0: off)")
+    clip_mode: str = _f("norm", choices=("norm", "value"), doc="clip the global norm, or each value")
+    ema: float = _f(0.0, min=0.0, max=1.0, doc="EMA decay of the weights per update (0: off; e.g. 0.999)")
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    deterministic: bool = _f(False, doc="torch.use_deterministic_algorithms (slower; exact repeats on GPU)")
+    channels_last: bool = _f(False, doc="channels-last memory format for model and inputs")
+    strategy: str = _f("ddp", choices=("ddp", "fsdp"), doc="multi-process strategy under torchrun")
     compile: bool = _f(False, doc="torch.compile the model")
     log_every: int = _f(0, min=0, doc="progress refresh in steps (0: auto)")
 
@@ -264,6 +285,11 @@ def _check(value: Any, hint: Any, meta: dict[str, Any], where: str, key: str) ->
     elif hint is str:
         if not isinstance(value, str):
             fail("a string")
+    elif hint == int | str:  # a count or "auto"
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail('an integer or "auto"')
     elif hint is list:
         if not isinstance(value, list):
             fail("a list")

@@ -139,11 +139,11 @@ def split_spec(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 MODELS = Registry("models", ("vitkit.models",))
 ATTENTION = Registry("attention", ("vitkit.layers.attention",))
-AUGMENTATIONS = Registry("augmentations", ("vitkit.data.augment",))
+AUGMENTATIONS = Registry("augmentations", ("vitkit.data.augment", "vitkit.data.sample_augment", "vitkit.data.mix"))
 OPTIMIZERS = Registry("optimizers", ("vitkit.optim",))
-SCHEDULERS = Registry("schedulers", ("vitkit.optim",))
+SCHEDULERS = Registry("schedulers", ("vitkit.schedulers",))
 DATASETS = Registry("datasets", ("vitkit.data.datasets",))
-LOSSES = Registry("losses", ("vitkit.losses",))
+LOSSES = Registry("losses", ("vitkit.losses", "vitkit.distill"))
 
 REGISTRIES: dict[str, Registry] = {
     r.kind: r for r in (MODELS, ATTENTION, AUGMENTATIONS, OPTIMIZERS, SCHEDULERS, DATASETS, LOSSES)

@@ -197,6 +197,7 @@ class ImageFiles(Dataset):
 
         self.samples = samples
         self.mode = "L" if in_chans == 1 else "RGB"
+        self.augment: list = []  # per-sample augmentations (objects with ``one(image)``), training split only
         self.transform = v2.Compose(
             [
                 v2.PILToTensor(),
@@ -212,7 +213,10 @@ class ImageFiles(Dataset):
 
         path, label = self.samples[index]
         with Image.open(path) as img:
-            return self.transform(img.convert(self.mode)), label
+            image = self.transform(img.convert(self.mode))
+        for augment in self.augment:
+            image = augment.one(image)
+        return image, label
 
 
 @register_dataset("imagefolder")

@@ -38,6 +38,18 @@ class BatchTransform:
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
         return (x - self.mean) / self.std, targets
 
+    def set_epoch(self, epoch: int) -> None:
+        """Tell epoch-aware augmentations (mixup/cutmix ``off_epoch``) which epoch starts."""
+        for augment in self.augments:
+            if hasattr(augment, "set_epoch"):
+                augment.set_epoch(epoch)
+
+    def take_sample_augments(self) -> list[Augment]:
+        """Remove and return the per-sample augmentations (file-backed data runs them in the workers)."""
+        taken = [a for a in self.augments if getattr(a, "per_sample", False)]
+        self.augments = [a for a in self.augments if not getattr(a, "per_sample", False)]
+        return taken
+
 
 class InMemoryLoader:
     """The whole split as one tensor on the device; batches by shuffled index, no workers."""
@@ -62,6 +74,7 @@ class InMemoryLoader:
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle deterministically for ``epoch`` (so a resumed run sees the same batches)."""
         self.epoch = epoch
+        self.transform.set_epoch(epoch)
 
     def _indices(self) -> torch.Tensor:
         n = len(self.labels)
@@ -100,6 +113,8 @@ class FileLoader:
     ) -> None:
         from torch.utils.data import DataLoader, DistributedSampler
 
+        if train:  # per-sample augmentations (RandAugment, ...) run in the workers, on CPU
+            data.files.augment = transform.take_sample_augments()
         self.sampler = None
         if world_size > 1:
             self.sampler = DistributedSampler(data.files, world_size, rank, shuffle=train, seed=seed)
@@ -118,6 +133,7 @@ class FileLoader:
         self.transform, self.device, self.train, self.seed = transform, device, train, seed
 
     def set_epoch(self, epoch: int) -> None:
+        self.transform.set_epoch(epoch)
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
         self.loader.generator.manual_seed(self.seed * 100_003 + epoch)

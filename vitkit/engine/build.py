@@ -119,21 +119,72 @@ def load_dataset(recipe: Recipe, img_size: int) -> Any:
         raise UserError(f"{recipe.where()}: data: {err}") from None
 
 
-def build_augments(recipe: Recipe) -> list[Any]:
-    return [create(AUGMENTATIONS, spec, recipe, f"augment.train[{i}]") for i, spec in enumerate(recipe.augment.train)]
+def _with_context(registry: Registry, spec: Any, recipe: Recipe, key: str, **context: Any) -> Any:
+    """``create`` passing the ``context`` values (num_classes, img_size, ...) that the factory takes."""
+    try:
+        name, _ = split_spec(spec)
+        names, _ = _accepted(registry.get(name).factory)
+    except UserError as err:
+        raise UserError(f"{recipe.where()}: {key}: {err}") from None
+    given = {k: v for k, v in context.items() if k in names}
+    return create(registry, spec, recipe, key, provided=tuple(given), **given)
 
 
-def build_loss(recipe: Recipe) -> nn.Module:
-    return create(LOSSES, recipe.loss, recipe, "loss")
+def label_smoothing(recipe: Recipe) -> float:
+    """The recipe's label smoothing (``loss.label_smoothing``), which mixup/cutmix fold into targets."""
+    value = recipe.loss.get("label_smoothing", 0.0)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def augment_specs(recipe: Recipe) -> list[Any]:
+    """``augment.train`` plus a ``mixup_cutmix`` entry when ``augment.mixup``/``augment.cutmix`` are set."""
+    aug = recipe.augment
+    specs = list(aug.train)
+    if aug.mixup > 0 or aug.cutmix > 0:
+        specs.append(
+            {
+                "name": "mixup_cutmix",
+                "mixup_alpha": aug.mixup,
+                "cutmix_alpha": aug.cutmix,
+                "prob": aug.mix_prob,
+                "switch_prob": aug.switch_prob,
+                "off_epoch": aug.mix_off_epoch,
+            }
+        )
+    return specs
+
+
+def build_augments(recipe: Recipe, num_classes: int = 10, img_size: int | None = None) -> list[Any]:
+    """The training augmentations, in order; mixing ones get the class count and label smoothing."""
+    img_size = img_size or model_img_size(recipe)
+    context = {"num_classes": num_classes, "img_size": img_size, "label_smoothing": label_smoothing(recipe)}
+    return [
+        _with_context(AUGMENTATIONS, spec, recipe, f"augment.train[{i}]", **context)
+        for i, spec in enumerate(augment_specs(recipe))
+    ]
+
+
+def build_loss(recipe: Recipe, num_classes: int = 10, in_chans: int = 3, img_size: int | None = None) -> nn.Module:
+    """The recipe's loss; distillation also gets the data's classes, channels and input size."""
+    context = {"num_classes": num_classes, "in_chans": in_chans, "img_size": img_size or model_img_size(recipe)}
+    return _with_context(LOSSES, recipe.loss, recipe, "loss", **context)
 
 
 def build_optimizer(recipe: Recipe, model: nn.Module) -> Any:
-    from vitkit.optim import param_groups
+    from vitkit.optim import apply_lr_scales, param_groups
 
     spec = dict(recipe.optimizer)
     weight_decay = spec.pop("weight_decay", 0.05)
-    groups = param_groups(model, weight_decay)
-    return create(OPTIMIZERS, spec, recipe, "optimizer", provided=("params",), params=groups, weight_decay=weight_decay)
+    layer_decay = spec.pop("layer_decay", None)
+    try:
+        groups = param_groups(model, weight_decay, layer_decay)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{recipe.where()}: optimizer.layer_decay: {err}") from None
+    optimizer = create(
+        OPTIMIZERS, spec, recipe, "optimizer", provided=("params",), params=groups, weight_decay=weight_decay
+    )
+    apply_lr_scales(optimizer)
+    return optimizer
 
 
 def build_scheduler(recipe: Recipe, optimizer: Any, total_steps: int, steps_per_epoch: int) -> Any:

@@ -99,11 +99,12 @@ def _unpickling_reason(message: str) -> str:
     return (found.group(1) if found else lines[0] if lines else "unsupported content").strip()
 
 
-def save_safetensors(model: torch.nn.Module, path: Path, metadata: dict[str, Any]) -> None:
-    """Weights as ``safetensors`` with JSON metadata (model spec, classes, normalisation)."""
+def save_safetensors(model: torch.nn.Module | dict[str, torch.Tensor], path: Path, metadata: dict[str, Any]) -> None:
+    """Weights (a model or its state dict) as ``safetensors`` with JSON metadata (model spec, classes, ...)."""
     from safetensors.torch import save
 
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = model if isinstance(model, dict) else model.state_dict()
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     blob = save(tensors, metadata={k: json.dumps(v) for k, v in metadata.items()})
     atomic_write(Path(path), lambda f: f.write(blob))
 

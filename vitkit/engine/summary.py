@@ -36,8 +36,8 @@ def describe(recipe: Recipe) -> dict[str, Any]:
     else:
         build.build_dataset(recipe, img_size)  # raises the unknown-name error
     model = build.build_model(recipe, num_classes, in_chans)
-    build.build_augments(recipe)
-    build.build_loss(recipe)
+    build.build_augments(recipe, num_classes, img_size)
+    build.build_loss(recipe, num_classes, in_chans, img_size)
     optimizer = build.build_optimizer(recipe, model)
     build.build_scheduler(recipe, optimizer, 100, 10)
     params = sum(p.numel() for p in model.parameters())

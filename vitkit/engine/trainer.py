@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
+import os
 import random
 import time
 from datetime import datetime
@@ -16,10 +18,12 @@ import torch
 
 from vitkit.data import BatchTransform, build_loader
 from vitkit.engine import build
+from vitkit.engine import distributed as dist
 from vitkit.engine.checkpoint import atomic_write_text, save_checkpoint, save_safetensors
 from vitkit.engine.console import EpochProgress, console, print_epoch, print_summary
 from vitkit.engine.device import autocast, select_device, select_precision
-from vitkit.engine.evaluate import evaluate
+from vitkit.engine.ema import ModelEma
+from vitkit.engine.evaluate import Evaluation, evaluate
 from vitkit.engine.faults import NonFiniteWatch, divergence_error, scaler_step
 from vitkit.engine.resume import capture_rng
 from vitkit.engine.run import Run
@@ -27,10 +31,17 @@ from vitkit.errors import UserError
 from vitkit.plugins import new_manager
 from vitkit.recipe import Recipe, dump_toml
 
-METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "time", "img_per_s"]
+METRIC_COLUMNS = [
+    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "ema_val_loss", "ema_val_acc", "lr", "time", "img_per_s"
+]  # fmt: skip
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, torch and numpy; ``deterministic`` also forbids nondeterministic kernels."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic)  # off again for a later run in this process
     random.seed(seed)
     torch.manual_seed(seed)
     try:
@@ -66,35 +77,58 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, plugins: Any = None) -> None:
         self.recipe = recipe
-        self.hooks = (plugins or new_manager()).hook
-        seed_everything(recipe.seed)
+        self.plugins = plugins or new_manager()
+        self.hooks = self.plugins.hook
+        self.dist = dist.init_distributed(recipe.train.device)
+        if not self.dist.is_main:
+            console.quiet = True  # rank 0 alone prints
+        seed_everything(recipe.seed, recipe.train.deterministic)
         try:
-            self.device = select_device(recipe.train.device)
+            self.device = dist.process_device(self.dist, select_device(recipe.train.device))
             self.precision = select_precision(recipe.train.precision, self.device)
         except UserError as err:
             raise UserError(f"{recipe.where()}: {err}") from None
+        self.strategy = recipe.train.strategy if self.dist.enabled else "single"
 
         # describe the dataset (cheap) to size the model, then load it
         self.img_size = build.model_img_size(recipe)
         self.data = build.load_dataset(recipe, self.img_size)
-        self.model = build.build_model(recipe, len(self.data.classes), self.data.in_chans).to(self.device)
+        num_classes = len(self.data.classes)
+        self.model = build.build_model(recipe, num_classes, self.data.in_chans).to(self.device)
+        if recipe.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
 
         data = recipe.data
-        eval_batch = data.eval_batch_size or 4 * data.batch_size
-        train_tf = BatchTransform(self.img_size, self.data.mean, self.data.std, build.build_augments(recipe))
+        self.batch_size = self._batch_size()
+        eval_batch = data.eval_batch_size or 4 * self.batch_size
+        augments = build.build_augments(recipe, num_classes, self.img_size)
+        train_tf = BatchTransform(self.img_size, self.data.mean, self.data.std, augments)
         eval_tf = BatchTransform(self.img_size, self.data.mean, self.data.std)
+        rank, world = self.dist.rank, self.dist.world_size
         self.train_loader = build_loader(
-            self.data.train, data.batch_size, train_tf, self.device, True, data.num_workers, recipe.seed
+            self.data.train, self.batch_size, train_tf, self.device, True, data.num_workers, recipe.seed, rank, world
         )
         if len(self.train_loader) == 0:
             raise UserError(
-                f"{recipe.where()}: data.batch_size {data.batch_size} is larger than the "
-                f"training split ({len(self.data.train)} images)"
+                f"{recipe.where()}: data.batch_size {self.batch_size} is larger than the "
+                f"training split ({len(self.data.train)} images{f' / {world} ranks' if world > 1 else ''})"
             )
-        self.val_loader = build_loader(self.data.val, eval_batch, eval_tf, self.device, False, data.num_workers)
-        self.test_loader = build_loader(self.data.test, eval_batch, eval_tf, self.device, False, data.num_workers)
+        # FSDP runs collectives in every forward: every rank evaluates the whole split, in step
+        eval_rank, eval_world = (0, 1) if self.strategy == "fsdp" else (rank, world)
+        self.val_loader = build_loader(
+            self.data.val, eval_batch, eval_tf, self.device, False, data.num_workers, 0, eval_rank, eval_world
+        )
+        self.test_loader = build_loader(
+            self.data.test, eval_batch, eval_tf, self.device, False, data.num_workers, 0, eval_rank, eval_world
+        )
 
-        self.loss_fn = build.build_loss(recipe)
+        self.loss_fn = build.build_loss(recipe, num_classes, self.data.in_chans, self.img_size)
+        if isinstance(self.loss_fn, torch.nn.Module):  # a plugin's loss may be a plain function
+            self.loss_fn.to(self.device)
+        self.ema = ModelEma(self.model, recipe.train.ema) if recipe.train.ema > 0 else None
+        if self.ema is not None and self.strategy == "fsdp":
+            raise UserError(f"{recipe.where()}: train.ema is not supported with train.strategy = 'fsdp'")
+        self.wrapped = dist.wrap_model(self.model, self.strategy, self.device) if self.dist.enabled else self.model
         self.optimizer = build.build_optimizer(recipe, self.model)
         accum = recipe.train.grad_accum_steps
         self.steps_per_epoch = math.ceil(len(self.train_loader) / accum)
@@ -102,15 +136,64 @@ class Trainer:
             recipe, self.optimizer, self.steps_per_epoch * recipe.train.epochs, self.steps_per_epoch
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.forward = torch.compile(self.model) if recipe.train.compile else self.model
+        self.forward = torch.compile(self.wrapped) if recipe.train.compile else self.wrapped
         self.params = sum(p.numel() for p in self.model.parameters())
         self.saved_epoch: int | None = None  # the epoch checkpoints/last.pt holds
+        if self.plugins.get_plugin("early_stopping") is not None:  # a manager reused from an earlier run
+            self.plugins.unregister(name="early_stopping")
+        if recipe.train.early_stopping.patience > 0 and self.dist.is_main:
+            from vitkit.engine.early_stopping import EarlyStopping
+
+            stop = recipe.train.early_stopping
+            self.plugins.register(
+                EarlyStopping(stop.metric, stop.patience, stop.min_delta, stop.mode), "early_stopping"
+            )
+
+    def _batch_size(self) -> int:
+        """``data.batch_size``, or the one ``"auto"`` finds (the smallest over ranks)."""
+        size = self.recipe.data.batch_size
+        if size != "auto":
+            return size
+        from vitkit.engine.autobatch import find_batch_size
+
+        sample = (self.data.in_chans, self.img_size, self.img_size)
+        limit = max(2, len(self.data.train) // self.dist.world_size)
+        size, how = find_batch_size(
+            self.model, sample, len(self.data.classes), self.device,
+            lambda: autocast(self.device, self.precision), limit,
+        )  # fmt: skip
+        size = dist.all_reduce_min(size, self.device)
+        console.print(how)
+        return size
 
     # ------------------------------------------------------------------------------------ loop
 
+    def _compute_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, class logits) for one micro-batch; a model may return (logits, dist_logits) (DeiT)."""
+        if self.recipe.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        outputs = self.forward(images)
+        if getattr(self.loss_fn, "needs_images", False):  # distillation runs the teacher on the same images
+            loss = self.loss_fn(outputs, targets, images)
+        else:
+            loss = self.loss_fn(outputs[0] if isinstance(outputs, (tuple, list)) else outputs, targets)
+        return loss, outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+
+    def _clip(self) -> None:
+        clip = self.recipe.train.clip_grad
+        if clip <= 0:
+            return
+        self.scaler.unscale_(self.optimizer)
+        if self.recipe.train.clip_mode == "value":
+            torch.nn.utils.clip_grad_value_(self.model.parameters(), clip)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+
     def train_epoch(self, epoch: int, progress: EpochProgress) -> dict[str, float]:
-        model, accum, clip = self.forward, self.recipe.train.grad_accum_steps, self.recipe.train.clip_grad
+        accum = self.recipe.train.grad_accum_steps
         self.model.train()
+        if isinstance(self.loss_fn, torch.nn.Module):
+            self.loss_fn.train()
         self.train_loader.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
@@ -119,58 +202,79 @@ class Trainer:
         steps = len(self.train_loader)
         watch, skipped = NonFiniteWatch(self.device), 0
         for step, (images, targets) in enumerate(self.train_loader):
-            with autocast(self.device, self.precision):
-                logits = model(images)
-                loss = self.loss_fn(logits, targets)
-            watch.observe(loss, step)
-            if watch.due(step, steps) and (bad := watch.first_bad()) is not None:
-                raise divergence_error(self.recipe, self.precision, epoch, bad, steps, self.saved_epoch)
-            self.scaler.scale(loss / accum).backward()
-            if (step + 1) % accum == 0 or step + 1 == steps:
-                if clip > 0:
-                    self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            update = (step + 1) % accum == 0 or step + 1 == steps
+            # DDP: all-reduce gradients only on the micro-step that updates
+            sync = contextlib.nullcontext() if update or self.strategy != "ddp" else self.wrapped.no_sync()
+            with sync:
+                with autocast(self.device, self.precision):
+                    loss, logits = self._compute_loss(images, targets)
+                watch.observe(loss, step)
+                if watch.due(step, steps) and (bad := watch.first_bad()) is not None:
+                    raise divergence_error(self.recipe, self.precision, epoch, bad, steps, self.saved_epoch)
+                self.scaler.scale(loss / accum).backward()
+            if update:
+                self._clip()
                 skipped += scaler_step(self.scaler, self.optimizer)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
             loss_sum += loss.detach() * len(targets)
-            if targets.ndim == 1:
-                correct += (logits.detach().argmax(dim=1) == targets).sum()
+            labels = targets if targets.ndim == 1 else targets.argmax(dim=1)  # soft targets: their top class
+            correct += (logits.detach().argmax(dim=1) == labels).sum()
             seen += len(targets)
             progress.advance(step + 1, loss_sum, seen)
         elapsed = time.perf_counter() - start
-        train_loss = float(loss_sum) / seen
+        loss_total, correct_total, seen_total = dist.all_reduce_sum(
+            [float(loss_sum), float(correct), seen], self.device
+        ).tolist()
+        train_loss = loss_total / seen_total
         return {
             "train_loss": train_loss,
-            "train_acc": float(correct) / seen,
-            "img_per_s": seen / elapsed,
+            "train_acc": correct_total / seen_total,
+            "img_per_s": seen_total / elapsed,
             "train_time": elapsed,
             "skipped_steps": skipped,
         }
 
+    def _evaluate(self, model: torch.nn.Module, loader: Any) -> Evaluation:
+        """Evaluate on this rank's shard, then combine the shards' results."""
+        result = evaluate(model, loader, self.device, self.precision)
+        return result if self.strategy == "fsdp" else dist.reduce_evaluation(result, self.device)
+
+    def _lr(self) -> float:
+        """The largest group LR (the head's, under layer-wise LR decay)."""
+        return max(group["lr"] for group in self.optimizer.param_groups)
+
     def fit(self, run_dir: Path | None = None, resume: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Train for ``train.epochs``, keep the best checkpoint by val_acc, test it; returns the summary.
+        """Train for ``train.epochs``, keep the best weights by val_acc (live or EMA), test them; returns the summary.
 
         ``resume``: a ``checkpoints/last.pt`` state of ``run_dir`` to continue from (see ``engine.resume``).
+        Under torchrun every rank trains; rank 0 alone writes the run directory, prints and calls hooks.
         """
-        recipe = self.recipe
-        run_dir = run_dir or new_run_dir(recipe)
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "recipe.toml").write_text(dump_toml(recipe.to_dict()))
-        run = Run(recipe, self.model, run_dir, self.device, self.data.classes)
+        recipe, main = self.recipe, self.dist.is_main
+        if main:
+            run_dir = run_dir or new_run_dir(recipe)
+            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (run_dir / "recipe.toml").write_text(dump_toml(recipe.to_dict()))
+        run = Run(recipe, self.model, run_dir or Path("."), self.device, self.data.classes)
         self.run = run
+        ranks = f" x {self.dist.world_size} processes ({self.strategy})" if self.dist.enabled else ""
         console.print(
             f"[bold]vitkit run[/] {recipe.name}: {recipe.model['name']} "
-            f"({self.params / 1e6:.2f} M params) on {self.device} ({self.precision}), "
+            f"({self.params / 1e6:.2f} M params) on {self.device}{ranks} ({self.precision}), "
             f"{len(self.data.train)}/{len(self.data.val)}/{len(self.data.test)} train/val/test images "
             f"-> {run_dir}"
         )
-        self.hooks.vitkit_on_run_start(run=run)
+        if main:
+            self.hooks.vitkit_on_run_start(run=run)
         first_epoch, best_acc, best_loss, best_epoch = 1, -1.0, math.inf, 0
+        self.best_state, self.best_weights = None, "model"
         if resume is not None:
             from vitkit.engine.resume import restore
 
             first_epoch, best_acc, best_loss, best_epoch = restore(self, resume)
+            self.best_weights = resume.get("best_weights", "model")
             console.print(f"resuming after epoch {first_epoch - 1} from {run_dir / 'checkpoints' / 'last.pt'}")
         else:  # epoch 0: a run killed during its first epoch can resume too
             self._save(run_dir, 0, best_acc, best_epoch, run.history, False)
@@ -178,27 +282,42 @@ class Trainer:
         epochs = recipe.train.epochs
         with EpochProgress(epochs, len(self.train_loader)) as progress:
             for epoch in range(first_epoch, epochs + 1):
-                progress.start_epoch(epoch, self.optimizer.param_groups[0]["lr"])
+                progress.start_epoch(epoch, self._lr())
                 row: dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch, progress)}
-                val = evaluate(self.model, self.val_loader, self.device, self.precision)
-                row.update(
-                    val_loss=val.loss,
-                    val_acc=val.acc,
-                    lr=self.optimizer.param_groups[0]["lr"],
-                    time=time.perf_counter() - start,
-                )
+                val = self._evaluate(self.model, self.val_loader)
+                row.update(val_loss=val.loss, val_acc=val.acc)
+                candidates = [("model", val)]
+                if self.ema is not None:
+                    ema_val = self._evaluate(self.ema.module, self.val_loader)
+                    row.update(ema_val_loss=ema_val.loss, ema_val_acc=ema_val.acc)
+                    candidates.append(("ema", ema_val))
+                row.update(lr=self._lr(), time=time.perf_counter() - start)
                 run.history.append(row)
-                is_best = val.acc > best_acc or (val.acc == best_acc and val.loss < best_loss)
+                is_best = False
+                for source, result in candidates:
+                    if result.acc > best_acc or (result.acc == best_acc and result.loss < best_loss):
+                        best_acc, best_loss, best_epoch, self.best_weights = result.acc, result.loss, epoch, source
+                        is_best = True
                 if is_best:
-                    best_acc, best_loss, best_epoch = val.acc, val.loss, epoch
+                    self.best_state = self._weights(self.best_weights)
+                if hasattr(self.scheduler, "on_epoch_end"):
+                    self.scheduler.on_epoch_end(row)
                 self._save(run_dir, epoch, best_acc, best_epoch, run.history, is_best)
-                self._write_metrics(run_dir, run.history)
-                progress.print(print_epoch(row, epochs, is_best))
-                self.hooks.vitkit_on_epoch_end(run=run, epoch=epoch, metrics=dict(row))
-                if run.should_stop:
+                if main:
+                    self._write_metrics(run_dir, run.history)
+                    progress.print(print_epoch(row, epochs, is_best))
+                    self.hooks.vitkit_on_epoch_end(run=run, epoch=epoch, metrics=dict(row))
+                if dist.broadcast_flag(run.should_stop, self.device):
                     console.print(f"stopping after epoch {epoch}: {run.stop_reason}")
                     break
         return self._finish(run, best_acc, best_epoch, time.perf_counter() - start)
+
+    def _weights(self, source: str) -> dict[str, torch.Tensor]:
+        """A CPU copy of the live (``model``) or EMA (``ema``) weights, whole even under FSDP."""
+        if source == "ema":
+            return {k: v.detach().cpu().clone() for k, v in self.ema.module.state_dict().items()}
+        state = dist.full_state_dict(self.model, self.strategy)
+        return {k: v.detach().cpu().clone() for k, v in state.items()}
 
     # --------------------------------------------------------------------------------- outputs
 
@@ -215,22 +334,29 @@ class Trainer:
     def _save(
         self, run_dir: Path, epoch: int, best_acc: float, best_epoch: int, history: list[dict[str, Any]], is_best: bool
     ) -> None:
+        model_state = self.best_state if is_best and self.best_weights == "model" else self._weights("model")
+        optimizer_state = dist.full_optimizer_state_dict(self.model, self.optimizer, self.strategy)
+        if not self.dist.is_main:
+            return
         state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "epoch": epoch,
             "best_val_acc": best_acc,
             "best_epoch": best_epoch,
+            "best_weights": self.best_weights,
             "history": history,
             "recipe": self.recipe.to_dict(),
             "data": self.data_meta(),
             "rng": capture_rng(self.device),
         }
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         if is_best:  # before last.pt: a kill in between redoes this epoch, identically, and rewrites best.pt
-            best = {k: state[k] for k in ("model", "epoch", "best_val_acc", "recipe", "data")}
-            save_checkpoint(best, run_dir / "checkpoints" / "best.pt")
+            best = {k: state[k] for k in ("epoch", "best_val_acc", "best_weights", "recipe", "data")}
+            save_checkpoint({"model": self.best_state, **best}, run_dir / "checkpoints" / "best.pt")
         save_checkpoint(state, run_dir / "checkpoints" / "last.pt")
         self.saved_epoch = epoch
 
@@ -244,12 +370,17 @@ class Trainer:
         atomic_write_text(run_dir / "metrics.csv", text.getvalue())
 
     def _finish(self, run: Run, best_acc: float, best_epoch: int, wall: float) -> dict[str, Any]:
-        from vitkit.engine.checkpoint import load_checkpoint
-
         run_dir = run.run_dir
-        best = load_checkpoint(run_dir / "checkpoints" / "best.pt", self.device)
-        self.model.load_state_dict(best["model"])
-        test = evaluate(self.model, self.test_loader, self.device, self.precision)
+        if self.best_state is None:  # e.g. a resumed run that found no better epoch: the file has it
+            from vitkit.engine.checkpoint import load_checkpoint
+
+            best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+            self.best_state, self.best_weights = best["model"], best.get("best_weights", "model")
+        dist.load_full_state_dict(self.model, self.best_state, self.strategy)
+        test = self._evaluate(self.model, self.test_loader)
+        if not self.dist.is_main:
+            dist.shutdown()
+            return {"test_acc": test.acc, "rank": self.dist.rank}
         last = run.history[-1]
         summary = {
             "name": self.recipe.name,
@@ -259,6 +390,7 @@ class Trainer:
             "test_loss": test.loss,
             "best_val_acc": best_acc,
             "best_epoch": best_epoch,
+            "best_weights": self.best_weights,
             "epochs_run": last["epoch"],
             "final_train_loss": last["train_loss"],
             "final_val_acc": last["val_acc"],
@@ -273,8 +405,13 @@ class Trainer:
             "bad_images": len(self.data.bad_images),
             "run_dir": str(run_dir),
         }
+        if self.ema is not None:
+            summary["final_ema_val_acc"] = last["ema_val_acc"]
+        if self.dist.enabled:
+            summary["world_size"] = self.dist.world_size
+            summary["strategy"] = self.strategy
         save_safetensors(
-            self.model, run_dir / "model.safetensors", {"model": self.recipe.model, "data": self.data_meta()}
+            self.best_state, run_dir / "model.safetensors", {"model": self.recipe.model, "data": self.data_meta()}
         )
         if self.recipe.output.plots:
             from vitkit.viz import plot_curves
@@ -289,4 +426,5 @@ class Trainer:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         self.hooks.vitkit_on_run_end(run=run, summary=summary)
         print_summary(summary)
+        dist.shutdown()
         return summary

@@ -1,0 +1,44 @@
+"""Early stopping as an internal plugin: watches one metric per epoch, asks the run to stop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vitkit.errors import UserError
+from vitkit.plugins import hookimpl
+
+
+class EarlyStopping:
+    """Stop when ``metric`` has not improved by more than ``min_delta`` for ``patience`` epochs."""
+
+    def __init__(self, metric: str = "val_acc", patience: int = 10, min_delta: float = 0.0, mode: str = "auto") -> None:
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}")
+        self.metric, self.patience, self.min_delta = metric, patience, min_delta
+        self.mode = mode if mode != "auto" else ("max" if "acc" in metric else "min")
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.bad_epochs = 0
+
+    def improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        if self.mode == "max":
+            return value > self.best + self.min_delta
+        return value < self.best - self.min_delta
+
+    @hookimpl
+    def vitkit_on_epoch_end(self, run: Any, epoch: int, metrics: dict[str, Any]) -> None:
+        if self.metric not in metrics:
+            known = ", ".join(k for k, v in metrics.items() if isinstance(v, float))
+            raise UserError(f"train.early_stopping.metric: no metric {self.metric!r} in this run (known: {known})")
+        value = float(metrics[self.metric])
+        if self.improved(value):
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.patience:
+            run.request_stop(
+                f"early stopping: {self.metric} has not improved on {self.best:.4g} (epoch {self.best_epoch}) "
+                f"for {self.patience} epochs"
+            )
