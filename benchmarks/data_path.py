@@ -58,6 +58,7 @@ def measure(loader: Any, model: Any, optimizer: Any, steps: int, warmup: int) ->
         "wait_ms": statistics.median(waits) * 1e3,
         "compute_ms": statistics.median(computes) * 1e3,
         "wait_share": wait / (wait + compute),
+        "median_share": statistics.median(waits) / (statistics.median(waits) + statistics.median(computes)),
         "max_wait_ms": max(waits) * 1e3,
     }
 
@@ -162,7 +163,7 @@ def main() -> int:
         rows.append((f"DataLoader, {args.workers} workers, PNG ImageFolder", "vit_tiny /4", result))
 
     table = Table(title=f"data wait share of step time (batch {args.batch_size}, {torch.get_num_threads()} threads)")
-    for column in ("loader", "model", "wait ms", "compute ms", "wait share", "max wait ms"):
+    for column in ("loader", "model", "wait ms", "compute ms", "wait share", "median share", "max wait ms"):
         table.add_column(column, justify="left" if column in ("loader", "model") else "right")
     for name, model_name, r in rows:
         share = r["wait_share"]
@@ -173,10 +174,14 @@ def main() -> int:
             f"{r['wait_ms']:.2f}",
             f"{r['compute_ms']:.1f}",
             f"[{colour}]{share:.1%}[/]",
+            f"{r['median_share']:.1%}",
             f"{r['max_wait_ms']:.1f}",
         )
     console.print(table)
-    console.print("wait ms / compute ms: medians per step; wait share: total wait / total step time")
+    console.print(
+        "wait ms / compute ms: medians per step; wait share: total wait / total step time; "
+        "median share: median wait / (median wait + median compute), robust to load spikes"
+    )
     return 0
 
 
