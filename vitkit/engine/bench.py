@@ -73,6 +73,12 @@ def vit_config(model: nn.Module) -> dict[str, Any]:
         "class_token": model.cls_token is not None,
         "global_pool": model.global_pool,
         "pos_embed": model.pos_embed_kind,
+        # the same regularisation, so a training step does the same work
+        "drop_rate": model.pos_drop.p,
+        "pos_drop_rate": model.pos_drop.p,
+        "proj_drop_rate": model.pos_drop.p,
+        "attn_drop_rate": block.attn.attn_drop,
+        "drop_path_rate": model.blocks[-1].drop_path1.p,
     }
 
 
