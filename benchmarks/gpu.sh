@@ -12,7 +12,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PY=${PYTHON:-python}
+PY=${PYTHON:-$(command -v python || command -v python3)}
 OUT_DIR=${OUT:-/tmp/vitkit-gpu-bench}
 mkdir -p "$OUT_DIR"
 START=$(date +%s)
