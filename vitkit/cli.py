@@ -110,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--out", metavar="DIR", help="report folder (default: <output.dir>/compare-<time>/)")
 
+    _add_bench(sub)
+
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", choices=REGISTRY_KINDS, help="which registry")
     ls.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'vit_*'")
@@ -145,6 +147,32 @@ def _load_plugins(args: argparse.Namespace, recipe: Recipe | None = None) -> tup
         entry_points=not args.no_plugins,
         recipe_file=str(recipe.source) if recipe and recipe.source else "recipe",
     )
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="measure img/s, TFLOP/s and memory of a model or recipe (optionally vs timm)")
+    bench.add_argument("target", metavar="MODEL_OR_RECIPE", help="registered model name or TOML recipe")
+    bench.add_argument("--batch-size", type=int, help="images per step (default: the recipe's, else 64)")
+    bench.add_argument("--img-size", type=int, help="input size (default: the model's)")
+    bench.add_argument("--patch-size", type=int, help="patch size (default: the model's)")
+    bench.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="default: the recipe's, else auto")
+    bench.add_argument("--compile", action="store_true", help="torch.compile the model(s) first")
+    bench.add_argument("--vs", choices=("timm",), help="also time timm's ViT (same config, same weights), interleaved")
+    mode = bench.add_mutually_exclusive_group()
+    mode.add_argument("--train", action="store_true", help="training steps only (forward, backward, AdamW)")
+    mode.add_argument("--infer", action="store_true", help="inference only (no grad, eval mode)")
+    bench.add_argument("--steps", type=int, default=5, help="timed steps per repeat (default: 5)")
+    bench.add_argument("--repeats", type=int, default=7, help="repeats; the median is reported (default: 7)")
+    bench.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
+    bench.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: the recipe's, else auto)")
+    bench.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from vitkit.engine.bench_command import bench_command
+
+    return bench_command(args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -269,6 +297,7 @@ COMMANDS = {
     "compare": _compare,
     "list": _list,
     "plugins": _plugins,
+    "bench": _bench,
 }
 
 

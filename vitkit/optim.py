@@ -66,9 +66,14 @@ def apply_lr_scales(optimizer: torch.optim.Optimizer) -> None:
 
 
 def _fused_kwargs(params: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Fused CUDA kernels when every parameter is on a GPU, else the multi-tensor path."""
-    on_cuda = all(p.is_cuda for group in params for p in group["params"])
-    return {"fused": True} if on_cuda else {"foreach": True}
+    """Fused kernels (one per tensor) for float parameters on CPU or CUDA, else the multi-tensor path.
+
+    On CPU the fused AdamW step is 4-5x faster than ``foreach`` (see docs/benchmarks.md).
+    """
+    tensors = [p for group in params for p in group["params"]]
+    devices = {p.device.type for p in tensors}
+    fused = len(devices) == 1 and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in tensors)
+    return {"fused": True} if fused else {"foreach": True}
 
 
 @register_optimizer("adamw")
@@ -79,7 +84,7 @@ def adamw(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
 ) -> torch.optim.Optimizer:
-    """AdamW (decoupled weight decay), fused on CUDA."""
+    """AdamW (decoupled weight decay), with fused kernels on CPU and CUDA."""
     return torch.optim.AdamW(
         params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps, **_fused_kwargs(params)
     )

@@ -1,0 +1,95 @@
+"""``vitkit bench``: runs on CPU, reports positive figures, and compares like with like against timm."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import vitkit
+
+TINY_VIT = """
+name = "tiny_vit"
+[model]
+name = "vit_tiny_patch16_224"
+img_size = 16
+patch_size = 4
+depth = 2
+[data]
+dataset = "digits"
+batch_size = 8
+"""
+
+
+def _json(out: str) -> dict:
+    return json.loads(out)
+
+
+def test_bench_model_name_reports_positive_numbers(cli):
+    code, out, err = cli(
+        "bench",
+        "vit_nano_patch4_16",
+        "--batch-size",
+        "8",
+        "--steps",
+        "1",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--json",
+    )
+    assert code == 0, err
+    result = _json(out)
+    assert result["params"] > 0 and result["gflops_per_img"] > 0
+    assert result["batch_size"] == 8 and result["input"] == [1, 16, 16]
+    assert result["process_peak_rss_mb"] > 0
+    assert {(r["model"], r["mode"]) for r in result["rows"]} == {("vitkit", "train"), ("vitkit", "infer")}
+    for row in result["rows"]:
+        assert row["img_per_s"] > 0 and row["step_ms"] > 0 and row["tflops"] > 0
+        assert row["peak_fraction"] is None  # no GPU peak on CPU
+    train, infer = (next(r for r in result["rows"] if r["mode"] == m) for m in ("train", "infer"))
+    # a training step does ~3x the FLOPs of a forward pass
+    assert train["tflops"] / train["img_per_s"] == pytest.approx(3 * infer["tflops"] / infer["img_per_s"])
+
+
+def test_bench_recipe_vs_timm_same_model(cli, write_recipe):
+    pytest.importorskip("timm")
+    recipe = write_recipe(TINY_VIT)
+    code, out, err = cli(
+        "bench", recipe, "--train", "--steps", "1", "--repeats", "2", "--warmup", "0", "--vs", "timm", "--json"
+    )
+    assert code == 0, err
+    result = _json(out)
+    assert result["input"] == [1, 16, 16] and result["batch_size"] == 8  # shape and batch from the recipe
+    rows = {r["model"]: r for r in result["rows"]}
+    assert set(rows) == {"vitkit", "timm"} and all(r["mode"] == "train" for r in rows.values())
+    assert rows["vitkit"]["params"] == rows["timm"]["params"] == result["params"]
+    assert result["ratios"]["train"] > 0
+
+
+def test_timm_twin_has_same_parameters_and_outputs():
+    pytest.importorskip("timm")
+    from vitkit.engine.bench import timm_twin
+
+    model = vitkit.create_model("vit_small_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=10).eval()
+    twin = timm_twin(model).eval()
+    assert type(twin).__module__.startswith("timm.")
+    assert sum(p.numel() for p in twin.parameters()) == sum(p.numel() for p in model.parameters())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), twin(x), atol=1e-5)
+
+
+def test_bench_user_errors(cli):
+    code, _, err = cli("bench", "vit_nano_patch4_16", "--vs", "timm", "--steps", "1")
+    assert code == 2 and "sin-cos" in err
+    code, _, err = cli("bench", "vit_tiny_patch16_244")
+    assert code == 2 and "did you mean 'vit_tiny_patch16_224'" in err
+    code, _, err = cli("bench", "vit_nano_patch4_16", "--batch-size", "0")
+    assert code == 2 and "--batch-size" in err
+    code, _, err = cli("bench", "missing.toml")
+    assert code == 2 and "missing.toml" in err
