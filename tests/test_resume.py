@@ -69,10 +69,25 @@ def reference(tmp_path_factory):
     return recipe, run_dir, _result(run_dir)
 
 
+SLOW_PLUGIN = """
+import time
+
+import vitkit
+
+
+@vitkit.hookimpl
+def vitkit_on_epoch_end(run, epoch, metrics):
+    time.sleep(0.4)  # epochs take ~0.1 s on a quiet machine: leave time to signal between them
+"""
+
+
 def _start(args: list[str], tmp_path: Path, **env: str) -> subprocess.Popen:
     log = open(tmp_path / f"log{time.monotonic_ns()}.txt", "w")  # noqa: SIM115 (closed with the process)
+    slow = tmp_path / "slow_epochs.py"
+    if not slow.is_file():
+        slow.write_text(SLOW_PLUGIN)
     return subprocess.Popen(
-        [sys.executable, "-m", "vitkit", "run", *args],
+        [sys.executable, "-m", "vitkit", "run", *args, "--plugin", str(slow)],
         stdout=log,
         stderr=subprocess.PIPE,
         text=True,
