@@ -60,9 +60,12 @@ def process_device(dist_info: Dist, device: torch.device) -> torch.device:
 
 
 def shutdown() -> None:
+    """Leave the process group together: every rank waits for the others before tearing it down
+    (a rank that destroys its group while a peer still talks to it can abort at exit)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
