@@ -18,16 +18,12 @@ def _pyplot() -> Any:
     return plt
 
 
-def _best_epoch(history: Sequence[dict[str, Any]]) -> int | None:
-    scored = [row for row in history if row.get("val_acc") is not None]
-    return max(scored, key=lambda r: (r["val_acc"], -r["val_loss"]))["epoch"] if scored else None
-
-
-def plot_curves(history: Sequence[dict[str, Any]], out_dir: Path, title: str = "") -> list[Path]:
-    """``loss.png`` and ``accuracy.png``: train vs validation per epoch, best epoch marked."""
+def plot_curves(
+    history: Sequence[dict[str, Any]], out_dir: Path, title: str = "", best: int | None = None
+) -> list[Path]:
+    """``loss.png`` and ``accuracy.png``: train vs validation per epoch; ``best`` epoch marked when given."""
     plt = _pyplot()
     epochs = [row["epoch"] for row in history]
-    best = _best_epoch(history)
     written = []
     for metric, label, filename in (("loss", "loss", "loss.png"), ("acc", "accuracy", "accuracy.png")):
         fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)

@@ -416,7 +416,7 @@ class Trainer:
         if self.recipe.output.plots:
             from vitkit.viz import plot_curves
 
-            plot_curves(run.history, run_dir, title=self.recipe.name)
+            plot_curves(run.history, run_dir, title=self.recipe.name, best=best_epoch)
         from vitkit.engine.report import write_run_report
 
         write_run_report(
