@@ -4,6 +4,8 @@ Public API (torch is imported only when a name that needs it is first used):
 
 - ``create_model(name, checkpoint_path=None, **overrides)``, ``list_models(pattern)``: registered
   models, ``timm/<name>`` for any timm model; weights from vitkit or timm files.
+- ``Attention``: the base class of attention variants (override ``scores`` or ``attend``);
+  ``vitkit.testing.check_attention(name_or_class)``: the checks a new attention should pass.
 - ``register_model``, ``register_attention``, ``register_augmentation``, ``register_optimizer``,
   ``register_scheduler``, ``register_dataset``, ``register_loss``: decorators for new components.
 - ``MODELS``, ``ATTENTION``, ... : the registries themselves (``Registry``).
@@ -114,8 +116,22 @@ def load(path: str | Path, device: str = "auto") -> Predictor:
     return Predictor.load(path, device)
 
 
+def __getattr__(name: str) -> Any:
+    """Lazy public names that import torch: ``Attention`` and the ``testing`` module."""
+    if name == "Attention":
+        from vitkit.layers.attention.base import Attention
+
+        return Attention
+    if name == "testing":
+        import vitkit.testing
+
+        return vitkit.testing
+    raise AttributeError(f"module 'vitkit' has no attribute {name!r}")
+
+
 __all__ = [
     "ATTENTION",
+    "Attention",
     "AUGMENTATIONS",
     "DATASETS",
     "LOSSES",

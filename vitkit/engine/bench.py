@@ -77,7 +77,7 @@ def vit_config(model: nn.Module) -> dict[str, Any]:
         "drop_rate": model.pos_drop.p,
         "pos_drop_rate": model.pos_drop.p,
         "proj_drop_rate": model.pos_drop.p,
-        "attn_drop_rate": block.attn.attn_drop,
+        "attn_drop_rate": block.attn.attn_drop.p,
         "drop_path_rate": model.blocks[-1].drop_path1.p,
     }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import torch
@@ -10,6 +9,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from vitkit.layers.attention.lsa import LocalitySelfAttention
 from vitkit.models.factory import register_config
 from vitkit.models.vit import VisionTransformer
 from vitkit.registry import ATTENTION
@@ -47,41 +47,8 @@ class ShiftedPatchTokenizer(nn.Module):
         return self.proj(self.norm(patches))
 
 
-class LocalitySelfAttention(nn.Module):
-    """LSA: softmax attention with a learned temperature and each token's attention to itself masked.
-
-    Used by the small-data ViT when no attention named ``lsa`` is registered; not registered itself.
-    """
-
-    def __init__(
-        self, dim: int, num_heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0
-    ) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.log_scale = nn.Parameter(torch.tensor(math.log((dim // num_heads) ** -0.5)))
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = rearrange(self.qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.num_heads)
-        off_diagonal = ~torch.eye(x.shape[1], dtype=torch.bool, device=x.device)
-        out = F.scaled_dot_product_attention(
-            q * self.log_scale.exp(),
-            k,
-            v,
-            attn_mask=off_diagonal,
-            dropout_p=self.attn_drop if self.training else 0.0,
-            scale=1.0,
-        )
-        return self.proj_drop(self.proj(rearrange(out, "b h n d -> b n (h d)")))
-
-
 def default_lsa() -> str | type[nn.Module]:
-    """The registered ``lsa`` attention when there is one, else this module's ``LocalitySelfAttention``."""
+    """The registered ``lsa`` attention when there is one (a plugin may replace it), else the built-in class."""
     return "lsa" if "lsa" in ATTENTION else LocalitySelfAttention
 
 

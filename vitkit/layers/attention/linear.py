@@ -7,9 +7,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from einops import einsum
-from torch import nn
 
-from vitkit.layers.attention.heads import head_dim, merge_heads, split_qkv
+from vitkit.layers.attention.base import Attention
 from vitkit.registry import register_attention
 
 FEATURE_MAPS = {
@@ -19,7 +18,7 @@ FEATURE_MAPS = {
 
 
 @register_attention("linear")
-class LinearAttention(nn.Module):
+class LinearAttention(Attention):
     """Kernelized linear attention, O(N): phi(q) (sum_j phi(k_j) v_j^T) / (phi(q) . sum_j phi(k_j)).
 
     ``feature_map`` is ``"elu"`` (elu + 1, the paper's choice) or ``"relu"``. No N x N weight
@@ -28,31 +27,18 @@ class LinearAttention(nn.Module):
     """
 
     def __init__(
-        self,
-        dim: int,
-        num_heads: int = 8,
-        qkv_bias: bool = True,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-        feature_map: str = "elu",
-        eps: float = 1e-6,
-        **kwargs: Any,
+        self, dim: int, num_heads: int = 8, *, feature_map: str = "elu", eps: float = 1e-6, **kwargs: Any
     ) -> None:
-        super().__init__()
         if feature_map not in FEATURE_MAPS:
             raise ValueError(f"feature_map must be one of {', '.join(map(repr, FEATURE_MAPS))}, got {feature_map!r}")
-        head_dim(dim, num_heads)
-        self.num_heads = num_heads
+        super().__init__(dim, num_heads, **kwargs)
         self.feature_map = FEATURE_MAPS[feature_map]
         self.eps = eps
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = split_qkv(self.qkv(x), self.num_heads)
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        dtype = v.dtype
         q, k, v = self.feature_map(q.float()), self.feature_map(k.float()), v.float()
         kv = einsum(k, v, "b h n d, b h n e -> b h d e")  # sum over tokens: the O(N) step
         norm = einsum(q, k.sum(dim=2), "b h n d, b h d -> b h n")
         out = einsum(q, kv, "b h n d, b h d e -> b h n e") / (norm.unsqueeze(-1) + self.eps)
-        return self.proj_drop(self.proj(merge_heads(out).to(x.dtype)))
+        return out.to(dtype)
