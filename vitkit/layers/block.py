@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -13,17 +14,17 @@ from vitkit.layers.layer_scale import LayerScale
 from vitkit.layers.mlp import Mlp
 from vitkit.registry import ATTENTION, split_spec
 
-AttentionSpec = str | dict[str, Any] | type[nn.Module]
+AttentionSpec = str | dict[str, Any] | type[nn.Module] | Callable[..., nn.Module]
 
 
 def build_attention(attention: AttentionSpec, **kwargs: Any) -> nn.Module:
-    """An attention module from a registry name, a ``{"name": ...}`` spec, or a module class.
+    """An attention module from a registry name, a ``{"name": ...}`` spec, or a module class (or factory).
 
     Options in ``kwargs`` with value ``None`` are left out, so attentions without them keep working.
     """
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    if isinstance(attention, type):
-        name, factory, options = attention.__name__, attention, {}
+    if callable(attention):
+        name, factory, options = getattr(attention, "__name__", repr(attention)), attention, {}
     else:
         name, options = split_spec(attention)
         factory = ATTENTION.get(name).factory
