@@ -139,8 +139,9 @@ def _add_plugin_args(command: argparse.ArgumentParser) -> None:
 
 def _load_plugins(args: argparse.Namespace, recipe: Recipe | None = None) -> tuple[PluginManager, list[LoadedPlugin]]:
     """The plugin manager and loaded plugins: entry points, then the recipe's, then --plugin."""
-    from vitkit.plugin_loader import load_plugins
+    from vitkit.plugin_loader import allow_entry_points, load_plugins
 
+    allow_entry_points(not args.no_plugins)
     return load_plugins(
         recipe.plugins if recipe else (),
         args.plugins,
@@ -184,6 +185,9 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("vitkit run: give a RECIPE file, or --resume RUN_DIR to continue a run")
     recipe = load_recipe(args.recipe, args.overrides)
     manager, _ = _load_plugins(args, recipe)
+    from vitkit.plugin_loader import record_cli_plugins
+
+    record_cli_plugins(recipe, args.plugins)  # the saved recipe names them: later commands load them
     if args.dry_run:
         from vitkit.engine.summary import describe
 
@@ -317,3 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         print(f"vitkit: {err or 'interrupted'}", file=sys.stderr)
         return 130
+    finally:
+        from vitkit.plugin_loader import allow_entry_points
+
+        allow_entry_points(True)  # --no-plugins held for this command; in-process callers start afresh

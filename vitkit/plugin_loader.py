@@ -167,3 +167,39 @@ def _cause(err: BaseException) -> str:
 def imported_plugins() -> list[LoadedPlugin]:
     """Every plugin imported in this process so far, in import order."""
     return list(_IMPORTED.values())
+
+
+# ------------------------------------------------------------------ plugins a model or a run needs
+
+#: Whether installed entry points may be imported on demand in this process (``--no-plugins`` says no).
+_ENTRY_POINTS_ON_DEMAND = [True]
+
+
+def allow_entry_points(allowed: bool) -> None:
+    """Set whether this process may import installed entry-point plugins on demand (``--no-plugins``)."""
+    _ENTRY_POINTS_ON_DEMAND[0] = allowed
+
+
+def load_entry_points() -> bool:
+    """Import the installed entry-point plugins, once per process, unless ``--no-plugins`` was given;
+    returns whether any was newly imported (registries call this on an unknown name, then look again)."""
+    if not _ENTRY_POINTS_ON_DEMAND[0]:
+        return False
+    before = len(_IMPORTED)
+    load_plugins()
+    return len(_IMPORTED) > before
+
+
+def load_run_plugins(plugins: Iterable[str] | None, source: str | Path) -> None:
+    """Import what a saved run or model file needs to rebuild its model: the plugins its recipe
+    named (``.py`` paths are absolute there) and, unless ``--no-plugins``, the installed entry points."""
+    load_plugins(list(plugins or ()), entry_points=_ENTRY_POINTS_ON_DEMAND[0], recipe_file=str(source))
+
+
+def record_cli_plugins(recipe: Any, cli_plugins: Iterable[str]) -> None:
+    """Add ``--plugin`` modules and paths (made absolute) to ``recipe.plugins``, so the saved recipe
+    of the run names every plugin it was trained with and predict/export/compare/load find them."""
+    for entry in cli_plugins:
+        resolved = str(Path(entry).expanduser().resolve()) if entry.endswith(".py") else entry
+        if resolved not in recipe.plugins:
+            recipe.plugins.append(resolved)

@@ -83,15 +83,19 @@ class Registry:
         self._resolvers[prefix] = resolve
 
     def get(self, name: str) -> Entry:
-        """The entry for ``name``; unknown names raise with close-match suggestions."""
+        """The entry for ``name``; an unknown name first imports the installed entry-point plugins
+        (once per process, not after ``--no-plugins``), then raises with close-match suggestions."""
         self._load_builtins()
-        try:
+        if name in self._entries:
             return self._entries[name]
-        except KeyError:
-            for prefix, resolve in self._resolvers.items():
-                if name.startswith(prefix):
-                    return Entry(name, resolve(name[len(prefix) :]), prefix.rstrip("/:"))
-            raise UnknownNameError(self.unknown_message(name)) from None
+        for prefix, resolve in self._resolvers.items():
+            if name.startswith(prefix):
+                return Entry(name, resolve(name[len(prefix) :]), prefix.rstrip("/:"))
+        from vitkit.plugin_loader import load_entry_points
+
+        if load_entry_points() and name in self._entries:  # an installed plugin not imported yet
+            return self._entries[name]
+        raise UnknownNameError(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.6)

@@ -74,7 +74,8 @@ def build_model(recipe: Recipe, num_classes: int | None = None, in_chans: int | 
 
 
 def model_img_size(recipe: Recipe) -> int:
-    """The square input size of the recipe's model: its ``img_size`` key, else the config's default."""
+    """The square input size of the recipe's model: its ``img_size`` key, else the config's default,
+    else (a factory taking ``**kwargs``) the ``img_size`` of the model it builds."""
     size = recipe.model.get("img_size")
     if size is None:
         try:
@@ -83,6 +84,8 @@ def model_img_size(recipe: Recipe) -> int:
             raise UserError(f"{recipe.where()}: model: {err}") from None
         param = inspect.signature(factory).parameters.get("img_size")
         size = param.default if param is not None else None
+        if size is None and _accepted(factory)[1]:
+            size = getattr(create(MODELS, recipe.model, recipe, "model"), "img_size", None)
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise UserError(f"{recipe.where()}: model.img_size: expected a positive integer input size, got {size!r}")
     return size

@@ -110,12 +110,13 @@ def train_variant(
 ) -> Path:
     """Train one recipe variant into ``out_dir/<variant>/<time>/``; returns its run directory."""
     from vitkit.engine.trainer import Trainer
-    from vitkit.plugin_loader import load_plugins
+    from vitkit.plugin_loader import load_plugins, record_cli_plugins
 
     extra = [f'output.dir="{out_dir.as_posix()}"', f'name="{run_name(variant.label)}"']
     try:
         recipe = load_recipe(variant.source, [*overrides, *variant.overrides, *extra])
         manager, _ = load_plugins(recipe.plugins, plugins, entry_points=entry_points, recipe_file=recipe.where())
+        record_cli_plugins(recipe, plugins)  # saved with the run, for predict/export/compare of it later
         summary = Trainer(recipe, plugins=manager).fit()
     except UserError as err:
         raise UserError(f"compare variant {variant.label!r}: {err}") from None
@@ -137,9 +138,11 @@ def profile_run(run_dir: Path, min_seconds: float = 0.5) -> dict[str, Any]:
     from vitkit.engine.checkpoint import load_checkpoint
     from vitkit.engine.device import autocast, select_device, select_precision
     from vitkit.engine.summary import count_flops
+    from vitkit.plugin_loader import load_run_plugins
     from vitkit.recipe import recipe_from_dict
 
     state = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    load_run_plugins(state["recipe"].get("plugins"), run_dir / "recipe.toml")  # a plugin attention, say
     recipe = recipe_from_dict(state["recipe"], source=run_dir / "recipe.toml")
     recipe.model.pop("checkpoint_path", None)  # the trained weights replace any starting point
     meta = state["data"]

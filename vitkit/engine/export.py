@@ -198,7 +198,7 @@ def export(
     tags = (f".pruned{round(prune * 100)}" if prune else "") + (".int8" if quantize else "")
     path = Path(out) if out else loaded.run_dir / f"model{tags}{SUFFIXES[fmt]}"
     report = ExportReport(path, fmt)
-    metadata = {"model": loaded.spec, "data": meta}
+    metadata = {"model": loaded.spec, "data": meta, "plugins": (loaded.recipe or {}).get("plugins", [])}
     loader = None
     if loaded.recipe is None:
         report.notes.append(f"{loaded.source.name} holds no recipe (no dataset): accuracies not measured")

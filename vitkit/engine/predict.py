@@ -94,6 +94,7 @@ class LoadedModel:
 def load_model(path: str | Path) -> LoadedModel:
     """The model of a run directory, a ``.pt`` checkpoint or a ``model.safetensors``."""
     from vitkit.engine.build import build_model
+    from vitkit.plugin_loader import load_run_plugins
     from vitkit.recipe import recipe_from_dict
 
     source = _model_source(Path(path))
@@ -102,12 +103,14 @@ def load_model(path: str | Path) -> LoadedModel:
         if "model" not in meta or "data" not in meta:
             raise UserError(f"{source}: no vitkit metadata (model spec and data); was it written by vitkit?")
         recipe_data, spec, data = None, meta["model"], meta["data"]
+        plugins = meta.get("plugins")
     else:
         state = load_checkpoint(source)
         if not {"model", "recipe", "data"} <= set(state):
             raise UserError(f"{source}: not a vitkit checkpoint (needs model, recipe and data entries)")
         weights, recipe_data, data = state["model"], state["recipe"], state["data"]
-        spec = recipe_data["model"]
+        spec, plugins = recipe_data["model"], recipe_data.get("plugins")
+    load_run_plugins(plugins, source)  # what the run was trained with: a plugin attention, say
     recipe = recipe_from_dict({"name": "predict", "model": spec}, source=source)
     model = build_model(recipe, len(data["classes"]), data["in_chans"])
     try:

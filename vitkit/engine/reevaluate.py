@@ -15,7 +15,7 @@ from vitkit.engine.console import console
 from vitkit.engine.device import select_device, select_precision
 from vitkit.engine.evaluate import Evaluation, evaluate
 from vitkit.errors import UserError
-from vitkit.plugin_loader import load_plugins
+from vitkit.plugin_loader import load_run_plugins
 from vitkit.recipe import recipe_from_dict
 
 
@@ -45,7 +45,7 @@ def reevaluate(
         state["recipe"]["data"]["root"] = data_root
     recipe = recipe_from_dict(state["recipe"], source=ckpt_path)
     recipe.model.pop("checkpoint_path", None)  # the run's starting weights; its own replace them
-    load_plugins(recipe.plugins, entry_points=False, recipe_file=str(ckpt_path))  # its components
+    load_run_plugins(recipe.plugins, ckpt_path)  # its components
     meta = state["data"]
     dev = select_device(device)
     precision = select_precision("auto", dev)

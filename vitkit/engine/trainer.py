@@ -411,7 +411,9 @@ class Trainer:
             summary["world_size"] = self.dist.world_size
             summary["strategy"] = self.strategy
         save_safetensors(
-            self.best_state, run_dir / "model.safetensors", {"model": self.recipe.model, "data": self.data_meta()}
+            self.best_state,
+            run_dir / "model.safetensors",
+            {"model": self.recipe.model, "data": self.data_meta(), "plugins": self.recipe.plugins},
         )
         if self.recipe.output.plots:
             from vitkit.viz import plot_curves

@@ -36,6 +36,9 @@ def create_model(name: str, checkpoint_path: str | Path | None = None, **overrid
     state, meta = read_weights(checkpoint_path)
     native = name.startswith(TIMM_PREFIX)  # timm's own model: its own layout, nothing to convert
     if meta["format"] == "vitkit":
+        from vitkit.plugin_loader import load_run_plugins
+
+        load_run_plugins(meta.get("plugins"), checkpoint_path)  # the plugins it was trained with
         spec = dict(meta.get("model") or {})
         inferred = {k: v for k, v in spec.items() if k not in ("name", "checkpoint_path")}
         data = meta.get("data") or {}

@@ -33,7 +33,8 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     ``model.safetensors``, or a bare timm/torch state dict (``.pth``, ``.bin``, ``.safetensors``).
 
     ``meta`` holds ``format`` (``vitkit`` or ``state_dict``) and, for vitkit files, the recipe's
-    ``model`` spec and the ``data`` description. Files load with ``weights_only=True``.
+    ``model`` spec, the ``data`` description and the ``plugins`` its recipe named. Files load with
+    ``weights_only=True``.
     """
     from vitkit.engine.checkpoint import load_checkpoint
 
@@ -43,14 +44,15 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     if path.suffix == ".safetensors":
         state, meta = _read_safetensors(path)
         if isinstance(meta.get("model"), dict):
-            return state, {"format": "vitkit", "model": meta["model"], "data": meta.get("data")}
+            plugins = meta.get("plugins") or []
+            return state, {"format": "vitkit", "model": meta["model"], "data": meta.get("data"), "plugins": plugins}
         return state, {"format": "state_dict"}
     loaded = load_checkpoint(path)
     if not isinstance(loaded, dict):
         raise UserError(f"{path}: expected a state dict or a checkpoint dict, got {type(loaded).__name__}")
     if isinstance(loaded.get("model"), dict):  # vitkit's checkpoints (best.pt, last.pt)
-        spec = loaded.get("recipe", {}).get("model")
-        return loaded["model"], {"format": "vitkit", "model": spec, "data": loaded.get("data")}
+        spec, plugins = loaded.get("recipe", {}).get("model"), loaded.get("recipe", {}).get("plugins") or []
+        return loaded["model"], {"format": "vitkit", "model": spec, "data": loaded.get("data"), "plugins": plugins}
     for key in ("state_dict_ema", "state_dict", "model_state_dict"):  # timm's train.py and common trainers
         if isinstance(loaded.get(key), dict):
             return loaded[key], {"format": "state_dict"}
