@@ -16,22 +16,22 @@ from .conftest import ROOT, TINY_DIGITS
 MY_ATTENTION = ROOT / "plugins" / "my_attention.py"
 
 
-def vitkit_cli(*args, cwd=None, check=True):
-    """``python -m vitkit ARGS`` in a fresh process (nothing imported or registered beforehand)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(
-        [sys.executable, "-m", "vitkit", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env
-    )
+def fresh(argv, cwd=None, check=True, path=()):
+    """``python ARGV`` in a fresh process (nothing imported or registered beforehand); vitkit and
+    ``path`` go first on its PYTHONPATH."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *map(str, path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, *map(str, argv)], capture_output=True, text=True, cwd=cwd, env=env)
     if check:
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     return done
 
 
+def vitkit_cli(*args, cwd=None, check=True, path=()):
+    return fresh(["-m", "vitkit", *args], cwd, check, path)
+
+
 def python(code, cwd=None):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    return fresh(["-c", code], cwd).stdout
 
 
 @pytest.fixture(scope="module")

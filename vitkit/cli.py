@@ -116,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("kind", choices=REGISTRY_KINDS, help="which registry")
     ls.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'vit_*'")
 
+    np_ = sub.add_parser("new-plugin", help="write an installable plugin package with an attention to start from")
+    np_.add_argument("name", help="package folder to create (its name is the distribution name)")
+    np_.add_argument("--attention", metavar="NAME", help="registered attention name (default: from the package name)")
+
     pl = sub.add_parser("plugins", help="list loaded plugins and the components each registered")
     pl.add_argument("recipe", nargs="?", help="also load this recipe's `plugins`")
     for command in (run, ev, pr, ex, cmp, ls, pl):
@@ -293,6 +297,14 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_plugin(args: argparse.Namespace) -> int:
+    from vitkit.scaffold import new_plugin
+
+    root = new_plugin(args.name, args.attention)
+    print(f"wrote {root}/: pyproject.toml, README.md, the module and a test; next: pip install -e {root}")
+    return 0
+
+
 COMMANDS = {
     "run": _run,
     "eval": _eval,
@@ -301,6 +313,7 @@ COMMANDS = {
     "compare": _compare,
     "list": _list,
     "plugins": _plugins,
+    "new-plugin": _new_plugin,
     "bench": _bench,
 }
 
