@@ -139,3 +139,11 @@ def code_lines(path) -> int:
 
 def test_relu_example_is_at_most_fifteen_lines_of_code():
     assert code_lines(MY_ATTENTION) <= 15
+
+
+def test_sigmoid_example_of_the_docs_passes():
+    from .test_plugin_runs import docs_example
+
+    source = docs_example(r"### 2\. .*").replace('"sigmoid"', '"docs_sigmoid"')
+    exec(compile(source, "docs/plugins.md", "exec"), {})
+    assert check_attention("docs_sigmoid", rows="nonnegative", compile=False) == ALL_CHECKS
