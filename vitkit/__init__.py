@@ -7,7 +7,8 @@ Public API (torch is imported only when a name that needs it is first used):
 - ``Attention``: the base class of attention variants (override ``scores`` or ``attend``);
   ``vitkit.testing.check_attention(name_or_class)``: the checks a new attention should pass.
 - ``register_model``, ``register_attention``, ``register_augmentation``, ``register_optimizer``,
-  ``register_scheduler``, ``register_dataset``, ``register_loss``: decorators for new components.
+  ``register_scheduler``, ``register_dataset``, ``register_loss``, ``register_pos_embed``,
+  ``register_mlp``: decorators for new components.
 - ``MODELS``, ``ATTENTION``, ... : the registries themselves (``Registry``).
 - ``hookimpl``: marker for plugin lifecycle hooks (see ``vitkit.plugins``); ``load_plugins``:
   discover and import plugins (entry points, a recipe's ``plugins``, extra modules or paths).
@@ -29,16 +30,20 @@ from vitkit.registry import (
     AUGMENTATIONS,
     DATASETS,
     LOSSES,
+    MLP,
     MODELS,
     OPTIMIZERS,
+    POS_EMBED,
     SCHEDULERS,
     Registry,
     register_attention,
     register_augmentation,
     register_dataset,
     register_loss,
+    register_mlp,
     register_model,
     register_optimizer,
+    register_pos_embed,
     register_scheduler,
 )
 
@@ -135,8 +140,10 @@ __all__ = [
     "AUGMENTATIONS",
     "DATASETS",
     "LOSSES",
+    "MLP",
     "MODELS",
     "OPTIMIZERS",
+    "POS_EMBED",
     "SCHEDULERS",
     "Recipe",
     "Registry",
@@ -153,8 +160,10 @@ __all__ = [
     "register_augmentation",
     "register_dataset",
     "register_loss",
+    "register_mlp",
     "register_model",
     "register_optimizer",
+    "register_pos_embed",
     "register_scheduler",
     "train",
 ]

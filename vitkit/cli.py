@@ -18,7 +18,17 @@ if TYPE_CHECKING:
     from vitkit.plugin_loader import LoadedPlugin
     from vitkit.recipe import Recipe
 
-REGISTRY_KINDS = ("models", "attention", "augmentations", "optimizers", "schedulers", "datasets", "losses")
+REGISTRY_KINDS = (
+    "models",
+    "attention",
+    "augmentations",
+    "optimizers",
+    "schedulers",
+    "datasets",
+    "losses",
+    "pos_embed",
+    "mlp",
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -148,9 +148,11 @@ OPTIMIZERS = Registry("optimizers", ("vitkit.optim",))
 SCHEDULERS = Registry("schedulers", ("vitkit.schedulers",))
 DATASETS = Registry("datasets", ("vitkit.data.datasets",))
 LOSSES = Registry("losses", ("vitkit.losses", "vitkit.distill"))
+POS_EMBED = Registry("pos_embed", ("vitkit.layers.pos_embed",))
+MLP = Registry("mlp", ("vitkit.layers.mlp",))
 
 REGISTRIES: dict[str, Registry] = {
-    r.kind: r for r in (MODELS, ATTENTION, AUGMENTATIONS, OPTIMIZERS, SCHEDULERS, DATASETS, LOSSES)
+    r.kind: r for r in (MODELS, ATTENTION, AUGMENTATIONS, OPTIMIZERS, SCHEDULERS, DATASETS, LOSSES, POS_EMBED, MLP)
 }
 
 register_model = MODELS.register
@@ -160,3 +162,5 @@ register_optimizer = OPTIMIZERS.register
 register_scheduler = SCHEDULERS.register
 register_dataset = DATASETS.register
 register_loss = LOSSES.register
+register_pos_embed = POS_EMBED.register
+register_mlp = MLP.register

@@ -58,8 +58,14 @@ def vit_config(model: nn.Module) -> dict[str, Any]:
     block = model.blocks[0]
     if not isinstance(block.attn, SoftmaxAttention):
         raise UserError("--vs timm: timm's ViT has softmax attention only; use model.attention = 'softmax'")
-    if model.pos_embed_kind == "sincos" or not isinstance(model.patch_embed.norm, nn.Identity):
-        raise UserError("--vs timm: timm's ViT has no fixed sin-cos positions or patch norm; use a 'learn' model")
+    if (
+        model.pos_embed_kind != "learn"
+        or model.mlp_kind != "mlp"
+        or not isinstance(model.patch_embed.norm, nn.Identity)
+    ):
+        raise UserError(
+            "--vs timm: timm's ViT has learned positions, the plain MLP and no patch norm; use such a model"
+        )
     return {
         "img_size": model.img_size,
         "patch_size": model.patch_size,

@@ -11,8 +11,7 @@ from torch import nn
 
 from vitkit.layers.drop import DropPath
 from vitkit.layers.layer_scale import LayerScale
-from vitkit.layers.mlp import Mlp
-from vitkit.registry import ATTENTION, split_spec
+from vitkit.registry import ATTENTION, MLP, split_spec
 
 AttentionSpec = str | dict[str, Any] | type[nn.Module] | Callable[..., nn.Module]
 
@@ -41,7 +40,8 @@ class Block(nn.Module):
 
     ``attention`` is a registry name or ``{"name": ..., **kwargs}`` spec (see ``vitkit list attention``).
     ``init_values`` turns on LayerScale (timm keys ``ls1.gamma``/``ls2.gamma``); ``qk_norm`` is passed
-    to the attention only when set.
+    to the attention only when set. ``mlp`` is an MLP registry name or spec (``vitkit list mlp``);
+    ``rope`` a rotary position module the attention applies to q and k.
     """
 
     def __init__(
@@ -56,6 +56,8 @@ class Block(nn.Module):
         attention: AttentionSpec = "softmax",
         init_values: float | None = None,
         qk_norm: bool = False,
+        mlp: str | dict[str, Any] = "mlp",
+        rope: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
@@ -67,11 +69,16 @@ class Block(nn.Module):
             attn_drop=attn_drop,
             proj_drop=drop,
             qk_norm=True if qk_norm else None,
+            rope=rope,
         )
+        if rope is not None and getattr(self.attn, "rope", None) is not rope:
+            raise ValueError(
+                f"a rotary position encoding needs an attention on vitkit.Attention, not {type(self.attn).__name__}"
+            )
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path1 = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+        self.mlp = MLP.create(mlp, dim=dim, hidden_dim=int(dim * mlp_ratio), drop=drop)
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path2 = DropPath(drop_path)
 

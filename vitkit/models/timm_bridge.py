@@ -91,6 +91,11 @@ def load_weights(
 def _require_vit(model: nn.Module) -> VisionTransformer:
     if not isinstance(model, VisionTransformer):
         raise UserError(f"{type(model).__name__} has no timm equivalent (only the ViT family converts)")
+    if model.pos_embed_kind not in ("learn", "sincos", "none") or model.mlp_kind != "mlp":
+        raise UserError(
+            f"pos_embed {model.pos_embed_kind!r} with mlp {model.mlp_kind!r} has no timm VisionTransformer "
+            "equivalent (timm's ViT: pos_embed learn, sincos or none, mlp 'mlp')"
+        )
     return model
 
 

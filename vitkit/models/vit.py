@@ -6,18 +6,21 @@ import math
 from typing import Any, Literal
 
 import torch
-from einops import rearrange, repeat
+from einops import repeat
 from torch import nn
 
-from vitkit.layers import Block, PatchEmbed, sincos_2d
+from vitkit.layers import Block, PatchEmbed
+from vitkit.registry import POS_EMBED, split_spec
 
 
 class VisionTransformer(nn.Module):
     """ViT: patch embedding, position embedding, pre-norm blocks, pooled head.
 
     Keyword names follow timm's ``VisionTransformer``; ``attention`` picks the attention variant
-    by registry name, ``patch_norm`` adds a LayerNorm on patch tokens (off: on tiny patches it
-    erases the intensity signal). Options as in timm: ``init_values`` (LayerScale), ``qk_norm``,
+    by registry name, ``pos_embed`` the position encoding (``learn``, ``sincos``, ``none``,
+    ``rope2d``: ``vitkit list pos_embed``), ``mlp`` the feed-forward network (``mlp``, ``swiglu``);
+    ``patch_norm`` adds a LayerNorm on patch tokens (off: on tiny patches it erases the intensity
+    signal). Options as in timm: ``init_values`` (LayerScale), ``qk_norm``,
     ``reg_tokens`` (register tokens, Darcet et al. 2024), ``no_embed_class`` (learned positions for
     patches only), ``fc_norm`` (LayerNorm after pooling instead of before), ``pre_norm`` (LayerNorm
     before the blocks).
@@ -40,7 +43,7 @@ class VisionTransformer(nn.Module):
         drop_path_rate: float = 0.0,
         class_token: bool = True,
         global_pool: Literal["token", "avg"] = "token",
-        pos_embed: Literal["learn", "sincos", "none"] = "learn",
+        pos_embed: str | dict[str, Any] = "learn",
         patch_norm: bool = False,
         attention: str | dict[str, Any] = "softmax",
         init_values: float | None = None,
@@ -49,6 +52,7 @@ class VisionTransformer(nn.Module):
         no_embed_class: bool = False,
         fc_norm: bool = False,
         pre_norm: bool = False,
+        mlp: str | dict[str, Any] = "mlp",
     ) -> None:
         super().__init__()
         for key, value in {
@@ -73,8 +77,6 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"reg_tokens must be an integer >= 0, got {reg_tokens!r}")
         if init_values is not None and init_values <= 0:
             raise ValueError(f"init_values (LayerScale) must be > 0 or unset, got {init_values}")
-        if pos_embed not in ("learn", "sincos", "none"):
-            raise ValueError(f"pos_embed must be 'learn', 'sincos' or 'none', got {pos_embed!r}")
         for key, p in {
             "drop_rate": drop_rate,
             "attn_drop_rate": attn_drop_rate,
@@ -85,26 +87,28 @@ class VisionTransformer(nn.Module):
 
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.num_classes, self.embed_dim = num_classes, embed_dim
-        self.global_pool, self.pos_embed_kind = global_pool, pos_embed
+        position = POS_EMBED.create(pos_embed)
+        self.global_pool, self.pos_embed_kind, self.mlp_kind = global_pool, split_spec(pos_embed)[0], split_spec(mlp)[0]
         self.depth, self.num_heads, self.mlp_ratio, self.qkv_bias = depth, num_heads, mlp_ratio, qkv_bias
         self.init_values, self.qk_norm, self.pre_norm = init_values, qk_norm, pre_norm
         self.no_embed_class, self.use_fc_norm = no_embed_class, fc_norm
         self.num_reg_tokens = reg_tokens
 
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, norm=patch_norm)
-        num_patches = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         self.init_extra_tokens(embed_dim)
         self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, embed_dim)) if reg_tokens else None
         self.num_prefix_tokens = sum(t.shape[1] for t in self.prefix_parameters())
-        if pos_embed == "learn":  # covers the prefix tokens too (as in timm) unless no_embed_class
-            embedded = 0 if no_embed_class else self.num_prefix_tokens
-            self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + embedded, embed_dim))
-        elif pos_embed == "sincos":  # fixed, patches only
-            table = rearrange(sincos_2d(self.patch_embed.grid_size, embed_dim), "n d -> 1 n d")
+        # a table covers the prefix tokens too (as in timm) unless no_embed_class or the encoding says not
+        self.pos_patches_only = no_embed_class or position.patches_only
+        embedded = 0 if self.pos_patches_only else self.num_prefix_tokens
+        table = position.table(self.patch_embed.grid_size, embed_dim, embedded)
+        if table is None or isinstance(table, nn.Parameter):
+            self.pos_embed = table
+        else:  # fixed
             self.register_buffer("pos_embed", table, persistent=False)
-        else:
-            self.pos_embed = None
+        head_dim = embed_dim // num_heads
+        rope = position.rotary(head_dim, self.patch_embed.grid_size, self.num_prefix_tokens)
         self.pos_drop = nn.Dropout(drop_rate)
         self.norm_pre = nn.LayerNorm(embed_dim, eps=1e-6) if pre_norm else nn.Identity()
 
@@ -122,6 +126,8 @@ class VisionTransformer(nn.Module):
                     attention,
                     init_values=init_values,
                     qk_norm=qk_norm,
+                    mlp=mlp,
+                    rope=rope,
                 )
                 for rate in rates
             ]
@@ -169,12 +175,11 @@ class VisionTransformer(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` -> normed tokens ``(B, prefix + patches, dim)``."""
         x = self.patch_embed(x)
-        patches_only = self.pos_embed_kind == "sincos" or (self.pos_embed_kind == "learn" and self.no_embed_class)
-        if patches_only:
+        if self.pos_embed is not None and self.pos_patches_only:
             x = x + self.pos_embed.to(x.dtype)
         prefix = [repeat(t, "1 n d -> b n d", b=x.shape[0]) for t in self.prefix_parameters()]
         x = torch.cat([*prefix, x], dim=1)
-        if self.pos_embed_kind == "learn" and not patches_only:
+        if self.pos_embed is not None and not self.pos_patches_only:
             x = x + self.pos_embed
         return self.norm(self.blocks(self.norm_pre(self.pos_drop(x))))
 

@@ -28,7 +28,8 @@ class Attention(nn.Module):
     """Multi-head attention scaffolding: subclass it and override ``scores`` or ``attend``.
 
     ``scale`` is ``head_dim ** -0.5``; ``dropout_p`` is the attention dropout probability while
-    training and 0 in eval (for fused kernels). ``qk_norm`` adds LayerNorm on each head's q and k.
+    training and 0 in eval (for fused kernels). ``qk_norm`` adds LayerNorm on each head's q and k;
+    ``rope`` (given by the model for rotary position encodings) rotates them after that.
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class Attention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         qk_norm: bool = False,
+        rope: nn.Module | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -51,6 +53,7 @@ class Attention(nn.Module):
         # QK-norm (Dehghani et al. 2023): LayerNorm on each head's queries and keys (timm's q_norm/k_norm)
         self.q_norm = nn.LayerNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.k_norm = nn.LayerNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.rope = rope  # a rotary position encoding (model.pos_embed = "rope2d"), shared by the blocks
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
@@ -61,9 +64,12 @@ class Attention(nn.Module):
         return self.attn_drop.p if self.training else 0.0
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(B, N, dim)`` -> q, k, v of shape ``(B, heads, N, head_dim)``, q and k normed."""
+        """``(B, N, dim)`` -> q, k, v of shape ``(B, heads, N, head_dim)``, q and k normed (and rotated)."""
         q, k, v = split_qkv(self.qkv(x), self.num_heads)
-        return self.q_norm(q), self.k_norm(k), v
+        q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope is not None:
+            q, k = self.rope(q, k)
+        return q, k, v
 
     def project(self, out: torch.Tensor) -> torch.Tensor:
         """``(B, heads, N, head_dim)`` -> merged heads, output projection and dropout ``(B, N, dim)``."""
