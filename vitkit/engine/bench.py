@@ -64,7 +64,7 @@ def vit_config(model: nn.Module) -> dict[str, Any]:
         or not isinstance(model.patch_embed.norm, nn.Identity)
     ):
         raise UserError(
-            "--vs timm: timm's ViT has learned positions, the plain MLP and no patch norm; use such a model"
+            "--vs timm: timm's ViT has no fixed sin-cos or rotary positions, SwiGLU or patch norm; use a 'learn' model"
         )
     return {
         "img_size": model.img_size,
