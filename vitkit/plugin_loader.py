@@ -183,7 +183,7 @@ def allow_entry_points(allowed: bool) -> None:
 def load_entry_points() -> bool:
     """Import the installed entry-point plugins, once per process, unless ``--no-plugins`` was given;
     returns whether any was newly imported (registries call this on an unknown name, then look again)."""
-    if not _ENTRY_POINTS_ON_DEMAND[0]:
+    if not _ENTRY_POINTS_ON_DEMAND[0] or registry._current_origin:  # not from inside a plugin's import
         return False
     before = len(_IMPORTED)
     load_plugins()
