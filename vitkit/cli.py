@@ -116,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("kind", choices=REGISTRY_KINDS, help="which registry")
     ls.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'vit_*'")
 
+    _add_runs(sub)
+
     pl = sub.add_parser("plugins", help="list loaded plugins and the components each registered")
     pl.add_argument("recipe", nargs="?", help="also load this recipe's `plugins`")
     for command in (run, ev, pr, ex, cmp, ls, pl):
@@ -167,6 +169,26 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: the recipe's, else auto)")
     bench.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def _add_runs(sub: argparse._SubParsersAction) -> None:
+    from vitkit.engine.runs import COLUMNS
+
+    runs = sub.add_parser("runs", help="list every run under runs/ (or DIR): status, accuracy, resume command")
+    runs.add_argument(
+        "dir", nargs="?", default="runs", metavar="DIR", help="folder holding run directories (default runs)"
+    )
+    runs.add_argument("--sort", default="time", choices=COLUMNS, metavar="COL", help=f"sort by: {', '.join(COLUMNS)}")
+    runs.add_argument("--reverse", action="store_true", help="reverse the order (accuracies sort best first)")
+    runs.add_argument("--name", default="*", metavar="PATTERN", help="only runs whose name matches (fnmatch)")
+    runs.add_argument("--model", default="*", metavar="PATTERN", help="only runs whose model matches (fnmatch)")
+    runs.add_argument("--json", action="store_true", help="print the runs as JSON")
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from vitkit.engine.runs import runs_command
+
+    return runs_command(args.dir, args.name, args.model, args.sort, args.reverse, args.json)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -298,6 +320,7 @@ COMMANDS = {
     "list": _list,
     "plugins": _plugins,
     "bench": _bench,
+    "runs": _runs,
 }
 
 
