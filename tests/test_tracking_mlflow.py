@@ -4,7 +4,6 @@ SQLite store."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import signal
@@ -14,18 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, TINY_DIGITS
+from .conftest import ROOT, TINY_DIGITS, installed
 
-
-def _installed(distribution: str) -> bool:
-    try:
-        importlib.metadata.distribution(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _installed("vitkit-mlflow"), reason="plugins/vitkit-mlflow not installed")
+pytestmark = pytest.mark.skipif(not installed("vitkit-mlflow"), reason="plugins/vitkit-mlflow not installed")
 
 
 @pytest.mark.slow

@@ -4,25 +4,15 @@ epochs, read back with TensorBoard's own EventAccumulator."""
 from __future__ import annotations
 
 import csv
-import importlib.metadata
 import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from .conftest import TINY_DIGITS
+from .conftest import TINY_DIGITS, installed
 
-
-def _installed(distribution: str) -> bool:
-    try:
-        importlib.metadata.distribution(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _installed("vitkit-tensorboard"), reason="plugins/vitkit-tensorboard not installed")
+pytestmark = pytest.mark.skipif(not installed("vitkit-tensorboard"), reason="plugins/vitkit-tensorboard not installed")
 
 
 def _accumulator(log_dir: Path):

@@ -86,7 +86,9 @@ def vitkit_on_run_start(run: Any) -> None:
 
     writer = SummaryWriter(log_dir=str(log_dir(run)))
     _writers[Path(run.run_dir)] = writer
-    if not run.history:  # not again on --resume
+    # not again on --resume; not under torchrun: a forward on rank 0 alone would wait forever for
+    # the other ranks' collectives (FSDP shards the model in place)
+    if not run.history and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         _add_graph(writer, run.model, run.device)
     writer.flush()
 
