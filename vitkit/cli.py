@@ -129,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     np_ = sub.add_parser("new-plugin", help="write an installable plugin package with an attention to start from")
     np_.add_argument("name", help="package folder to create (its name is the distribution name)")
     np_.add_argument("--attention", metavar="NAME", help="registered attention name (default: from the package name)")
+    _add_runs(sub)
 
     pl = sub.add_parser("plugins", help="list loaded plugins and the components each registered")
     pl.add_argument("recipe", nargs="?", help="also load this recipe's `plugins`")
@@ -182,6 +183,26 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: the recipe's, else auto)")
     bench.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def _add_runs(sub: argparse._SubParsersAction) -> None:
+    from vitkit.engine.runs import COLUMNS
+
+    runs = sub.add_parser("runs", help="list every run under runs/ (or DIR): status, accuracy, resume command")
+    runs.add_argument(
+        "dir", nargs="?", default="runs", metavar="DIR", help="folder holding run directories (default runs)"
+    )
+    runs.add_argument("--sort", default="time", choices=COLUMNS, metavar="COL", help=f"sort by: {', '.join(COLUMNS)}")
+    runs.add_argument("--reverse", action="store_true", help="reverse the order (accuracies sort best first)")
+    runs.add_argument("--name", default="*", metavar="PATTERN", help="only runs whose name matches (fnmatch)")
+    runs.add_argument("--model", default="*", metavar="PATTERN", help="only runs whose model matches (fnmatch)")
+    runs.add_argument("--json", action="store_true", help="print the runs as JSON")
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from vitkit.engine.runs import runs_command
+
+    return runs_command(args.dir, args.name, args.model, args.sort, args.reverse, args.json)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -325,6 +346,7 @@ COMMANDS = {
     "plugins": _plugins,
     "new-plugin": _new_plugin,
     "bench": _bench,
+    "runs": _runs,
 }
 
 

@@ -81,9 +81,15 @@ def load_plugins(
     return manager, loaded
 
 
+def _is_entry_point(target: Any) -> bool:
+    """An entry point from ``importlib.metadata``, or from the ``importlib_metadata`` backport (once a
+    library such as mlflow imports the backport, ``entry_points()`` returns the backport's class)."""
+    return not isinstance(target, str) and all(hasattr(target, a) for a in ("name", "value", "group", "load"))
+
+
 def _import(target: Any, label: str) -> LoadedPlugin:
     """Import one plugin (an entry point, a module name or a ``.py`` path), once per process."""
-    if isinstance(target, importlib.metadata.EntryPoint):
+    if _is_entry_point(target):
         key, name = target.value.strip(), target.name
     elif not isinstance(target, str) or not target.strip():
         raise UserError(f"{label}: expected a module name or a .py path, got {target!r}")
@@ -99,7 +105,7 @@ def _import(target: Any, label: str) -> LoadedPlugin:
     before = {kind: set(reg.list()) for kind, reg in registry.REGISTRIES.items()}
     registry._current_origin.append(name)
     try:
-        if isinstance(target, importlib.metadata.EntryPoint):
+        if _is_entry_point(target):
             plugin = target.load()
         elif key.endswith(".py"):
             plugin = _import_path(Path(key))

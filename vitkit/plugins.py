@@ -42,6 +42,16 @@ def vitkit_on_epoch_end(run: Run, epoch: int, metrics: dict[str, Any]) -> None:
 
 
 @hookspec
+def vitkit_on_train_step(run: Run, epoch: int, step: int, lr: float, loss: Any) -> None:
+    """Called after each optimizer update (once per ``grad_accum_steps`` batches), before the next batch.
+
+    ``step`` counts updates over the whole run from 1; ``lr`` is the largest group LR this update
+    used; ``loss`` is the last batch's loss as a detached tensor on the device (``float(loss)``
+    waits for the device: read it every N steps, not every step). Keep it cheap: it runs in the loop.
+    """
+
+
+@hookspec
 def vitkit_on_run_end(run: Run, summary: dict[str, Any]) -> None:
     """Called once after the test evaluation, with the dict written to ``summary.json``."""
 

@@ -98,13 +98,32 @@ def fit_guarded(
     recipe: Recipe, resume: dict[str, Any] | None = None, run_dir: Path | None = None, plugins: Any = None
 ) -> dict[str, Any]:
     """Build a ``Trainer`` and fit it (``resume``: a ``last.pt`` state to continue in ``run_dir``);
-    out-of-memory, a full disk and Ctrl-C each end with one message that says what was kept."""
+    out-of-memory, a full disk and Ctrl-C each end with one message that says what was kept. A run
+    that stops on an error leaves ``failed.json`` in its directory (``vitkit runs`` shows it)."""
+    from vitkit.engine.runs import clear_failure, record_failure
+
+    if resume is not None and run_dir is not None:
+        clear_failure(run_dir)
+    built: list[Any] = []
+    try:
+        return _fit(recipe, resume, run_dir, plugins, built)
+    except Exception as err:
+        run = getattr(built[0], "run", None) if built else None
+        if run is not None and built[0].dist.is_main:
+            record_failure(run.run_dir, err, built[0].saved_epoch)
+        raise
+
+
+def _fit(
+    recipe: Recipe, resume: dict[str, Any] | None, run_dir: Path | None, plugins: Any, built: list[Any]
+) -> dict[str, Any]:
     from vitkit.engine.trainer import Trainer
     from vitkit.errors import RunInterrupted
 
     trainer: Trainer | None = None
     try:
         trainer = Trainer(recipe, plugins)
+        built.append(trainer)
         return trainer.fit(run_dir, resume=resume)
     except _out_of_memory_types():
         device = trainer.device if trainer is not None else recipe.train.device

@@ -25,6 +25,7 @@ from vitkit.engine.device import autocast, select_device, select_precision
 from vitkit.engine.ema import ModelEma
 from vitkit.engine.evaluate import Evaluation, evaluate
 from vitkit.engine.faults import NonFiniteWatch, divergence_error, scaler_step
+from vitkit.engine.hooks import GuardedHooks
 from vitkit.engine.resume import capture_rng
 from vitkit.engine.run import Run
 from vitkit.errors import UserError
@@ -78,7 +79,7 @@ class Trainer:
     def __init__(self, recipe: Recipe, plugins: Any = None) -> None:
         self.recipe = recipe
         self.plugins = plugins or new_manager()
-        self.hooks = self.plugins.hook
+        self.hooks = GuardedHooks(self.plugins)  # a plugin's exception is reported, the run goes on
         self.dist = dist.init_distributed(recipe.train.device)
         if not self.dist.is_main:
             console.quiet = True  # rank 0 alone prints
@@ -201,6 +202,7 @@ class Trainer:
         start = time.perf_counter()
         steps = len(self.train_loader)
         watch, skipped = NonFiniteWatch(self.device), 0
+        step_hook = self.dist.is_main and self.hooks.implemented("vitkit_on_train_step")
         for step, (images, targets) in enumerate(self.train_loader):
             update = (step + 1) % accum == 0 or step + 1 == steps
             # DDP: all-reduce gradients only on the micro-step that updates
@@ -214,11 +216,17 @@ class Trainer:
                 self.scaler.scale(loss / accum).backward()
             if update:
                 self._clip()
+                lr = self._lr() if step_hook else 0.0  # the LR this update uses (the scheduler moves it next)
                 skipped += scaler_step(self.scaler, self.optimizer)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
                 if self.ema is not None:
                     self.ema.update(self.model)
+                if step_hook:
+                    update_step = (epoch - 1) * self.steps_per_epoch + math.ceil((step + 1) / accum)
+                    self.hooks.vitkit_on_train_step(
+                        run=self.run, epoch=epoch, step=update_step, lr=lr, loss=loss.detach()
+                    )
             loss_sum += loss.detach() * len(targets)
             labels = targets if targets.ndim == 1 else targets.argmax(dim=1)  # soft targets: their top class
             correct += (logits.detach().argmax(dim=1) == labels).sum()
