@@ -208,3 +208,59 @@ def test_balance_sampler_trains_an_imbalanced_folder(cli, tmp_path):
         extra.unlink()
     code, _, err = cli("run", folder_recipe(tmp_path, root), "--no-plugins", "--set", 'data.balance="sampler"')
     assert code == 0, err
+
+
+KILL_PLUGIN = """
+import os
+import signal
+
+import vitkit
+
+
+@vitkit.hookimpl
+def vitkit_on_epoch_end(run, epoch, metrics):
+    if epoch == 2:  # last.pt of epoch 2 is saved: die as a power cut would
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.slow
+def test_streamed_folder_resumes_bit_identical_after_a_kill(cli, tmp_path):
+    """Workers decode and augment per sample (RandAugment); order and draws depend on (seed, epoch) only."""
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    root = tiny_folder(tmp_path / "photos", per_class=8)
+    overrides = [
+        "--set", 'data.cache="off"', "--set", "data.num_workers=2", "--set", "train.epochs=4",
+        "--set", 'augment.train=[{ name = "randaugment", num_ops = 2, magnitude = 9 }]',
+    ]  # fmt: skip
+    recipe = folder_recipe(tmp_path, root)
+    code, _, err = cli("run", recipe, "--no-plugins", *overrides)
+    assert code == 0, err
+    (reference,) = (tmp_path / "runs" / "photos").iterdir()
+    recipe = folder_recipe(tmp_path, root, name="killed.toml")
+    recipe.write_text(recipe.read_text().replace('name = "photos"', 'name = "killed"'))
+    (tmp_path / "kill.py").write_text(KILL_PLUGIN)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "vitkit", "run", str(recipe), "--no-plugins", "--plugin", str(tmp_path / "kill.py")]
+    done = subprocess.run([*args, *overrides], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == -9, done.stderr
+    (killed,) = (tmp_path / "runs" / "killed").iterdir()
+    assert not (killed / "summary.json").exists()
+    code, _, err = cli("run", "--resume", killed, "--no-plugins")
+    assert code == 0, err
+
+    def rows(run_dir: Path) -> list[tuple[str, ...]]:
+        keys = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+        return [tuple(r[k] for k in keys) for r in csv.DictReader((run_dir / "metrics.csv").read_text().splitlines())]
+
+    assert len(rows(reference)) == 4 and rows(killed) == rows(reference)
+    assert (
+        json.loads((killed / "split.json").read_text())["test"]
+        == json.loads((reference / "split.json").read_text())["test"]
+    )
