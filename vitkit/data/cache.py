@@ -124,12 +124,91 @@ def choose_mode(mode: str, nbytes: int, limit_gb: float, cache_dir: Path) -> tup
     return "memory", ""
 
 
+class _Read(Dataset):
+    """Raw file bytes (as a uint8 tensor) for decoding on the GPU."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        from torchvision.io import read_file
+
+        return read_file(str(self.files[index])), ""
+
+
+def _gpu_base(image: torch.Tensor, size: int, interpolation: str) -> torch.Tensor:
+    """A decoded ``(C, H, W)`` uint8 image on the GPU -> its ``(C, size, size)`` base, like ``load_base``."""
+    import torch.nn.functional as F
+
+    h, w = image.shape[-2:]
+    scale = size / min(h, w)
+    new = (max(size, round(h * scale)), max(size, round(w * scale)))
+    x = F.interpolate(image[None].float(), new, mode=interpolation, antialias=True)[0]
+    top, left = (new[0] - size) // 2, (new[1] - size) // 2
+    return x[:, top : top + size, left : left + size].round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _decode_cuda(
+    files: list[Path], in_chans: int, size: int, interpolation: str, num_workers: int, out: torch.Tensor,
+    device: torch.device, advance: Any,
+) -> dict[Path, str]:  # fmt: skip
+    """nvjpeg: workers read bytes, the GPU decodes JPEG batches (EXIF applied) and resizes; other formats
+    and any batch that fails go through the CPU reader. UNTESTED: written without a GPU at hand."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    mode = ImageReadMode.GRAY if in_chans == 1 else ImageReadMode.RGB
+    cpu = _Decode(files, in_chans, size, interpolation)
+    bad: dict[Path, str] = {}
+    loader = DataLoader(_Read(files), batch_size=64, num_workers=num_workers, collate_fn=_collate_list)
+    start = 0
+    for raw in loader:
+        rows = range(start, start + len(raw))
+        jpeg = [i for i in rows if files[i].suffix.lower() in (".jpg", ".jpeg")]
+        try:
+            decoded = decode_jpeg([raw[i - start] for i in jpeg], mode=mode, device=device, apply_exif_orientation=True)
+            for i, image in zip(jpeg, decoded, strict=True):
+                out[i] = _gpu_base(image, size, interpolation).cpu()
+            done = set(jpeg)
+        except RuntimeError:  # a corrupt JPEG fails the whole batch: let the CPU reader sort it out
+            done = set()
+        for i in rows:
+            if i not in done:
+                out[i], why = cpu[i]
+                if why:
+                    bad[files[i]] = why
+        start += len(raw)
+        advance(start)
+    return bad
+
+
+def _collate_list(items: list[tuple[torch.Tensor, str]]) -> list[torch.Tensor]:
+    return [item[0] for item in items]
+
+
 def decode_all(
-    files: list[Path], in_chans: int, size: int, interpolation: str, num_workers: int, out: torch.Tensor
+    files: list[Path],
+    in_chans: int,
+    size: int,
+    interpolation: str,
+    num_workers: int,
+    out: torch.Tensor,
+    device: torch.device | None = None,
 ) -> dict[Path, str]:
-    """Decode ``files`` into ``out`` (N, C, S, S) with a progress bar; returns ``{path: reason}`` of bad ones."""
+    """Decode ``files`` into ``out`` (N, C, S, S) with a progress bar; returns ``{path: reason}`` of bad ones.
+    On a CUDA ``device`` JPEGs are decoded by nvjpeg (``torchvision.io.decode_jpeg``)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    if device is not None and device.type == "cuda" and torch.cuda.is_available():
+        columns = (TextColumn("decoding images (nvjpeg)"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True, disable=console.quiet) as progress:
+            task = progress.add_task("decode", total=len(files))
+            return _decode_cuda(
+                files, in_chans, size, interpolation, num_workers, out, device,
+                lambda n: progress.update(task, completed=n),
+            )  # fmt: skip
     loader = DataLoader(
         _Decode(files, in_chans, size, interpolation),
         batch_size=32,
@@ -161,6 +240,7 @@ def build_cache(
     cache_dir: Path,
     limit_gb: float,
     num_workers: int,
+    device: torch.device | None = None,
 ) -> tuple[torch.Tensor, dict[Path, str]] | None:
     """The base images of ``files`` as one ``(N, C, S, S)`` uint8 tensor, and the unreadable files;
     ``None`` when the cache is off or too large (the caller streams)."""
@@ -175,7 +255,7 @@ def build_cache(
     shape = (len(files), in_chans, size, size)
     if chosen == "memory":
         store = torch.empty(shape, dtype=torch.uint8)
-        return store, decode_all(files, in_chans, size, interpolation, num_workers, store)
+        return store, decode_all(files, in_chans, size, interpolation, num_workers, store, device)
     key = cache_key(files, in_chans, size, interpolation)
     data_path, meta_path = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
     if data_path.is_file() and meta_path.is_file():
@@ -186,7 +266,7 @@ def build_cache(
             return store, {Path(p): w for p, w in meta.get("bad", {}).items()}
     tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
     array = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
-    bad = decode_all(files, in_chans, size, interpolation, num_workers, torch.from_numpy(array))
+    bad = decode_all(files, in_chans, size, interpolation, num_workers, torch.from_numpy(array), device)
     array.flush()
     del array
     os.replace(tmp, data_path)

@@ -131,15 +131,17 @@ def image_view(recipe: Recipe) -> dict[str, Any]:
     }
 
 
-def build_dataset(recipe: Recipe, img_size: int) -> Any:
-    """The recipe's dataset object (described, not loaded: call ``.load()``)."""
+def build_dataset(recipe: Recipe, img_size: int, device: Any = None) -> Any:
+    """The recipe's dataset object (described, not loaded: call ``.load()``); ``device``: where a
+    file-backed dataset may decode (imagefolder: nvjpeg on CUDA)."""
     data = recipe.data
-    extra = {}
+    extra = {"decode_device": str(device)} if device is not None else {}
     name, _ = split_spec(data.dataset)
     accepted = _accepted(DATASETS.get(name).factory)[0] if name in DATASETS else set()
     for key, value in {**FILE_DATA_KEYS(data), **image_view(recipe)}.items():
         if key in accepted:
             extra[key] = value  # datasets of files only
+    extra = {k: v for k, v in extra.items() if k in accepted}
     return create(
         DATASETS,
         data.dataset,
@@ -155,9 +157,9 @@ def build_dataset(recipe: Recipe, img_size: int) -> Any:
     )
 
 
-def load_dataset(recipe: Recipe, img_size: int) -> Any:
+def load_dataset(recipe: Recipe, img_size: int, device: Any = None) -> Any:
     """The recipe's dataset, loaded; its errors (missing files, bad images) name the recipe's ``data``."""
-    dataset = build_dataset(recipe, img_size)
+    dataset = build_dataset(recipe, img_size, device)
     try:
         return dataset.load()
     except UserError as err:

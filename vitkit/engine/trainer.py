@@ -94,7 +94,7 @@ class Trainer:
 
         # describe the dataset (cheap) to size the model, then load it
         self.img_size = build.model_img_size(recipe)
-        self.data = build.load_dataset(recipe, self.img_size)
+        self.data = build.load_dataset(recipe, self.img_size, self.device)
         num_classes = len(self.data.classes)
         self.model = build.build_model(recipe, num_classes, self.data.in_chans).to(self.device)
         use_pretrained_norm(recipe, self.model, self.data)
