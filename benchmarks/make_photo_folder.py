@@ -1,7 +1,8 @@
 """Generate a folder of JPEG "photos" of varied sizes and aspect ratios for imagefolder tests and benchmarks.
 
-Each class is a shape (disc, square, triangle, ring, cross, bars, ...) drawn at a random place, size and
-colour over a noisy, randomly tinted background, so classes are learnable but not trivial. Layouts:
+Each class is a shape (disc, square, triangle, ring, cross, bars, ...) drawn at a random place in the
+central square, at a random size and colour, over a noisy, randomly tinted background, so classes are
+learnable but not trivial. Layouts:
 
 - ``flat``:  root/<class>/img_NNNN.jpg
 - ``split``: root/train|val|test/<class>/... (``splits`` picks which folders exist)
@@ -32,8 +33,10 @@ def draw_photo(shape: str, width: int, height: int, rng: random.Random):  # noqa
     img = Image.fromarray(np.clip(base + noise + ramp, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
     side = min(width, height)
-    r = side * rng.uniform(0.18, 0.38)
-    cx, cy = rng.uniform(r, width - r), rng.uniform(r, height - r)
+    r = side * rng.uniform(0.22, 0.4)
+    # the subject sits somewhere in the central square, as in most photos (and in the centre crop)
+    cx = rng.uniform((width - side) / 2 + r, (width + side) / 2 - r)
+    cy = rng.uniform((height - side) / 2 + r, (height + side) / 2 - r)
     colour = tuple(int((c + 128 + rng.randint(-40, 40)) % 256) for c in base)
     box = (cx - r, cy - r, cx + r, cy + r)
     if shape == "disc":
