@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", metavar="DIR", help="report folder (default: <output.dir>/compare-<time>/)")
 
     _add_bench(sub)
+    lrf = _add_lr_find(sub)
 
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", choices=REGISTRY_KINDS, help="which registry")
@@ -118,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plugins", help="list loaded plugins and the components each registered")
     pl.add_argument("recipe", nargs="?", help="also load this recipe's `plugins`")
-    for command in (run, ev, pr, ex, cmp, ls, pl):
+    for command in (run, ev, pr, ex, cmp, ls, pl, lrf):
         _add_plugin_args(command)
     return parser
 
@@ -167,6 +168,39 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: the recipe's, else auto)")
     bench.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def _add_lr_find(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from vitkit.engine.lr_find import DEFAULT_END, DEFAULT_START, DEFAULT_STEPS
+
+    lrf = sub.add_parser(
+        "lr-find",
+        help="LR range test: sweep the learning rate, suggest one, plot lr_find.png (weights untouched)",
+    )
+    lrf.add_argument("recipe", metavar="RECIPE_OR_DIR", help="TOML recipe, or a folder of images (as vitkit run DIR)")
+    lrf.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key"
+    )
+    lrf.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"updates (default {DEFAULT_STEPS})")
+    lrf.add_argument("--start", type=float, default=DEFAULT_START, help=f"first LR (default {DEFAULT_START:g})")
+    lrf.add_argument("--end", type=float, default=DEFAULT_END, help=f"last LR (default {DEFAULT_END:g})")
+    lrf.add_argument("--out", metavar="DIR", default=".", help="folder for lr_find.png and lr_find.csv (default .)")
+    return lrf
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from vitkit.engine.lr_find import lr_find_command
+
+    recipe = _recipe_for(args.recipe, args.overrides)
+    manager, _ = _load_plugins(args, recipe)
+    return lr_find_command(recipe, args.steps, args.start, args.end, args.out, manager)
+
+
+def _recipe_for(source: str, overrides: list[str]) -> Recipe:
+    """A recipe file, or the recipe ``vitkit run DIR`` would choose for a folder of images."""
+    from vitkit.recipe import load_recipe
+
+    return load_recipe(source, overrides)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -298,6 +332,7 @@ COMMANDS = {
     "list": _list,
     "plugins": _plugins,
     "bench": _bench,
+    "lr-find": _lr_find,
 }
 
 
