@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser("run", help="train + evaluate + plot a recipe")
-    run.add_argument("recipe", nargs="?", help="TOML recipe file (not with --resume)")
+    run.add_argument(
+        "recipe", nargs="?", metavar="RECIPE_OR_DIR", help="TOML recipe, or a folder of images (not with --resume)"
+    )
     run.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -52,8 +54,11 @@ def _parser() -> argparse.ArgumentParser:
         help="override a recipe key, value in TOML (repeatable): --set train.epochs=5",
     )
     run.add_argument(
-        "--dry-run", action="store_true", help="validate the recipe and build the model; no data, no training"
+        "--dry-run",
+        action="store_true",
+        help="validate the recipe and build the model; no data, no training (a folder: print its recipe as TOML)",
     )
+    run.add_argument("--lr", metavar="auto", help="auto: set optimizer.lr from the LR finder's valley first")
 
     ev = sub.add_parser(
         "eval", help="re-evaluate a finished run's best checkpoint: accuracy, per-class table, confusion matrix"
@@ -200,6 +205,12 @@ def _recipe_for(source: str, overrides: list[str]) -> Recipe:
     """A recipe file, or the recipe ``vitkit run DIR`` would choose for a folder of images."""
     from vitkit.recipe import load_recipe
 
+    if Path(source).is_dir():
+        from vitkit.quickstart import folder_recipe
+
+        recipe, choice = folder_recipe(source, overrides)
+        print(f"vitkit run {choice.line}")
+        return recipe
     return load_recipe(source, overrides)
 
 
@@ -215,9 +226,22 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         return _resume(args)
     if args.recipe is None:
-        raise UserError("vitkit run: give a RECIPE file, or --resume RUN_DIR to continue a run")
+        raise UserError("vitkit run: give a RECIPE file or a folder of images, or --resume RUN_DIR to continue a run")
+    if args.lr not in (None, "auto"):
+        raise UserError(f"vitkit run: --lr {args.lr!r}: only 'auto' (set a number with --set optimizer.lr=...)")
+    if Path(args.recipe).is_dir():
+        from vitkit.quickstart import run_folder
+
+        return run_folder(
+            args.recipe, args.overrides, args.dry_run, args.lr == "auto", lambda r: _load_plugins(args, r)
+        )
     recipe = load_recipe(args.recipe, args.overrides)
     manager, _ = _load_plugins(args, recipe)
+    if args.lr == "auto" and not args.dry_run:
+        from vitkit.quickstart import with_found_lr
+
+        recipe, how = with_found_lr(recipe, manager)
+        print(how)
     if args.dry_run:
         from vitkit.engine.summary import describe
 
@@ -232,8 +256,10 @@ def _run(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     if args.recipe is not None:
         raise UserError(f"vitkit run: give either a recipe ({args.recipe}) or --resume RUN_DIR, not both")
-    if args.overrides or args.dry_run:
-        raise UserError("vitkit run --resume: --set and --dry-run do not apply; a run continues with its own recipe")
+    if args.overrides or args.dry_run or args.lr:
+        raise UserError(
+            "vitkit run --resume: --set, --lr and --dry-run do not apply; a run continues with its own recipe"
+        )
     from vitkit.engine.faults import fit_guarded
     from vitkit.engine.resume import open_run
 

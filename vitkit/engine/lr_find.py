@@ -277,6 +277,6 @@ def lr_find_command(recipe: Recipe, steps: int, start: float, end: float, out: s
 
     result = lr_find(recipe, steps, start, end, out, plugins)
     for line in report(result):
-        console.print(line)
+        console.print(line, soft_wrap=True)
     console.print(f"wrote {Path(out) / 'lr_find.png'} and lr_find.csv")
     return 0
