@@ -25,11 +25,16 @@ class CrossEntropy(nn.Module):
         super().__init__()
         _check_smoothing(label_smoothing)
         self.label_smoothing = label_smoothing
+        self.class_weight: torch.Tensor | None = None  # data.balance = "loss": per-class weights
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        weight = self.class_weight.to(logits.device) if self.class_weight is not None else None
         if targets.ndim == logits.ndim:  # probabilities
-            return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
-        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+            log_p = F.log_softmax(logits.float(), dim=-1)
+            if weight is not None:
+                log_p = log_p * weight
+            return torch.sum(-targets * log_p, dim=-1).mean()
+        return F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.label_smoothing)
 
 
 @register_loss("cross_entropy")

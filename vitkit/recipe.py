@@ -45,6 +45,19 @@ class DataConfig:
     eval_batch_size: int = _f(0, min=0, doc="images per evaluation batch (0: 4x batch_size)")
     num_workers: int = _f(2, min=0, doc="DataLoader workers for file-backed datasets")
     on_bad_image: str = _f("skip", choices=("skip", "error"), doc="imagefolder: skip unreadable files, or fail")
+    labels: str = _f("", doc="imagefolder: CSV listing (path,label; paths relative to the CSV) under root")
+    test_fraction: float = _f(0.1, min=0.0, max=0.5, above=True, doc="imagefolder: share carved for test")
+    split_seed: int = _f(0, min=0, doc="imagefolder: seed of the carved splits (independent of seed)")
+    split_file: str = _f("", doc="imagefolder: reuse a run's split.json (set by eval, compare, --resume)")
+    crop_pct: float = _f(0.0, min=0.0, max=1.0, doc="imagefolder: eval crop share (0: pretrained's or 0.875)")
+    interpolation: str = _f("", choices=("", "bilinear", "bicubic"), doc="imagefolder: resize filter (pretrained's)")
+    train_crop: str = _f("random_resized_crop", choices=("random_resized_crop", "center"), doc="imagefolder")
+    crop_scale: float = _f(0.08, min=0.0, max=1.0, above=True, doc="imagefolder: smallest random crop area")
+    hflip: float = _f(0.5, min=0.0, max=1.0, doc="imagefolder: chance of a left-right flip in training")
+    cache: str = _f("auto", choices=("auto", "memory", "disk", "off"), doc="imagefolder: decoded-image cache")
+    cache_dir: str = _f("", doc="imagefolder: folder of disk caches (default <root>/.vitkit-cache)")
+    cache_limit_gb: float = _f(4.0, min=0.0, doc='imagefolder: largest cache "auto" keeps in memory')
+    balance: str = _f("none", choices=("none", "sampler", "loss"), doc="class imbalance: weighted draws or loss")
 
 
 @dataclass

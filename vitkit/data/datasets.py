@@ -16,8 +16,6 @@ from torch.utils.data import Dataset
 from vitkit.errors import UserError
 from vitkit.registry import register_dataset
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
-
 
 @dataclass
 class ImageSet:
@@ -48,6 +46,8 @@ class DataSplits:
     std: tuple[float, ...]
     notes: list[str] = field(default_factory=list)
     bad_images: list[str] = field(default_factory=list)  # files skipped as unreadable (imagefolder)
+    crop_pct: float = 0.0  # imagefolder: images are (S, S) bases, S = img_size / crop_pct, cropped on device
+    split_record: dict | None = None  # imagefolder: what split.json holds
 
 
 class ImageDataset:
@@ -190,105 +190,138 @@ class FashionMnist(_TorchvisionDataset):
 
 
 class ImageFiles(Dataset):
-    """(path, label) pairs read with PIL, converted to ``in_chans`` and resized to ``img_size``."""
+    """(path, label) pairs decoded by ``vitkit.data.imageio.load_base`` to ``(C, S, S)`` uint8 base images.
 
-    def __init__(self, samples: list[tuple[Path, int]], img_size: int, in_chans: int) -> None:
-        from torchvision.transforms import v2
+    ``S`` is ``base_size`` (``round(img_size / crop_pct)``): the short side resized to ``S``, aspect ratio
+    kept, the centred square kept; batches are cropped to the model's input on the device. An index may be
+    ``(epoch, i)`` (``EpochSampler``): per-sample augmentations then draw from an RNG seeded by
+    (seed, epoch, i), so a resumed run repeats them exactly, whichever worker decodes the image.
+    """
 
-        self.samples = samples
-        self.mode = "L" if in_chans == 1 else "RGB"
+    def __init__(
+        self, samples: list[tuple[Path, int]], base_size: int, in_chans: int, interpolation: str = "bilinear"
+    ) -> None:
+        self.samples, self.base_size, self.in_chans = samples, base_size, in_chans
+        self.interpolation = interpolation
         self.augment: list = []  # per-sample augmentations (objects with ``one(image)``), training split only
-        self.transform = v2.Compose(
-            [
-                v2.PILToTensor(),
-                v2.Resize((img_size, img_size), antialias=True),
-            ]
-        )
+        self.seed = 0
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        from vitkit.data.imageio import load_base
 
+        epoch, index = index if isinstance(index, tuple) else (None, index)
         path, label = self.samples[index]
-        with Image.open(path) as img:
-            image = self.transform(img.convert(self.mode))
-        for augment in self.augment:
-            image = augment.one(image)
+        image = load_base(path, self.in_chans, self.base_size, self.interpolation)
+        if self.augment:
+            with torch.random.fork_rng(devices=[]):
+                if epoch is not None:
+                    torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+                for augment in self.augment:
+                    image = augment.one(image)
         return image, label
 
 
 @register_dataset("imagefolder")
 class ImageFolder(ImageDataset):
-    """Your own images: ``root/train/<class>/*.png`` and ``root/val/`` and/or ``root/test/``."""
+    """Your own images: ``root/<class>/``, ``root/train|val|test/<class>/``, or a ``path,label`` CSV
+    (``labels``); missing splits carved stratified (see ``vitkit.data.folder``); decoded once into a cache."""
 
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-    def __init__(self, img_size: int, in_chans: int = 3, on_bad_image: str = "skip", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        img_size: int,
+        in_chans: int = 3,
+        on_bad_image: str = "skip",
+        labels: str = "",
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        split_file: str = "",
+        crop_pct: float = 0.875,
+        interpolation: str = "bilinear",
+        cache: str = "auto",
+        cache_dir: str = "",
+        cache_limit_gb: float = 4.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(img_size, **kwargs)
         if on_bad_image not in ("skip", "error"):
             raise ValueError(f"on_bad_image must be 'skip' or 'error', got {on_bad_image!r}")
+        if not 0.0 < crop_pct <= 1.0:
+            raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
         self.in_chans, self.on_bad_image = in_chans, on_bad_image
+        self.labels, self.test_fraction, self.split_seed = labels, test_fraction, split_seed
+        self.split_file = split_file
+        self.crop_pct, self.interpolation = crop_pct, interpolation
+        self.base_size = max(img_size, round(img_size / crop_pct))
+        self.cache, self.cache_limit_gb = cache, cache_limit_gb
+        self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".vitkit-cache"
         self.bad_images: list[str] = []
         if in_chans == 1:
             self.mean, self.std = (0.5,), (0.5,)
-        train = self.root / "train"
-        if not train.is_dir():
-            raise UserError(f"imagefolder: no train/ folder under {self.root} (data.root)")
-        self.classes = sorted(p.name for p in train.iterdir() if p.is_dir())
-        if not self.classes:
-            raise UserError(f"imagefolder: {train} has no class folders")
+        from vitkit.data.folder import classes_of
 
-    def _samples(self, split: Path) -> list[tuple[Path, int]]:
-        names = sorted(p.name for p in split.iterdir() if p.is_dir())
-        if names != self.classes:
-            raise UserError(f"imagefolder: class folders of {split} differ from train/: {names} vs {self.classes}")
-        samples = []
-        for label, name in enumerate(self.classes):
-            files = sorted(p for p in (split / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise UserError(f"imagefolder: class folder {split / name} has no images")
-            samples += [(f, label) for f in files]
-        readable = set(self._readable([f for f, _ in samples], split))
-        labels = {label for f, label in samples if f in readable}
-        for label, name in enumerate(self.classes):
-            if label not in labels:
-                raise UserError(f"imagefolder: class folder {split / name} has no readable images")
-        return [(f, label) for f, label in samples if f in readable]
+        self.classes = classes_of(self.root, labels, split_file)
 
-    def _readable(self, files: list[Path], split: Path) -> list[Path]:
-        """The files that decode; bad ones are warned about and skipped, or fail the run (on_bad_image)."""
-        from vitkit.data.imagecheck import find_bad_images, warn_bad_images
+    def _drop_bad(self, found: dict[str, list[tuple[Path, int]]], bad: dict[Path, str], layout: str) -> set[Path]:
+        """Warn about (or fail on) unreadable files; returns the set to drop."""
+        from vitkit.data.imagecheck import warn_bad_images
 
-        bad = find_bad_images(files, self.num_workers)
         if not bad:
-            return files
+            return set()
         if self.on_bad_image == "error":
-            path, reason = next(iter(bad.items()))
-            more = f" (and {len(bad) - 1} more in {split.name}/)" if len(bad) > 1 else ""
+            name, in_split = next(
+                (n, [f for f, _ in s if f in bad]) for n, s in found.items() if any(f in bad for f, _ in s)
+            )
+            path, reason = in_split[0], bad[in_split[0]]
+            where = f" in {name}/" if layout == "split" else ""
+            more = f" (and {len(in_split) - 1} more{where})" if len(in_split) > 1 else ""
             raise UserError(
                 f"imagefolder: {path} is not a readable image ({reason}){more}; remove it, or set "
                 f'data.on_bad_image = "skip"'
             )
         warn_bad_images(bad)
         self.bad_images += [str(path) for path in bad]
-        return [f for f in files if f not in bad]
+        return set(bad)
 
     def load(self) -> DataSplits:
-        def split_set(samples: list[tuple[Path, int]]) -> ImageSet:
-            return ImageSet(files=ImageFiles(samples, self.img_size, self.in_chans))
+        from vitkit.data import folder
+        from vitkit.data.cache import CachedImages, build_cache
+        from vitkit.data.imagecheck import find_bad_images
 
-        train = self._samples(self.root / "train")
-        val_dir, test_dir = self.root / "val", self.root / "test"
-        if not val_dir.is_dir() and not test_dir.is_dir():
-            labels = torch.tensor([label for _, label in train])
-            rest, held = stratified_split(labels, self.val_fraction, seed=1)
-            val = [train[i] for i in held]
-            train = [train[i] for i in rest]
+        if self.split_file:
+            self.classes, found = folder.read_split(Path(self.split_file), self.root)
+            layout = "split file"
         else:
-            val = self._samples(val_dir if val_dir.is_dir() else test_dir)
-        test = self._samples(test_dir) if test_dir.is_dir() and val_dir.is_dir() else val
-        splits = self._splits(split_set(train), split_set(val), split_set(test))
-        splits.bad_images = list(self.bad_images)
-        return splits
+            self.classes, found, layout = folder.scan(self.root, self.labels)
+        folder.check_classes({"train": found["train"]}, set(), self.classes, self.root, layout)  # before decoding
+        files = [path for samples in found.values() for path, _ in samples]
+        cached = build_cache(
+            files, self.in_chans, self.base_size, self.interpolation, self.cache, self.cache_dir,
+            self.cache_limit_gb, self.num_workers,
+        )  # fmt: skip
+        bad = cached[1] if cached is not None else find_bad_images(files, self.num_workers)
+        dropped = self._drop_bad(found, bad, layout)
+        folder.check_classes(found, dropped, self.classes, self.root, layout)
+        found = {name: [s for s in samples if s[0] not in dropped] for name, samples in found.items()}
+        if self.split_file:
+            splits = found
+        else:
+            splits = folder.make_splits(found, self.classes, self.val_fraction, self.test_fraction, self.split_seed)
+        self.split_record = folder.split_record(splits, self.classes, self.root, layout, self.split_seed)
+        rows = {path: i for i, path in enumerate(files)}
+
+        def split_set(samples: list[tuple[Path, int]]) -> ImageSet:
+            labels = torch.tensor([label for _, label in samples], dtype=torch.long)
+            if cached is not None:
+                index = torch.tensor([rows[path] for path, _ in samples], dtype=torch.long)
+                return ImageSet(CachedImages(cached[0], index), labels)  # type: ignore[arg-type]
+            return ImageSet(files=ImageFiles(samples, self.base_size, self.in_chans, self.interpolation))
+
+        out = self._splits(*(split_set(splits[name]) for name in folder.SPLITS))
+        out.bad_images = list(self.bad_images)
+        out.crop_pct, out.split_record = self.crop_pct, self.split_record
+        return out

@@ -16,9 +16,16 @@ class BatchTransform:
     """Raw batch -> model input: to float [0, 1], resize, augment (training only), normalise."""
 
     def __init__(
-        self, img_size: int, mean: Sequence[float], std: Sequence[float], augments: Sequence[Augment] = ()
+        self,
+        img_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augments: Sequence[Augment] = (),
+        crop: Callable[[torch.Tensor], torch.Tensor] | str | None = None,
     ) -> None:
-        self.img_size = img_size
+        """``crop`` (imagefolder base images, larger than ``img_size``): ``"center"`` for the centred
+        crop, or a batched random crop (``BatchRandomResizedCrop``) for training; ``None``: resize."""
+        self.img_size, self.crop = img_size, crop
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.augments = list(augments)
@@ -27,6 +34,12 @@ class BatchTransform:
         self, images: torch.Tensor, targets: torch.Tensor, train: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        if callable(self.crop) and train:
+            x = self.crop(x)
+        elif self.crop is not None and min(x.shape[-2:]) >= self.img_size:
+            from vitkit.data.crops import center_crop
+
+            x = center_crop(x, self.img_size)
         if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
             x = F.interpolate(
                 x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False, antialias=True
@@ -51,6 +64,39 @@ class BatchTransform:
         return taken
 
 
+def epoch_order(n: int, seed: int, epoch: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The training order of an epoch, a function of (seed, epoch) only: a permutation, or ``n`` draws
+    with replacement by ``weights`` (class-balanced sampling)."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    if weights is not None:
+        return torch.multinomial(weights.double(), n, replacement=True, generator=g)
+    return torch.randperm(n, generator=g)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields ``(epoch, index)`` for a file-backed dataset: training order from ``epoch_order`` (this rank's
+    share), evaluation order sequential (``rank::world_size``); the dataset seeds per-sample
+    augmentations from (seed, epoch, index), so persistent workers give the same draws after a resume."""
+
+    def __init__(self, n: int, train: bool, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.train, self.seed, self.rank, self.world_size = n, train, seed, rank, world_size
+        self.epoch = 0
+        self.weights: torch.Tensor | None = None
+
+    def indices(self) -> list[int]:
+        if not self.train:
+            return list(range(self.rank, self.n, self.world_size))
+        order = epoch_order(self.n, self.seed, self.epoch, self.weights)
+        per_rank = self.n // self.world_size
+        return order[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()
+
+    def __len__(self) -> int:
+        return len(self.indices()) if not self.train else self.n // self.world_size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, i) for i in self.indices()])
+
+
 class InMemoryLoader:
     """The whole split as one tensor on the device; batches by shuffled index, no workers."""
 
@@ -70,6 +116,7 @@ class InMemoryLoader:
         self.batch_size, self.transform, self.train = batch_size, transform, train
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
+        self.sample_weights: torch.Tensor | None = None  # data.balance = "sampler": draw by these weights
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle deterministically for ``epoch`` (so a resumed run sees the same batches)."""
@@ -80,8 +127,7 @@ class InMemoryLoader:
         n = len(self.labels)
         if not self.train:
             return torch.arange(n)[self.rank :: self.world_size]
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(n, generator=g)
+        order = epoch_order(n, self.seed, self.epoch, self.sample_weights)
         per_rank = n // self.world_size
         return order[self.rank * per_rank : (self.rank + 1) * per_rank]
 
@@ -111,32 +157,35 @@ class FileLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        from torch.utils.data import DataLoader, DistributedSampler
+        from torch.utils.data import DataLoader
 
         if train:  # per-sample augmentations (RandAugment, ...) run in the workers, on CPU
             data.files.augment = transform.take_sample_augments()
-        self.sampler = None
-        if world_size > 1:
-            self.sampler = DistributedSampler(data.files, world_size, rank, shuffle=train, seed=seed)
-        g = torch.Generator().manual_seed(seed)
+        data.files.seed = seed
+        self.sampler = EpochSampler(len(data), train, seed, rank, world_size)
         self.loader = DataLoader(
             data.files,
             batch_size=batch_size,
-            shuffle=train and self.sampler is None,
             sampler=self.sampler,
             num_workers=num_workers,
-            drop_last=train and len(data) >= batch_size,
+            drop_last=train and len(self.sampler) >= batch_size,
             pin_memory=device.type == "cuda",
             persistent_workers=num_workers > 0,
-            generator=g,
         )
         self.transform, self.device, self.train, self.seed = transform, device, train, seed
 
+    @property
+    def sample_weights(self) -> torch.Tensor | None:
+        return self.sampler.weights
+
+    @sample_weights.setter
+    def sample_weights(self, weights: torch.Tensor | None) -> None:
+        self.sampler.weights = weights
+
     def set_epoch(self, epoch: int) -> None:
+        """The epoch's order and per-sample draws depend on (seed, epoch) only (exact on resume)."""
         self.transform.set_epoch(epoch)
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
-        self.loader.generator.manual_seed(self.seed * 100_003 + epoch)
+        self.sampler.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.loader)

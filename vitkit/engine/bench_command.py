@@ -25,7 +25,7 @@ def _recipe_target(path: str, args: argparse.Namespace) -> dict[str, Any]:
     dataset = build.build_dataset(recipe, img_size)  # class attributes describe it without loading
     return {
         "name": recipe.name,
-        "model": build.build_model(recipe, len(dataset.classes), dataset.in_chans),
+        "model": build.build_model(recipe, len(dataset.classes), dataset.in_chans, pretrained=False),
         "img_size": img_size,
         "batch_size": recipe.data.batch_size,
         "precision": recipe.train.precision,

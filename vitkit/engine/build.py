@@ -50,8 +50,11 @@ def create(
         raise UserError(f"{where}: {key} ({name}): {err}") from None
 
 
-def build_model(recipe: Recipe, num_classes: int | None = None, in_chans: int | None = None) -> nn.Module:
-    """The recipe's model; ``num_classes``/``in_chans`` come from the dataset unless the recipe sets them."""
+def build_model(
+    recipe: Recipe, num_classes: int | None = None, in_chans: int | None = None, pretrained: bool = True
+) -> nn.Module:
+    """The recipe's model; ``num_classes``/``in_chans`` come from the dataset unless the recipe sets them.
+    ``pretrained=False``: never fetch ``model.pretrained`` weights (a trained state replaces them)."""
     spec = dict(recipe.model)
     for key, value in (("num_classes", num_classes), ("in_chans", in_chans)):
         if value is None:
@@ -60,7 +63,24 @@ def build_model(recipe: Recipe, num_classes: int | None = None, in_chans: int | 
             raise UserError(f"{recipe.where()}: model.{key} = {spec[key]} but the dataset has {value}")
         spec[key] = value
     checkpoint = spec.pop("checkpoint_path", None)
+    wanted = spec.pop("pretrained", False)
+    try:
+        from vitkit.models.pretrained import wants_pretrained
+
+        pretrained = wanted if wants_pretrained(wanted) and pretrained else False
+    except UserError as err:
+        raise UserError(f"{recipe.where()}: {err}") from None
+    native = str(spec["name"]).startswith("timm/")
+    if pretrained and native and checkpoint is None:
+        spec["pretrained"] = pretrained  # timm/<name>: timm loads, resizes and resets the head itself
     model = create(MODELS, spec, recipe, "model")
+    if pretrained and not native and checkpoint is None:
+        from vitkit.models.pretrained import load_pretrained
+
+        try:
+            load_pretrained(model, spec["name"], pretrained)
+        except UserError as err:
+            raise UserError(f"{recipe.where()}: model.pretrained: {err}") from None
     if checkpoint is not None:  # start from these weights (vitkit or timm; a head for other classes is reset)
         from vitkit.models.timm_bridge import load_weights
 
@@ -88,13 +108,38 @@ def model_img_size(recipe: Recipe) -> int:
     return size
 
 
+def FILE_DATA_KEYS(data: Any) -> dict[str, Any]:  # noqa: N802 (a table of keys)
+    """The ``data`` keys passed to datasets of files (imagefolder) that take them."""
+    keys = ("on_bad_image", "labels", "test_fraction", "split_seed", "split_file", "cache", "cache_dir")
+    return {key: getattr(data, key) for key in (*keys, "cache_limit_gb")}
+
+
+def image_view(recipe: Recipe) -> dict[str, Any]:
+    """``crop_pct`` and ``interpolation`` of file-backed data: the recipe's, else the pretrained
+    model's (timm's pretrained config), else 0.875 and bilinear."""
+    from vitkit.models.pretrained import pretrained_cfg
+
+    try:
+        cfg = pretrained_cfg(str(recipe.model.get("name", "")), recipe.model.get("pretrained"))
+    except UserError as err:
+        raise UserError(f"{recipe.where()}: {err}") from None
+    cfg = cfg or {}
+    interpolation = cfg.get("interpolation") if cfg.get("interpolation") in ("bilinear", "bicubic") else "bilinear"
+    return {
+        "crop_pct": recipe.data.crop_pct or float(cfg.get("crop_pct") or 0.875),
+        "interpolation": recipe.data.interpolation or interpolation,
+    }
+
+
 def build_dataset(recipe: Recipe, img_size: int) -> Any:
     """The recipe's dataset object (described, not loaded: call ``.load()``)."""
     data = recipe.data
     extra = {}
     name, _ = split_spec(data.dataset)
-    if name in DATASETS and "on_bad_image" in _accepted(DATASETS.get(name).factory)[0]:
-        extra["on_bad_image"] = data.on_bad_image  # datasets of files only
+    accepted = _accepted(DATASETS.get(name).factory)[0] if name in DATASETS else set()
+    for key, value in {**FILE_DATA_KEYS(data), **image_view(recipe)}.items():
+        if key in accepted:
+            extra[key] = value  # datasets of files only
     return create(
         DATASETS,
         data.dataset,

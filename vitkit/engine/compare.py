@@ -115,11 +115,24 @@ def train_variant(
     extra = [f'output.dir="{out_dir.as_posix()}"', f'name="{run_name(variant.label)}"']
     try:
         recipe = load_recipe(variant.source, [*overrides, *variant.overrides, *extra])
+        if not recipe.data.split_file and SPLIT_FILES.get(_data_key(recipe)):  # score every variant on the same files
+            recipe.data.split_file = SPLIT_FILES[_data_key(recipe)]
         manager, _ = load_plugins(recipe.plugins, plugins, entry_points=entry_points, recipe_file=recipe.where())
         summary = Trainer(recipe, plugins=manager).fit()
     except UserError as err:
         raise UserError(f"compare variant {variant.label!r}: {err}") from None
-    return Path(summary["run_dir"])
+    run_dir = Path(summary["run_dir"])
+    if (run_dir / "split.json").is_file():
+        SPLIT_FILES.setdefault(_data_key(recipe), str(run_dir / "split.json"))
+    return run_dir
+
+
+SPLIT_FILES: dict[tuple, str] = {}  # (dataset, root, labels, split keys) -> the first variant's split.json
+
+
+def _data_key(recipe: Any) -> tuple:
+    d = recipe.data
+    return (str(d.dataset), str(Path(d.root).resolve()), d.labels, d.val_fraction, d.test_fraction, d.split_seed)
 
 
 def profile_run(run_dir: Path, min_seconds: float = 0.5) -> dict[str, Any]:
@@ -145,7 +158,7 @@ def profile_run(run_dir: Path, min_seconds: float = 0.5) -> dict[str, Any]:
     meta = state["data"]
     device = select_device(recipe.train.device)
     precision = select_precision(recipe.train.precision, device)
-    model = build.build_model(recipe, len(meta["classes"]), meta["in_chans"])
+    model = build.build_model(recipe, len(meta["classes"]), meta["in_chans"], pretrained=False)
     model.load_state_dict(state["model"])
     model.to(device).eval()
     flops = count_flops(model, meta["in_chans"], meta["img_size"])
@@ -229,6 +242,7 @@ def compare(
     if rank_by not in RANK_METRICS:
         raise UserError(f"--rank-by {rank_by!r}: expected one of {', '.join(RANK_METRICS)}")
     variants = plan(sources, vary or [])
+    SPLIT_FILES.clear()
     if out is None:
         recipes = [v.source for v in variants if v.run_dir is None]
         parent = Path(load_recipe(recipes[0], overrides or []).output.dir) if recipes else Path("runs")

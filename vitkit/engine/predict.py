@@ -1,8 +1,9 @@
 """Prediction with a trained model: load a run, turn images (files, PIL, tensors) into its input, classify.
 
 The model's input (channels, size, normalisation) comes from the checkpoint's ``data`` metadata, so a
-user never re-types it. Images are resized to the model's square input without keeping the aspect ratio,
-as the training data was.
+user never re-types it. Images are prepared as the run's evaluation split was: for imagefolder runs
+(``crop_pct`` in the metadata) the short side is resized to ``img_size / crop_pct`` and the centre
+cropped (aspect ratio kept); in-memory datasets' models get the image resized to their square input.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def load_model(path: str | Path) -> LoadedModel:
         weights, recipe_data, data = state["model"], state["recipe"], state["data"]
         spec = recipe_data["model"]
     recipe = recipe_from_dict({"name": "predict", "model": spec}, source=source)
-    model = build_model(recipe, len(data["classes"]), data["in_chans"])
+    model = build_model(recipe, len(data["classes"]), data["in_chans"], pretrained=False)
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
@@ -140,14 +141,14 @@ def collect_images(paths: Iterable[str | Path]) -> list[Path]:
 def read_image(path: Path) -> Image.Image:
     """Decode a whole image file, EXIF rotation applied; unreadable, truncated or non-image files raise
     ``UserError`` saying why."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
+
+    from vitkit.data.imageio import open_image
 
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise UserError(f"not an image file (suffix {path.suffix or 'none'!r}; expected {', '.join(IMAGE_SUFFIXES)})")
     try:
-        with Image.open(path) as img:
-            img.load()  # decode now: a truncated file fails here, not later
-            return ImageOps.exif_transpose(img)  # camera photos: upright as shown in viewers
+        return open_image(path)  # the training reader: EXIF rotation applied, upright as in viewers
     except UnidentifiedImageError:
         raise UserError("not a readable image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as err:
@@ -251,11 +252,29 @@ class Predictor:
     def to_input(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """Float ``(C, H, W)`` images in [0, 1] -> the model's normalised ``(B, C, S, S)`` batch on its device."""
         size = (self.img_size, self.img_size)
-        batch = [
-            img if tuple(img.shape[-2:]) == size else F.interpolate(img[None], size, mode="bilinear", antialias=True)[0]
-            for img in images
-        ]
+        crop_pct = self.data.get("crop_pct")
+        if crop_pct:  # imagefolder models: short side to img_size / crop_pct, then the centred crop
+            batch = [self._center_view(img, crop_pct) for img in images]
+        else:
+            batch = [
+                img
+                if tuple(img.shape[-2:]) == size
+                else F.interpolate(img[None], size, mode="bilinear", antialias=True)[0]
+                for img in images
+            ]
         return ((torch.stack(batch) - self.mean) / self.std).to(self.device)
+
+    def _center_view(self, img: torch.Tensor, crop_pct: float) -> torch.Tensor:
+        """The evaluation view of training: aspect ratio kept, short side resized, centre crop."""
+        h, w = img.shape[-2:]
+        short = max(self.img_size, round(self.img_size / crop_pct))
+        scale = short / min(h, w)
+        new = (max(short, round(h * scale)), max(short, round(w * scale)))
+        mode = "bicubic" if self.data.get("interpolation") == "bicubic" else "bilinear"
+        if new != (h, w):
+            img = F.interpolate(img[None], new, mode=mode, antialias=True)[0].clamp(0, 1)
+        top, left = (new[0] - self.img_size) // 2, (new[1] - self.img_size) // 2
+        return img[:, top : top + self.img_size, left : left + self.img_size]
 
     @torch.no_grad()
     def probabilities(self, images: Sequence[torch.Tensor]) -> torch.Tensor:

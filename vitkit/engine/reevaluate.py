@@ -44,16 +44,21 @@ def reevaluate(
     if data_root is not None:
         state["recipe"]["data"]["root"] = data_root
     recipe = recipe_from_dict(state["recipe"], source=ckpt_path)
+    from vitkit.data.folder import reuse_split
+
+    reuse_split(recipe, ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None)
     recipe.model.pop("checkpoint_path", None)  # the run's starting weights; its own replace them
     load_plugins(recipe.plugins, entry_points=False, recipe_file=str(ckpt_path))  # its components
     meta = state["data"]
     dev = select_device(device)
     precision = select_precision("auto", dev)
     data = build.build_dataset(recipe, meta["img_size"]).load()
-    model = build.build_model(recipe, len(meta["classes"]), meta["in_chans"])
+    model = build.build_model(recipe, len(meta["classes"]), meta["in_chans"], pretrained=False)
     model.load_state_dict(state["model"])
     model.to(dev)
-    transform = BatchTransform(meta["img_size"], meta["mean"], meta["std"])
+    transform = BatchTransform(
+        meta["img_size"], meta["mean"], meta["std"], crop="center" if meta.get("crop_pct") else None
+    )
     train_batch = recipe.data.batch_size if isinstance(recipe.data.batch_size, int) else 64  # "auto"
     batch = recipe.data.eval_batch_size or 4 * train_batch
     loader = build_loader(getattr(data, split), batch, transform, dev, False, recipe.data.num_workers)

@@ -75,6 +75,9 @@ def open_run(run_dir: str | Path) -> tuple[Recipe, dict[str, Any]]:
     if not isinstance(state.get("recipe"), dict):
         raise UserError(f"--resume {last}: not resumable: the checkpoint holds no recipe")
     recipe = recipe_from_dict(state["recipe"], source=run_dir / "recipe.toml")
+    from vitkit.data.folder import reuse_split
+
+    reuse_split(recipe, run_dir)  # the same files in each split as before the interruption
     remove_stale_temp_files(last.parent)
     return recipe, state
 

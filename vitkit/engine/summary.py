@@ -35,7 +35,7 @@ def describe(recipe: Recipe) -> dict[str, Any]:
         num_classes, in_chans = len(dataset.classes), dataset.in_chans
     else:
         build.build_dataset(recipe, img_size)  # raises the unknown-name error
-    model = build.build_model(recipe, num_classes, in_chans)
+    model = build.build_model(recipe, num_classes, in_chans, pretrained=False)
     build.build_augments(recipe, num_classes, img_size)
     build.build_loss(recipe, num_classes, in_chans, img_size)
     optimizer = build.build_optimizer(recipe, model)

@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
-from vitkit.data import BatchTransform, build_loader
+from vitkit.data import build_loader
+from vitkit.data.folder import write_split
+from vitkit.data.setup import apply_balance, batch_transforms, use_pretrained_norm
 from vitkit.engine import build
 from vitkit.engine import distributed as dist
 from vitkit.engine.checkpoint import atomic_write_text, save_checkpoint, save_safetensors
@@ -95,6 +97,7 @@ class Trainer:
         self.data = build.load_dataset(recipe, self.img_size)
         num_classes = len(self.data.classes)
         self.model = build.build_model(recipe, num_classes, self.data.in_chans).to(self.device)
+        use_pretrained_norm(recipe, self.model, self.data)
         if recipe.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -102,8 +105,7 @@ class Trainer:
         self.batch_size = self._batch_size()
         eval_batch = data.eval_batch_size or 4 * self.batch_size
         augments = build.build_augments(recipe, num_classes, self.img_size)
-        train_tf = BatchTransform(self.img_size, self.data.mean, self.data.std, augments)
-        eval_tf = BatchTransform(self.img_size, self.data.mean, self.data.std)
+        train_tf, eval_tf = batch_transforms(recipe, self.data, self.img_size, augments)
         rank, world = self.dist.rank, self.dist.world_size
         self.train_loader = build_loader(
             self.data.train, self.batch_size, train_tf, self.device, True, data.num_workers, recipe.seed, rank, world
@@ -125,6 +127,7 @@ class Trainer:
         self.loss_fn = build.build_loss(recipe, num_classes, self.data.in_chans, self.img_size)
         if isinstance(self.loss_fn, torch.nn.Module):  # a plugin's loss may be a plain function
             self.loss_fn.to(self.device)
+        apply_balance(recipe, self.data, self.train_loader, self.loss_fn)
         self.ema = ModelEma(self.model, recipe.train.ema) if recipe.train.ema > 0 else None
         if self.ema is not None and self.strategy == "fsdp":
             raise UserError(f"{recipe.where()}: train.ema is not supported with train.strategy = 'fsdp'")
@@ -257,6 +260,8 @@ class Trainer:
             run_dir = run_dir or new_run_dir(recipe)
             (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             (run_dir / "recipe.toml").write_text(dump_toml(recipe.to_dict()))
+            if self.data.split_record is not None:  # the files of each split: eval, compare, --resume reuse it
+                write_split(self.data.split_record, run_dir / "split.json")
         run = Run(recipe, self.model, run_dir or Path("."), self.device, self.data.classes)
         self.run = run
         ranks = f" x {self.dist.world_size} processes ({self.strategy})" if self.dist.enabled else ""
@@ -329,7 +334,9 @@ class Trainer:
             "img_size": self.img_size,
             "mean": list(self.data.mean),
             "std": list(self.data.std),
-        }
+            **({"crop_pct": self.data.crop_pct, "interpolation": build.image_view(self.recipe)["interpolation"]}
+               if self.data.crop_pct else {}),
+        }  # fmt: skip
 
     def _save(
         self, run_dir: Path, epoch: int, best_acc: float, best_epoch: int, history: list[dict[str, Any]], is_best: bool
@@ -403,6 +410,7 @@ class Trainer:
             "stop_reason": run.stop_reason,
             "skipped_steps": sum(r.get("skipped_steps", 0) for r in run.history),
             "bad_images": len(self.data.bad_images),
+            "split_sizes": {"train": len(self.data.train), "val": len(self.data.val), "test": len(self.data.test)},
             "run_dir": str(run_dir),
         }
         if self.ema is not None:

@@ -21,7 +21,8 @@ TIMM_PREFIX = "timm/"
 
 
 def create_model(name: str, checkpoint_path: str | Path | None = None, **overrides: Any) -> nn.Module:
-    """Build model ``name``; with ``checkpoint_path``, load its weights.
+    """Build model ``name``; with ``checkpoint_path``, load its weights; with ``pretrained=True`` (or an
+    ``"hf-hub:org/name"`` id) and no file, timm's pretrained weights (see ``vitkit.models.pretrained``).
 
     The file may be a vitkit checkpoint (``best.pt``), a vitkit ``model.safetensors`` (both carry the
     model options they were trained with, used unless ``overrides`` say otherwise) or a timm state
@@ -31,8 +32,17 @@ def create_model(name: str, checkpoint_path: str | Path | None = None, **overrid
     Any other mismatch is a ``UserError`` naming keys and shapes.
     """
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    pretrained = overrides.pop("pretrained", False)
     if checkpoint_path is None:
-        return MODELS.create(name, **overrides)
+        if pretrained and name.startswith(TIMM_PREFIX):
+            return MODELS.create(name, pretrained=pretrained, **overrides)
+        model = MODELS.create(name, **overrides)
+        if pretrained:
+            from vitkit.models.pretrained import load_pretrained, wants_pretrained
+
+            if wants_pretrained(pretrained):
+                load_pretrained(model, name, pretrained)
+        return model
     state, meta = read_weights(checkpoint_path)
     native = name.startswith(TIMM_PREFIX)  # timm's own model: its own layout, nothing to convert
     if meta["format"] == "vitkit":
@@ -170,21 +180,27 @@ def timm_factory(name: str) -> Any:
         img_size: int = default_size,
         num_classes: int = default_classes,
         in_chans: int = 3,
-        pretrained: bool = False,
+        pretrained: bool | str = False,
         **kwargs: Any,
     ) -> nn.Module:
-        if pretrained:
-            raise UserError(f"timm/{name}: vitkit never downloads weights; pass checkpoint_path instead")
-        common = {"pretrained": False, "num_classes": num_classes, "in_chans": in_chans, **kwargs}
+        from vitkit.models.pretrained import create_timm_pretrained, timm_source, wants_pretrained
+
+        build = timm.create_model
+        source = name
+        if wants_pretrained(pretrained):  # via huggingface_hub and its cache (HF_HUB_OFFLINE honoured)
+            build, source = create_timm_pretrained, timm_source(TIMM_PREFIX + name, pretrained)
+        common = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
+        if build is timm.create_model:
+            common["pretrained"] = False
         try:
-            return timm.create_model(name, img_size=img_size, **common)
+            return build(source, img_size=img_size, **common)
         except TypeError as err:
             if "img_size" not in str(err):
                 raise
-        return timm.create_model(name, **common)  # size-agnostic models (CNNs) take no img_size
+        return build(source, **common)  # size-agnostic models (CNNs) take no img_size
 
     factory.__name__ = f"timm_{name}"
-    factory.__doc__ = f"timm's {name}, randomly initialised (weights only from checkpoint_path)."
+    factory.__doc__ = f"timm's {name}: random weights, timm's pretrained ones (pretrained), or checkpoint_path's."
     factory.__signature__ = inspect.signature(factory)  # type: ignore[attr-defined]
     return factory
 

@@ -1,0 +1,55 @@
+"""Batched crops from imagefolder base images (``(B, C, S, S)``, ``S = img_size / crop_pct``) on the device.
+
+Training: a random-resized crop per image (torchvision's sampling of area and aspect ratio), all images
+resampled in one ``torchvision.ops.roi_align`` call (bilinear, averaging several samples per output
+pixel when shrinking, so it antialiases). Evaluation: the centred ``img_size`` crop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The centred ``size x size`` region of each image (images at least that large)."""
+    h, w = images.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top : top + size, left : left + size]
+
+
+class BatchRandomResizedCrop:
+    """Crop a random area (``scale`` of the image) and aspect (``ratio``) of each image, resized to ``size``."""
+
+    def __init__(
+        self, size: int, scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3), tries: int = 10
+    ) -> None:
+        if not 0.0 < scale[0] <= scale[1] <= 1.0:
+            raise ValueError(f"crop scale must be (min, max) with 0 < min <= max <= 1, got {list(scale)}")
+        self.size, self.scale, self.ratio, self.tries = size, tuple(scale), tuple(ratio), tries
+
+    def boxes(self, n: int, h: int, w: int, device: torch.device) -> torch.Tensor:
+        """``(n, 4)`` boxes ``x1, y1, x2, y2`` in pixels; torchvision's sampling, first fitting try wins,
+        the whole image when none fits."""
+        area = h * w * torch.empty(n, self.tries, device=device).uniform_(*self.scale)
+        log_r = torch.empty(n, self.tries, device=device).uniform_(math.log(self.ratio[0]), math.log(self.ratio[1]))
+        aspect = torch.exp(log_r)
+        cw, ch = torch.sqrt(area * aspect), torch.sqrt(area / aspect)
+        fits = (cw <= w) & (ch <= h)
+        first = fits.float().argmax(dim=1, keepdim=True)
+        cw = torch.where(fits.any(1), cw.gather(1, first)[:, 0], torch.full((n,), float(w), device=device))
+        ch = torch.where(fits.any(1), ch.gather(1, first)[:, 0], torch.full((n,), float(h), device=device))
+        x1 = torch.rand(n, device=device) * (w - cw)
+        y1 = torch.rand(n, device=device) * (h - ch)
+        return torch.stack([x1, y1, x1 + cw, y1 + ch], dim=1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        from torchvision.ops import roi_align
+
+        n, _, h, w = images.shape
+        boxes = self.boxes(n, h, w, images.device)
+        index = torch.arange(n, device=images.device, dtype=images.dtype)[:, None]
+        rois = torch.cat([index, boxes.to(images.dtype)], dim=1)
+        return roi_align(images, rois, (self.size, self.size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)

@@ -1,0 +1,238 @@
+"""Your own images (``data.dataset = "imagefolder"``): three layouts, honest splits, a split file per run.
+
+Layouts under ``data.root``:
+
+- flat: ``root/<class>/...`` (no split at all);
+- split: ``root/train/<class>/...`` plus any of ``root/val/``, ``root/test/``;
+- CSV: ``data.labels = "labels.csv"`` (relative to root) with columns ``path,label``, paths relative
+  to the CSV's folder.
+
+Files anywhere below a class folder count (nested folders are fine); hidden files and folders
+(``.name``) and files without an image suffix are skipped quietly. Whatever split is missing is
+carved out of train, stratified by class, with a fixed ``split_seed``: test first
+(``test_fraction``), then val (``val_fraction``), at least one image of every class in each carved
+split. The split that picks the best epoch (val) is never the test split. ``split.json`` lists
+each split's files relative to the root; a run writes it and ``vitkit eval``, ``vitkit compare``
+and ``--resume`` read it back (``split_file``), so every variant is scored on the same images.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitkit.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+SPLITS = ("train", "val", "test")
+Samples = list[tuple[Path, int]]
+
+
+def _visible(path: Path, base: Path) -> bool:
+    return not any(part.startswith(".") for part in path.relative_to(base).parts)
+
+
+def class_files(folder: Path) -> list[Path]:
+    """Image files anywhere below ``folder``, sorted; hidden entries and non-images skipped."""
+    return sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and _visible(p, folder)
+    )
+
+
+def class_folders(folder: Path) -> list[str]:
+    """Names of the visible sub-folders of ``folder``, sorted."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _folder_split(split: Path, classes: list[str]) -> Samples:
+    samples: Samples = []
+    for label, name in enumerate(classes):
+        samples += [(f, label) for f in class_files(split / name)]  # empty classes: see check_classes
+    return samples
+
+
+def read_csv_listing(csv_path: Path) -> tuple[list[str], Samples]:
+    """Classes (sorted) and samples of a ``path,label`` CSV; paths are relative to the CSV's folder."""
+    if not csv_path.is_file():
+        raise UserError(f"imagefolder: data.labels file {csv_path} does not exist")
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise UserError(f"imagefolder: {csv_path} needs a header row with columns path,label")
+    entries = []
+    for n, row in enumerate(rows, start=2):
+        rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+        if not rel or not label:
+            raise UserError(f"imagefolder: {csv_path} line {n}: empty path or label")
+        path = csv_path.parent / rel
+        if Path(rel).suffix.lower() not in IMAGE_SUFFIXES or any(p.startswith(".") for p in Path(rel).parts):
+            continue
+        if not path.is_file():
+            raise UserError(f"imagefolder: {csv_path} line {n}: {path} does not exist")
+        entries.append((path, label))
+    classes = sorted({label for _, label in entries})
+    if not classes:
+        raise UserError(f"imagefolder: {csv_path} lists no image files")
+    index = {name: i for i, name in enumerate(classes)}
+    return classes, [(path, index[label]) for path, label in entries]
+
+
+def classes_of(root: Path, labels: str = "", split_file: str = "") -> list[str]:
+    """The class names, found cheaply (folder names, the CSV or the split file) without listing images."""
+    if split_file:
+        return read_split(Path(split_file), root, check=False)[0]
+    if labels:
+        return read_csv_listing(root / labels)[0]
+    if not root.is_dir():
+        raise UserError(f"imagefolder: data.root {root} is not a folder")
+    present = [s for s in SPLITS if (root / s).is_dir()]
+    if present and "train" not in present:
+        raise UserError(f"imagefolder: {root} has {'/'.join(present)}/ but no train/ folder")
+    classes = class_folders(root / "train" if present else root)
+    if not classes:
+        raise UserError(
+            f"imagefolder: no class folders under {root / 'train' if present else root} (expected root/<class>/*.jpg, "
+            "root/train/<class>/, or data.labels = a CSV listing)"
+        )
+    return classes
+
+
+def scan(root: Path, labels: str = "") -> tuple[list[str], dict[str, Samples], str]:
+    """(classes, the splits found on disk, layout name) of ``root``: ``csv``, ``split`` or ``flat``."""
+    if not root.is_dir():
+        raise UserError(f"imagefolder: data.root {root} is not a folder")
+    if labels:
+        classes, samples = read_csv_listing(root / labels)
+        return classes, {"train": samples}, "csv"
+    present = [s for s in SPLITS if (root / s).is_dir()]
+    if present:
+        if "train" not in present:
+            raise UserError(f"imagefolder: {root} has {'/'.join(present)}/ but no train/ folder")
+        classes = class_folders(root / "train")
+        if not classes:
+            raise UserError(f"imagefolder: {root / 'train'} has no class folders")
+        found = {}
+        for split in present:
+            names = class_folders(root / split)
+            if names != classes:
+                raise UserError(
+                    f"imagefolder: class folders of {root / split} differ from train/: {names} vs {classes}"
+                )
+            found[split] = _folder_split(root / split, classes)
+        return classes, found, "split"
+    classes = class_folders(root)
+    if not classes:
+        raise UserError(
+            f"imagefolder: no class folders under {root} (expected root/<class>/*.jpg, root/train/<class>/, "
+            "or data.labels = a CSV listing)"
+        )
+    return classes, {"train": _folder_split(root, classes)}, "flat"
+
+
+def check_classes(found: dict[str, Samples], dropped: set[Path], classes: list[str], root: Path, layout: str) -> None:
+    """Every class has images in every split found on disk, and readable ones (``dropped``: unreadable)."""
+    for name, samples in found.items():
+        seen = {label for _, label in samples}
+        readable = {label for path, label in samples if path not in dropped}
+        for label, cls in enumerate(classes):
+            where = {"split": f"class folder {root / name / cls}", "flat": f"class folder {root / cls}"}
+            what = where.get(layout, f"class {cls!r} in {name}")
+            if label not in seen:
+                raise UserError(f"imagefolder: {what} has no images")
+            if label not in readable:
+                raise UserError(f"imagefolder: {what} has no readable images")
+
+
+def carve(
+    samples: Samples, fractions: dict[str, float], classes: list[str], seed: int, source: str
+) -> dict[str, Samples]:
+    """Split ``samples`` stratified by class: ``fractions`` maps each carved split to its share of the
+    class (rounded, at least one image); the rest stays ``train``. Too small a class is a ``UserError``."""
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, Samples] = {"train": [], **{name: [] for name in fractions}}
+    by_class: dict[int, Samples] = {}
+    for sample in samples:
+        by_class.setdefault(sample[1], []).append(sample)
+    for label in range(len(classes)):
+        items = by_class.get(label, [])
+        counts = {name: max(1, round(len(items) * frac)) for name, frac in fractions.items()}
+        need = sum(counts.values()) + 1
+        if len(items) < need:
+            carved = " and ".join(f"{name} ({frac:g})" for name, frac in fractions.items())
+            raise UserError(
+                f"imagefolder: class {classes[label]!r} has {len(items)} image{'s' * (len(items) != 1)} in "
+                f"{source}: too few to carve {carved} from it (needs at least {need}); add images or "
+                "provide the split folders"
+            )
+        order = torch.randperm(len(items), generator=g).tolist()
+        start = 0
+        for name, count in counts.items():
+            out[name] += [items[i] for i in order[start : start + count]]
+            start += count
+        out["train"] += [items[i] for i in order[start:]]
+    return {name: sorted(split, key=lambda s: (s[1], str(s[0]))) for name, split in out.items()}
+
+
+def make_splits(
+    found: dict[str, Samples], classes: list[str], val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, Samples]:
+    """All three splits: the ones on disk, and the missing ones carved from train."""
+    missing = {name: frac for name, frac in (("test", test_fraction), ("val", val_fraction)) if name not in found}
+    splits = dict(found)
+    if missing:
+        splits.update(carve(found["train"], missing, classes, seed, "train"))
+    return {name: splits[name] for name in SPLITS}
+
+
+# ------------------------------------------------------------------------------------ split file
+
+
+def _relative(path: Path, root: Path) -> str:
+    import os
+
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def split_record(splits: dict[str, Samples], classes: list[str], root: Path, layout: str, seed: int) -> dict:
+    """``split.json``'s content: each split's files (relative to ``root``) with their class names."""
+    record: dict[str, Any] = {"root": str(root), "layout": layout, "split_seed": seed, "classes": classes}
+    record["sizes"] = {name: len(splits[name]) for name in SPLITS}
+    for name in SPLITS:
+        record[name] = [[_relative(path, root), classes[label]] for path, label in splits[name]]
+    return record
+
+
+def reuse_split(recipe: Any, run_dir: Path | None) -> None:
+    """Point ``recipe.data.split_file`` at ``run_dir/split.json`` when the run has one (eval, resume, compare)."""
+    if run_dir is not None and (run_dir / "split.json").is_file():
+        recipe.data.split_file = str(run_dir / "split.json")
+
+
+def write_split(record: dict, path: Path) -> None:
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def read_split(split_file: Path, root: Path, check: bool = True) -> tuple[list[str], dict[str, Samples]]:
+    """Classes and splits of a ``split.json``, files resolved against ``root``; missing files are an error."""
+    try:
+        record = json.loads(split_file.read_text())
+        classes = list(record["classes"])
+        index = {name: i for i, name in enumerate(classes)}
+        splits = {name: [(root / rel, index[label]) for rel, label in record[name]] for name in SPLITS}
+    except FileNotFoundError:
+        raise UserError(f"imagefolder: split file {split_file} does not exist") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"imagefolder: {split_file} is not a vitkit split.json ({err})") from None
+    for name in SPLITS if check else ():
+        gone = [str(path) for path, _ in splits[name] if not path.is_file()]
+        if gone:
+            more = f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""
+            raise UserError(
+                f"imagefolder: {gone[0]}{more}, listed in {split_file} ({name}), does not exist; "
+                "restore it or set data.root to where the images are"
+            )
+    return classes, splits

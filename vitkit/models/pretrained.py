@@ -1,0 +1,103 @@
+"""Pretrained weights the way timm users know them: ``model.pretrained = true`` (or ``"hf-hub:org/name"``).
+
+vitkit's ViT configs that share a name with a timm model (``vit_small_patch16_224``, ``deit_*``, ...)
+map to timm's default pretrained tag; ``timm/<name>`` uses timm's own. timm fetches the file through
+``huggingface_hub`` into the standard Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``), so
+``HF_HUB_OFFLINE=1`` is honoured and a cached file is never fetched twice. The weights are converted
+to vitkit's layout (position embeddings resized for another ``img_size``, input channels adapted)
+and the classifier head is reset for the dataset's classes. Offline with nothing cached: a one-line
+``UserError`` naming the missing file and ``model.checkpoint_path`` as the way to give it locally.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from vitkit.errors import UserError
+
+HUB_PREFIX = "hf-hub:"
+TIMM_PREFIX = "timm/"
+
+
+def wants_pretrained(value: Any) -> bool:
+    """Whether a ``model.pretrained`` value asks for weights (``true`` or an ``hf-hub:`` id)."""
+    if value is None or value is False:
+        return False
+    if value is True or (isinstance(value, str) and value.startswith(HUB_PREFIX)):
+        return True
+    raise UserError(f'model.pretrained: expected true, false or "hf-hub:org/name", got {value!r}')
+
+
+def timm_source(name: str, pretrained: Any) -> str:
+    """The timm model name (or ``hf-hub:`` id) whose pretrained weights model ``name`` loads."""
+    import timm
+
+    if isinstance(pretrained, str):
+        return pretrained
+    base = name.removeprefix(TIMM_PREFIX)
+    cfg = timm.models.get_pretrained_cfg(base) if timm.is_model(base) else None
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        raise UserError(
+            f"model {name!r} has no pretrained weights known to timm; use a config that has (e.g. "
+            'vit_small_patch16_224), model.pretrained = "hf-hub:org/name", or model.checkpoint_path'
+        )
+    return base
+
+
+def pretrained_cfg(name: str, pretrained: Any) -> dict[str, Any] | None:
+    """timm's pretrained config (mean, std, crop_pct, interpolation, ...) without any download; ``None``
+    when not pretrained or only the hub knows it (``hf-hub:`` ids: read from the built model instead)."""
+    if not wants_pretrained(pretrained) or isinstance(pretrained, str):
+        return None
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(timm_source(name, pretrained))
+    return cfg.to_dict() if cfg is not None else None
+
+
+def _missing_weights(source: str, err: Exception) -> UserError:
+    """The one line for weights that are neither cached nor downloadable."""
+    import timm
+    from huggingface_hub import constants
+
+    repo, filename = source.removeprefix(HUB_PREFIX), "model.safetensors"
+    if not source.startswith(HUB_PREFIX):
+        cfg = timm.models.get_pretrained_cfg(source)
+        repo = (cfg.hf_hub_id or cfg.url or source) if cfg is not None else source
+        filename = (cfg.hf_hub_filename or filename) if cfg is not None else filename
+    offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return UserError(
+        f"pretrained weights {repo} ({filename}) are not in the Hugging Face cache {constants.HF_HUB_CACHE} and "
+        f"could not be downloaded{offline}: {first}; download them where there is network, or set "
+        "model.checkpoint_path to a local weights file"
+    )
+
+
+def create_timm_pretrained(source: str, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(source, pretrained=True, **kwargs)``; a file timm cannot get is a ``UserError``."""
+    import timm
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    try:
+        return timm.create_model(source, pretrained=True, **kwargs)
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, ConnectionError) as err:
+        raise _missing_weights(source, err) from None
+    except (RuntimeError, ValueError, OSError) as err:
+        if "offline" in str(err).lower() or "connect" in str(err).lower() or "not found" in str(err).lower():
+            raise _missing_weights(source, err) from None
+        raise
+
+
+def load_pretrained(model: nn.Module, name: str, pretrained: Any) -> nn.Module:
+    """Load timm's pretrained weights for ``name`` into the vitkit ``model`` (converted, positions
+    resized, head reset when the classes differ); sets ``model.pretrained_cfg``."""
+    from vitkit.models.timm_bridge import load_weights
+
+    source = timm_source(name, pretrained)
+    reference = create_timm_pretrained(source)
+    load_weights(model, reference.state_dict(), f"pretrained {source}", reset_head=True, convert=True)
+    model.pretrained_cfg = dict(getattr(reference, "pretrained_cfg", {}) or {})
+    return model
