@@ -24,10 +24,8 @@ from typing import Any
 from vitkit.errors import UserError
 from vitkit.recipe import Recipe, apply_overrides, dump_toml, recipe_from_dict
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 FINETUNE_UPDATES, FINETUNE_EPOCHS = 1000, (5, 30)
 SCRATCH_UPDATES, SCRATCH_EPOCHS = 3000, (20, 100)
-VAL_FRACTION, TEST_FRACTION = 0.1, 0.1
 PRETRAINED = {"cuda": "vit_small_patch16_224", "cpu": "vit_tiny_patch16_224"}
 SCRATCH = "vit_sd_tiny_patch4_32"
 
@@ -40,7 +38,7 @@ class Survey:
     layout: str  # flat | split | csv
     classes: list[str]
     images: int  # all images found
-    train: int  # images left for training once the missing splits are carved out
+    train: int  # images in the train split once the missing splits are carved out
 
 
 @dataclass
@@ -52,47 +50,22 @@ class Choice:
     notes: list[str] = field(default_factory=list)
 
 
-def _images(folder: Path) -> int:
-    return sum(
-        1
-        for path in folder.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-        and path.is_file()
-    )
-
-
-def _class_folders(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def survey(root: str | Path) -> Survey:
-    """Layout, classes and image counts of a folder of images; a folder vitkit cannot read is a ``UserError``."""
+    """Layout, classes and split sizes of a folder of images, as ``imagefolder`` will read and split it
+    with the default fractions; a folder it cannot read is a ``UserError``."""
+    from vitkit.data.folder import class_folders, make_splits, scan
+    from vitkit.recipe import DataConfig
+
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root} is not a folder of images (or a TOML recipe)")
-    if (root / "train").is_dir():
-        classes = _class_folders(root / "train")
-        counts = {s: _images(root / s) for s in ("train", "val", "test") if (root / s).is_dir()}
-        carved = sum(f for s, f in (("val", VAL_FRACTION), ("test", TEST_FRACTION)) if s not in counts)
-        layout, total, train = "split", sum(counts.values()), round(counts["train"] * (1 - carved))
-    elif not _class_folders(root) and (root / "labels.csv").is_file():
-        with open(root / "labels.csv", encoding="utf-8") as handle:
-            labels = [line.rsplit(",", 1)[-1].strip() for line in handle.read().splitlines()[1:] if line.strip()]
-        classes, layout, total = sorted(set(labels)), "csv", len(labels)
-        train = round(total * (1 - TEST_FRACTION) * (1 - VAL_FRACTION))
-    else:
-        classes = _class_folders(root)
-        layout, total = "flat", _images(root)
-        train = round(total * (1 - TEST_FRACTION) * (1 - VAL_FRACTION))
-    if total == 0 or not classes:
-        raise UserError(
-            f"no images found under {root}: expected {root}/<class>/*.jpg (one folder per class), "
-            f"{root}/train/<class>/..., or {root}/labels.csv"
-        )
+    labels = "labels.csv" if not class_folders(root) and (root / "labels.csv").is_file() else ""
+    classes, found, layout = scan(root, labels)
     if len(classes) < 2:
         raise UserError(f"{root} holds one class ({classes[0]}); a classifier needs at least two class folders")
-    return Survey(root, layout, classes, total, train)
+    config = DataConfig()
+    splits = make_splits(found, classes, config.val_fraction, config.test_fraction, config.split_seed)
+    return Survey(root, layout, classes, sum(map(len, splits.values())), len(splits["train"]))
 
 
 def _hub_file(name: str) -> tuple[str, tuple[str, ...]] | None:
@@ -160,7 +133,7 @@ def choose(
         "data": {"dataset": "imagefolder", "root": str(info.root.resolve()), "batch_size": batch},
     }
     if info.layout == "csv":
-        recipe["data"]["labels"] = "labels.csv"
+        recipe["data"]["labels"] = "labels.csv"  # the one CSV name vitkit run DIR looks for
     if pretrained:
         model = PRETRAINED[kind]
         recipe["model"] = {"name": model, "pretrained": True}
@@ -179,8 +152,8 @@ def choose(
     recipe["train"] = {"epochs": epochs}
     updates = f"~{per_epoch * epochs:,} updates" + ("" if isinstance(batch, int) else " at batch 64")
     line = (
-        f"{info.root}: imagefolder ({info.layout}, {len(info.classes)} classes, {info.images:,} images, "
-        f"~{info.train:,} to train) -> {how}; {epochs} epochs ({updates}), batch {batch}, "
+        f"{info.root} chose: imagefolder ({info.layout}, {len(info.classes)} classes, {info.images:,} images, "
+        f"{info.train:,} to train) -> {how}; {epochs} epochs ({updates}), batch {batch}, "
         f"lr {recipe['optimizer']['lr']:g} on {kind}"
     )
     return Choice(recipe, line)
@@ -203,11 +176,11 @@ def recipe_text(choice: Choice) -> str:
     return f"# vitkit run {choice.line}\n" + dump_toml(choice.recipe)
 
 
-def with_found_lr(recipe: Recipe, plugins: Any = None) -> tuple[Recipe, str]:
-    """``--lr auto``: the recipe with ``optimizer.lr`` set to the LR finder's valley suggestion."""
-    from vitkit.engine.lr_find import lr_find
+def with_found_lr(recipe: Recipe, plugins: Any = None, steps: int | None = None) -> tuple[Recipe, str]:
+    """``--lr auto``: the recipe with ``optimizer.lr`` set to the LR finder's valley suggestion (2 digits)."""
+    from vitkit.engine.lr_find import DEFAULT_STEPS, lr_find
 
-    result = lr_find(recipe, plugins=plugins)
+    result = lr_find(recipe, steps or DEFAULT_STEPS, plugins=plugins)
     if "valley" not in result.suggestions:
         raise UserError(
             "--lr auto: the LR finder found no suggestion (the loss diverged too early); give --lr a number"
