@@ -67,12 +67,11 @@ def _missing_weights(source: str, err: Exception) -> UserError:
         cfg = timm.models.get_pretrained_cfg(source)
         repo = (cfg.hf_hub_id or cfg.url or source) if cfg is not None else source
         filename = (cfg.hf_hub_filename or filename) if cfg is not None else filename
-    offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
     first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"the download failed ({first})"
     return UserError(
         f"pretrained weights {repo} ({filename}) are not in the Hugging Face cache {constants.HF_HUB_CACHE} and "
-        f"could not be downloaded{offline}: {first}; download them where there is network, or set "
-        "model.checkpoint_path to a local weights file"
+        f"{why}; run once with network to cache them, or set model.checkpoint_path to a local weights file"
     )
 
 
