@@ -10,8 +10,8 @@ import pytest
 import tomllib
 from huggingface_hub import constants
 
-from benchmarks.make_photo_folder import make_photo_folder
 from tests.conftest import TINY_DIGITS
+from tests.photos import make_photo_folder
 from vitkit.quickstart import PRETRAINED, SCRATCH, choose, with_found_lr
 from vitkit.recipe import load_recipe
 
