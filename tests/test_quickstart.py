@@ -83,7 +83,7 @@ def test_folders_that_cannot_train_are_one_line_errors(cli, tmp_path, offline):
     (tmp_path / "empty").mkdir()
     (tmp_path / "one" / "cats").mkdir(parents=True)
     (tmp_path / "one" / "cats" / "a.jpg").touch()
-    for folder, says in (("empty", "no class folders"), ("one", "at least two class folders")):
+    for folder, says in (("empty", "neither a TOML recipe nor a folder of images"), ("one", "at least two class")):
         code, _, err = cli("run", tmp_path / folder, "--dry-run")
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1
 

@@ -257,9 +257,7 @@ def _resume(args: argparse.Namespace) -> int:
     if args.recipe is not None:
         raise UserError(f"vitkit run: give either a recipe ({args.recipe}) or --resume RUN_DIR, not both")
     if args.overrides or args.dry_run or args.lr:
-        raise UserError(
-            "vitkit run --resume: --set, --lr and --dry-run do not apply; a run continues with its own recipe"
-        )
+        raise UserError("vitkit run --resume: --set and --dry-run do not apply; a run continues with its own recipe")
     from vitkit.engine.faults import fit_guarded
     from vitkit.engine.resume import open_run
 

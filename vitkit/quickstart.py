@@ -59,7 +59,13 @@ def survey(root: str | Path) -> Survey:
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root} is not a folder of images (or a TOML recipe)")
-    labels = "labels.csv" if not class_folders(root) and (root / "labels.csv").is_file() else ""
+    folders = class_folders(root)
+    if not folders and not (root / "labels.csv").is_file():
+        raise UserError(
+            f"{root} is neither a TOML recipe nor a folder of images: expected {root}/<class>/*.jpg "
+            f"(one folder per class), {root}/train/<class>/..., or {root}/labels.csv"
+        )
+    labels = "labels.csv" if not folders else ""
     classes, found, layout = scan(root, labels)
     if len(classes) < 2:
         raise UserError(f"{root} holds one class ({classes[0]}); a classifier needs at least two class folders")
