@@ -51,8 +51,10 @@ def test_dry_run_prints_the_chosen_recipe_as_toml(cli, photos, offline, tmp_path
     assert first.startswith(f"# vitkit run {photos} chose: imagefolder (flat, 3 classes, 24 images, 18 to train)")
     assert f"{SCRATCH} from scratch" in first and "HF_HUB_OFFLINE is set" in first
     recipe = tomllib.loads(out)
-    assert recipe["data"] == {"dataset": "imagefolder", "root": str(photos.resolve()), "batch_size": 4}
-    assert recipe["model"] == {"name": SCRATCH}
+    assert recipe["data"] == {
+        "dataset": "imagefolder", "root": str(photos.resolve()), "batch_size": 4, "crop_scale": 0.35
+    }  # fmt: skip
+    assert recipe["model"]["name"] == SCRATCH and recipe["model"]["img_size"] == 64
     assert 20 <= recipe["train"]["epochs"] <= 100
     saved = tmp_path / "my.toml"  # vitkit run DIR --dry-run > my.toml
     saved.write_text(out)
@@ -70,13 +72,13 @@ def test_pretrained_when_the_weights_are_cached(tmp_path, offline):
         for i in range(120):
             (folder / name / f"{i}.jpg").touch()
     cpu = choose(folder, device="cpu")
-    assert cpu.recipe["model"] == {"name": PRETRAINED["cpu"], "pretrained": True}
+    assert cpu.recipe["model"] == {"name": PRETRAINED["cpu"], "pretrained": True, "drop_path_rate": 0.1}
     assert "weights cached" in cpu.line and "4x slower on CPU" in cpu.line
     assert cpu.recipe["data"]["batch_size"] == 64 and 5 <= cpu.recipe["train"]["epochs"] <= 30
     gpu = choose(folder, device="cuda")
-    assert gpu.recipe["model"] == {"name": PRETRAINED["cuda"], "pretrained": True}
+    assert gpu.recipe["model"]["name"] == PRETRAINED["cuda"] and gpu.recipe["model"]["pretrained"]
     assert gpu.recipe["data"]["batch_size"] == "auto" and "at batch 64" in gpu.line
-    assert gpu.recipe["optimizer"]["layer_decay"] == 0.75
+    assert gpu.recipe["optimizer"]["layer_decay"] == 0.65
 
 
 def test_folders_that_cannot_train_are_one_line_errors(cli, tmp_path, offline):

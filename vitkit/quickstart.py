@@ -5,12 +5,13 @@ The choice (documented in docs/own_images.md):
 - data: ``imagefolder`` on DIR (any layout it reads: ``DIR/<class>/``, ``DIR/train|val|test/<class>/``,
   or ``DIR/labels.csv``), the missing splits carved out of train;
 - model: a pretrained ViT when its weights are in the Hugging Face cache or can be downloaded:
-  ViT-S/16 at 224 px on a GPU, ViT-Ti/16 at 224 px on CPU (4x fewer FLOPs); otherwise (offline
-  without cached weights) the small-data ViT ``vit_sd_tiny_patch4_32`` from scratch at 32 px;
+  ViT-S/16 at 224 px on a GPU, ViT-Ti/16 at 224 px on CPU (4x fewer FLOPs), fine-tuned as
+  ``recipes/folder_finetune.toml``; otherwise (offline without cached weights) the small-data ViT
+  from scratch at 64 px, as ``recipes/folder_scratch.toml``;
 - epochs: enough for about 1,000 updates when fine-tuning (5-30 epochs) or 3,000 from scratch
   (20-100 epochs), counted at the chosen batch size (64 when the GPU picks it: ``auto``);
 - batch size: ``auto`` on a GPU (the largest that fits, halved), 64 on CPU; smaller for tiny folders;
-- learning rate: the recipe's (fine-tuning: 3e-4 with layer decay 0.75; scratch: 1e-3), or the
+- learning rate: the recipe's (fine-tuning: 1e-4 with layer decay 0.65; scratch: 1e-3), or the
   LR finder's ``valley`` with ``--lr auto``.
 """
 
@@ -140,22 +141,24 @@ def choose(
     }
     if info.layout == "csv":
         recipe["data"]["labels"] = "labels.csv"  # the one CSV name vitkit run DIR looks for
-    if pretrained:
+    if pretrained:  # the settings of recipes/folder_finetune.toml
         model = PRETRAINED[kind]
-        recipe["model"] = {"name": model, "pretrained": True}
-        recipe["optimizer"] = {"name": "adamw", "lr": 3e-4, "weight_decay": 0.05, "layer_decay": 0.75}
-        recipe["scheduler"] = {"name": "cosine", "warmup_epochs": 1}
+        recipe["model"] = {"name": model, "pretrained": True, "drop_path_rate": 0.1}
+        recipe["optimizer"] = {"name": "adamw", "lr": 1e-4, "weight_decay": 0.05, "layer_decay": 0.65}
+        recipe["scheduler"] = {"name": "cosine", "warmup_epochs": 1, "min_lr_ratio": 0.01}
         how = f"{model} pretrained at 224 px ({why}" + (
             ")" if kind == "cuda" else "; ViT-Ti/16: ViT-S/16 is 4x slower on CPU)"
         )
-    else:
+    else:  # the settings of recipes/folder_scratch.toml
         model = SCRATCH
-        recipe["model"] = {"name": model}
+        recipe["model"] = {"name": model, "img_size": 64, "patch_size": 8, "drop_path_rate": 0.1}
+        recipe["data"]["crop_scale"] = 0.35
+        recipe["augment"] = {"train": [{"name": "randaugment", "num_ops": 2, "magnitude": 7}]}
         recipe["optimizer"] = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05}
-        recipe["scheduler"] = {"name": "cosine", "warmup_epochs": max(1, epochs // 10)}
-        how = f"{model} from scratch at 32 px, no pretrained weights ({why})"
+        recipe["scheduler"] = {"name": "cosine", "warmup_epochs": max(1, epochs // 20), "min_lr_ratio": 0.01}
+        how = f"{model} from scratch at 64 px, no pretrained weights ({why})"
     recipe["loss"] = {"name": "cross_entropy", "label_smoothing": 0.1}
-    recipe["train"] = {"epochs": epochs}
+    recipe["train"] = {"epochs": epochs, "clip_grad": 1.0}
     updates = f"~{per_epoch * epochs:,} updates" + ("" if isinstance(batch, int) else " at batch 64")
     line = (
         f"{info.root} chose: imagefolder ({info.layout}, {len(info.classes)} classes, {info.images:,} images, "
