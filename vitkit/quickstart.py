@@ -18,7 +18,7 @@ The choice (documented in docs/own_images.md):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ class Choice:
 
     recipe: dict[str, Any]
     line: str
-    notes: list[str] = field(default_factory=list)
 
 
 def survey(root: str | Path) -> Survey:
