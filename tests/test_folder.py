@@ -208,3 +208,88 @@ def test_balance_sampler_trains_an_imbalanced_folder(cli, tmp_path):
         extra.unlink()
     code, _, err = cli("run", folder_recipe(tmp_path, root), "--no-plugins", "--set", 'data.balance="sampler"')
     assert code == 0, err
+
+
+KILL_PLUGIN = """
+import os
+import signal
+
+import vitkit
+
+
+@vitkit.hookimpl
+def vitkit_on_epoch_end(run, epoch, metrics):
+    if epoch == 2:  # last.pt of epoch 2 is saved: die as a power cut would
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.slow
+def test_streamed_folder_resumes_bit_identical_after_a_kill(cli, tmp_path):
+    """Workers decode and augment per sample (RandAugment); order and draws depend on (seed, epoch) only."""
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    root = tiny_folder(tmp_path / "photos", per_class=8)
+    overrides = [
+        "--set", 'data.cache="off"', "--set", "data.num_workers=2", "--set", "train.epochs=4",
+        "--set", 'augment.train=[{ name = "randaugment", num_ops = 2, magnitude = 9 }]',
+    ]  # fmt: skip
+    recipe = folder_recipe(tmp_path, root)
+    code, _, err = cli("run", recipe, "--no-plugins", *overrides)
+    assert code == 0, err
+    (reference,) = (tmp_path / "runs" / "photos").iterdir()
+    recipe = folder_recipe(tmp_path, root, name="killed.toml")
+    recipe.write_text(recipe.read_text().replace('name = "photos"', 'name = "killed"'))
+    (tmp_path / "kill.py").write_text(KILL_PLUGIN)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "vitkit", "run", str(recipe), "--no-plugins", "--plugin", str(tmp_path / "kill.py")]
+    done = subprocess.run([*args, *overrides], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == -9, done.stderr
+    (killed,) = (tmp_path / "runs" / "killed").iterdir()
+    assert not (killed / "summary.json").exists()
+    code, _, err = cli("run", "--resume", killed, "--no-plugins")
+    assert code == 0, err
+
+    def rows(run_dir: Path) -> list[tuple[str, ...]]:
+        keys = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+        return [tuple(r[k] for k in keys) for r in csv.DictReader((run_dir / "metrics.csv").read_text().splitlines())]
+
+    assert len(rows(reference)) == 4 and rows(killed) == rows(reference)
+    assert (
+        json.loads((killed / "split.json").read_text())["test"]
+        == json.loads((reference / "split.json").read_text())["test"]
+    )
+
+
+def test_predict_prepares_an_image_as_evaluation_does(tmp_path):
+    from vitkit.data.imageio import load_base, open_image, to_uint8_tensor
+    from vitkit.data.loaders import BatchTransform
+    from vitkit.engine.predict import Predictor
+
+    draw_photo("triangle", 90, 50, __import__("random").Random(3)).save(tmp_path / "wide.jpg", quality=95)
+    meta = {"classes": ["a"], "in_chans": 3, "img_size": 16, "mean": [0, 0, 0], "std": [1, 1, 1], "crop_pct": 0.875}
+    predictor = Predictor(torch.nn.Identity(), meta)
+    seen = predictor.to_input([to_uint8_tensor(open_image(tmp_path / "wide.jpg", "RGB")).float() / 255])
+    evaluated, _ = BatchTransform(16, (0, 0, 0), (1, 1, 1), crop="center")(
+        load_base(tmp_path / "wide.jpg", 3, 18)[None], torch.zeros(1, dtype=torch.long)
+    )
+    assert seen.shape == evaluated.shape == (1, 3, 16, 16)
+    assert (seen - evaluated).abs().mean() < 0.03  # the same view; PIL vs torch resampling differ slightly
+
+
+def test_compare_scores_every_variant_on_the_first_variants_split(cli, tmp_path):
+    import tomllib
+
+    root = tiny_folder(tmp_path / "photos", per_class=6)
+    out = tmp_path / "cmp"
+    code, _, err = cli("compare", folder_recipe(tmp_path, root), "--vary", "seed=1,2", "--out", out, "--no-plugins")
+    assert code == 0, err
+    runs = sorted(out.glob("*/*/split.json"))
+    assert len(runs) == 2 and runs[0].read_text() == runs[1].read_text()
+    recipes = [tomllib.loads((p.parent / "recipe.toml").read_text())["data"]["split_file"] for p in runs]
+    assert sorted(recipes) == ["", str(runs[0])] or sorted(recipes) == ["", str(runs[1])]

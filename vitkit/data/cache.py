@@ -135,6 +135,7 @@ def decode_all(
         batch_size=32,
         num_workers=num_workers,
         collate_fn=_collate,
+        generator=torch.Generator().manual_seed(0),  # leaves the global RNG (model init) as without a cache
     )
     bad: dict[Path, str] = {}
     columns = (TextColumn("decoding images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -293,8 +293,7 @@ class ImageFolder(ImageDataset):
         from vitkit.data.imagecheck import find_bad_images
 
         if self.split_file:
-            self.classes, found = folder.read_split(Path(self.split_file), self.root)
-            layout = "split file"
+            self.classes, found, layout = folder.read_split(Path(self.split_file), self.root)
         else:
             self.classes, found, layout = folder.scan(self.root, self.labels)
         folder.check_classes({"train": found["train"]}, set(), self.classes, self.root, layout)  # before decoding

@@ -216,13 +216,14 @@ def write_split(record: dict, path: Path) -> None:
     path.write_text(json.dumps(record, indent=1) + "\n")
 
 
-def read_split(split_file: Path, root: Path, check: bool = True) -> tuple[list[str], dict[str, Samples]]:
-    """Classes and splits of a ``split.json``, files resolved against ``root``; missing files are an error."""
+def read_split(split_file: Path, root: Path, check: bool = True) -> tuple[list[str], dict[str, Samples], str]:
+    """Classes, splits and layout of a ``split.json``, files resolved against ``root``; missing files are an error."""
     try:
         record = json.loads(split_file.read_text())
         classes = list(record["classes"])
         index = {name: i for i, name in enumerate(classes)}
         splits = {name: [(root / rel, index[label]) for rel, label in record[name]] for name in SPLITS}
+        layout = str(record.get("layout", "split"))
     except FileNotFoundError:
         raise UserError(f"imagefolder: split file {split_file} does not exist") from None
     except (ValueError, KeyError, TypeError) as err:
@@ -235,4 +236,4 @@ def read_split(split_file: Path, root: Path, check: bool = True) -> tuple[list[s
                 f"imagefolder: {gone[0]}{more}, listed in {split_file} ({name}), does not exist; "
                 "restore it or set data.root to where the images are"
             )
-    return classes, splits
+    return classes, splits, layout

@@ -171,6 +171,7 @@ class FileLoader:
             drop_last=train and len(self.sampler) >= batch_size,
             pin_memory=device.type == "cuda",
             persistent_workers=num_workers > 0,
+            generator=torch.Generator().manual_seed(seed),  # worker seeds: never a draw from the global RNG
         )
         self.transform, self.device, self.train, self.seed = transform, device, train, seed
 

@@ -4,7 +4,10 @@ A run writes ``checkpoints/last.pt`` before its first epoch (epoch 0) and after 
 killed at any moment continues from the last complete epoch; the redone epoch is bit-identical on CPU
 because the model, optimizer, scheduler, scaler and every RNG state (torch CPU and CUDA, Python,
 NumPy) are restored as they were at the end of that epoch, and the loader's order depends only on
-(seed, epoch).
+(seed, epoch). File-backed data (imagefolder streamed by workers) is exact too: its sampler orders each
+epoch from (seed, epoch), per-sample augmentations in the workers draw from (seed, epoch, index), and the
+DataLoader's worker seeds come from its own generator, so starting workers in a resumed process draws
+nothing from the global RNG.
 """
 
 from __future__ import annotations
