@@ -124,6 +124,21 @@ def test_lr_find_on_a_folder(cli, photos, offline, tmp_path):
 
 def test_lr_auto_sets_the_valley_suggestion(write_recipe, tmp_path):
     recipe = load_recipe(write_recipe(TINY_DIGITS))
-    found, how = with_found_lr(recipe, steps=30)
+    found, how, result = with_found_lr(recipe, steps=30)
+    assert found.optimizer["lr"] == float(f"{result.suggestions['valley']:.2g}")
     assert found.optimizer["lr"] != recipe.optimizer["lr"] and found.train == recipe.train
     assert f"--lr auto: {found.optimizer['lr']:g} (lr-find valley" in how
+
+
+@pytest.mark.slow
+def test_run_lr_auto_records_the_found_lr_and_its_curve(cli, write_recipe, tmp_path):
+    recipe = write_recipe(TINY_DIGITS + f'[output]\ndir = "{tmp_path / "runs"}"\n')
+    code, out, err = cli("run", recipe, "--lr", "auto", "--set", "train.epochs=1", "--no-plugins")
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("--lr auto: "))
+    lr = float(line.split()[2])
+    (run_dir,) = list((tmp_path / "runs" / "tiny").iterdir())
+    assert load_recipe(run_dir / "recipe.toml").optimizer["lr"] == lr != 3e-3
+    assert (run_dir / "lr_find.png").is_file() and (run_dir / "lr_find.csv").is_file()
+    code, _, err = cli("run", recipe, "--lr", "0.1")
+    assert code == 2 and "only 'auto'" in err

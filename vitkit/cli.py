@@ -237,15 +237,15 @@ def _run(args: argparse.Namespace) -> int:
         )
     recipe = load_recipe(args.recipe, args.overrides)
     manager, _ = _load_plugins(args, recipe)
-    if args.lr == "auto" and not args.dry_run:
-        from vitkit.quickstart import with_found_lr
-
-        recipe, how = with_found_lr(recipe, manager)
-        print(how)
     if args.dry_run:
         from vitkit.engine.summary import describe
 
         describe(recipe)
+        return 0
+    if args.lr == "auto":
+        from vitkit.quickstart import fit
+
+        fit(recipe, manager, lr_auto=True)
         return 0
     from vitkit.engine.faults import fit_guarded
 

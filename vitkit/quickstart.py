@@ -184,20 +184,37 @@ def recipe_text(choice: Choice) -> str:
     return f"# vitkit run {choice.line}\n" + dump_toml(choice.recipe)
 
 
-def with_found_lr(recipe: Recipe, plugins: Any = None, steps: int | None = None) -> tuple[Recipe, str]:
-    """``--lr auto``: the recipe with ``optimizer.lr`` set to the LR finder's valley suggestion (2 digits)."""
+def with_found_lr(recipe: Recipe, plugins: Any = None, steps: int | None = None) -> tuple[Recipe, str, Any]:
+    """``--lr auto``: (the recipe with ``optimizer.lr`` set to the LR finder's valley suggestion, 2 digits;
+    a line saying so; the finder's ``LRFindResult``)."""
     from vitkit.engine.lr_find import DEFAULT_STEPS, lr_find
 
     result = lr_find(recipe, steps or DEFAULT_STEPS, plugins=plugins)
     if "valley" not in result.suggestions:
-        raise UserError(
-            "--lr auto: the LR finder found no suggestion (the loss diverged too early); give --lr a number"
-        )
+        raise UserError("--lr auto: the LR finder found no suggestion (the loss diverged too early); set optimizer.lr")
     lr = float(f"{result.suggestions['valley']:.2g}")
     data = recipe.to_dict()
     data["optimizer"] = {**data["optimizer"], "lr": lr}
     found = recipe_from_dict(data, source=recipe.source)
-    return found, f"--lr auto: {lr:g} (lr-find valley; steepest {result.suggestions['steepest']:.2g})"
+    return found, f"--lr auto: {lr:g} (lr-find valley; steepest {result.suggestions['steepest']:.2g})", result
+
+
+def fit(recipe: Recipe, plugins: Any = None, lr_auto: bool = False) -> dict[str, Any]:
+    """Train ``recipe``; ``lr_auto``: first set its LR with the finder, whose curve then lands in the
+    run directory as ``lr_find.png`` and ``lr_find.csv``. Returns the summary."""
+    from vitkit.engine.console import console
+    from vitkit.engine.faults import fit_guarded
+    from vitkit.engine.lr_find import plot_lr_find, write_csv
+
+    found = None
+    if lr_auto:
+        recipe, how, found = with_found_lr(recipe, plugins)
+        console.print(how, soft_wrap=True)
+    summary = fit_guarded(recipe, plugins=plugins)
+    if found is not None and summary.get("run_dir"):
+        plot_lr_find(found, Path(summary["run_dir"]) / "lr_find.png", recipe.name)
+        write_csv(found, Path(summary["run_dir"]) / "lr_find.csv")
+    return summary
 
 
 def run_folder(root: str, overrides: list[str], dry_run: bool, lr_auto: bool, load_plugins: Any) -> int:
@@ -207,12 +224,8 @@ def run_folder(root: str, overrides: list[str], dry_run: bool, lr_auto: bool, lo
         print(recipe_text(choice), end="")
         return 0
     from vitkit.engine.console import console
-    from vitkit.engine.faults import fit_guarded
 
     console.print(f"vitkit run {choice.line}", soft_wrap=True)
     manager, _ = load_plugins(recipe)
-    if lr_auto:
-        recipe, how = with_found_lr(recipe, manager)
-        console.print(how, soft_wrap=True)
-    fit_guarded(recipe, plugins=manager)
+    fit(recipe, manager, lr_auto)
     return 0
