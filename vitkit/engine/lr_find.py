@@ -210,7 +210,7 @@ def plot_lr_find(result: LRFindResult, path: Path, title: str = "") -> Path:
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
     ax.set_title(f"{title} — LR range test" if title else "LR range test")
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
