@@ -15,6 +15,7 @@ Public API (torch is imported only when a name that needs it is first used):
 - ``load_recipe(path, overrides)``: a validated ``Recipe``; ``train(recipe)``: run it, get the summary.
 - ``load(run_dir_or_checkpoint)``: a ``Predictor``; ``.predict(images)`` classifies paths, PIL images, tensors.
 - ``compare(sources, vary, overrides, rank_by, out)``: train and rank variants (``vitkit compare``).
+- ``lr_find(recipe, steps, start, end, out)``: the LR range test (``vitkit lr-find``); suggestions, curve.
 - ``UserError``: raised for mistakes in recipes, command lines and input files.
 """
 
@@ -83,6 +84,22 @@ def compare(
     from vitkit.engine.compare import compare as _compare
 
     return _compare(sources, vary, overrides, rank_by, out)
+
+
+def lr_find(
+    recipe: Recipe,
+    steps: int = 200,
+    start: float = 1e-7,
+    end: float = 10.0,
+    out: str | Path | None = None,
+    plugins: list[str] | tuple[str, ...] = (),
+) -> Any:
+    """``vitkit lr-find`` from Python: sweep the LR exponentially from ``start`` to ``end`` over ``steps``
+    updates (weights restored after); returns an ``LRFindResult`` (``.suggestions``: ``valley``,
+    ``steepest``); ``out``: folder for ``lr_find.png`` and ``lr_find.csv``."""
+    from vitkit.engine.lr_find import lr_find as _lr_find
+
+    return _lr_find(recipe, steps, start, end, out, load_plugins(recipe, plugins))
 
 
 def load_plugins(
@@ -156,6 +173,7 @@ __all__ = [
     "load",
     "load_plugins",
     "load_recipe",
+    "lr_find",
     "register_attention",
     "register_augmentation",
     "register_dataset",

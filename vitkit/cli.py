@@ -47,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser("run", help="train + evaluate + plot a recipe")
-    run.add_argument("recipe", nargs="?", help="TOML recipe file (not with --resume)")
+    run.add_argument(
+        "recipe", nargs="?", metavar="RECIPE_OR_DIR", help="TOML recipe, or a folder of images (not with --resume)"
+    )
     run.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -62,8 +64,11 @@ def _parser() -> argparse.ArgumentParser:
         help="override a recipe key, value in TOML (repeatable): --set train.epochs=5",
     )
     run.add_argument(
-        "--dry-run", action="store_true", help="validate the recipe and build the model; no data, no training"
+        "--dry-run",
+        action="store_true",
+        help="validate the recipe and build the model; no data, no training (a folder: print its recipe as TOML)",
     )
+    run.add_argument("--lr", metavar="auto", help="auto: set optimizer.lr from the LR finder's valley first")
 
     ev = sub.add_parser(
         "eval", help="re-evaluate a finished run's best checkpoint: accuracy, per-class table, confusion matrix"
@@ -121,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", metavar="DIR", help="report folder (default: <output.dir>/compare-<time>/)")
 
     _add_bench(sub)
+    lrf = _add_lr_find(sub)
 
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", choices=REGISTRY_KINDS, help="which registry")
@@ -133,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plugins", help="list loaded plugins and the components each registered")
     pl.add_argument("recipe", nargs="?", help="also load this recipe's `plugins`")
-    for command in (run, ev, pr, ex, cmp, ls, pl):
+    for command in (run, ev, pr, ex, cmp, ls, pl, lrf):
         _add_plugin_args(command)
     return parser
 
@@ -203,6 +209,43 @@ def _runs(args: argparse.Namespace) -> int:
     from vitkit.engine.runs import runs_command
 
     return runs_command(args.dir, args.name, args.model, args.sort, args.reverse, args.json)
+def _add_lr_find(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from vitkit.engine.lr_find import DEFAULT_END, DEFAULT_START, DEFAULT_STEPS
+
+    lrf = sub.add_parser(
+        "lr-find",
+        help="LR range test: sweep the learning rate, suggest one, plot lr_find.png (weights untouched)",
+    )
+    lrf.add_argument("recipe", metavar="RECIPE_OR_DIR", help="TOML recipe, or a folder of images (as vitkit run DIR)")
+    lrf.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key"
+    )
+    lrf.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"updates (default {DEFAULT_STEPS})")
+    lrf.add_argument("--start", type=float, default=DEFAULT_START, help=f"first LR (default {DEFAULT_START:g})")
+    lrf.add_argument("--end", type=float, default=DEFAULT_END, help=f"last LR (default {DEFAULT_END:g})")
+    lrf.add_argument("--out", metavar="DIR", default=".", help="folder for lr_find.png and lr_find.csv (default .)")
+    return lrf
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from vitkit.engine.lr_find import lr_find_command
+
+    recipe = _recipe_for(args.recipe, args.overrides)
+    manager, _ = _load_plugins(args, recipe)
+    return lr_find_command(recipe, args.steps, args.start, args.end, args.out, manager)
+
+
+def _recipe_for(source: str, overrides: list[str]) -> Recipe:
+    """A recipe file, or the recipe ``vitkit run DIR`` would choose for a folder of images."""
+    from vitkit.recipe import load_recipe
+
+    if Path(source).is_dir():
+        from vitkit.quickstart import folder_recipe
+
+        recipe, choice = folder_recipe(source, overrides)
+        print(f"vitkit run {choice.line}")
+        return recipe
+    return load_recipe(source, overrides)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -217,7 +260,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         return _resume(args)
     if args.recipe is None:
-        raise UserError("vitkit run: give a RECIPE file, or --resume RUN_DIR to continue a run")
+        raise UserError("vitkit run: give a RECIPE file or a folder of images, or --resume RUN_DIR to continue a run")
+    if args.lr not in (None, "auto"):
+        raise UserError(f"vitkit run: --lr {args.lr!r}: only 'auto' (set a number with --set optimizer.lr=...)")
+    if Path(args.recipe).is_dir():
+        from vitkit.quickstart import run_folder
+
+        return run_folder(
+            args.recipe, args.overrides, args.dry_run, args.lr == "auto", lambda r: _load_plugins(args, r)
+        )
     recipe = load_recipe(args.recipe, args.overrides)
     manager, _ = _load_plugins(args, recipe)
     from vitkit.plugin_loader import record_cli_plugins
@@ -228,6 +279,11 @@ def _run(args: argparse.Namespace) -> int:
 
         describe(recipe)
         return 0
+    if args.lr == "auto":
+        from vitkit.quickstart import fit
+
+        fit(recipe, manager, lr_auto=True)
+        return 0
     from vitkit.engine.faults import fit_guarded
 
     fit_guarded(recipe, plugins=manager)
@@ -237,7 +293,7 @@ def _run(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     if args.recipe is not None:
         raise UserError(f"vitkit run: give either a recipe ({args.recipe}) or --resume RUN_DIR, not both")
-    if args.overrides or args.dry_run:
+    if args.overrides or args.dry_run or args.lr:
         raise UserError("vitkit run --resume: --set and --dry-run do not apply; a run continues with its own recipe")
     from vitkit.engine.faults import fit_guarded
     from vitkit.engine.resume import open_run
@@ -347,6 +403,7 @@ COMMANDS = {
     "new-plugin": _new_plugin,
     "bench": _bench,
     "runs": _runs,
+    "lr-find": _lr_find,
 }
 
 

@@ -1,0 +1,101 @@
+"""``vitkit lr-find``: the LR range test restores the model, stops on divergence, suggests sane LRs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import vitkit
+from tests.conftest import RECIPES, TINY_DIGITS
+from vitkit.engine.lr_find import range_test, steepest_index, suggest, valley_index
+from vitkit.engine.trainer import Trainer
+from vitkit.recipe import load_recipe
+
+
+def _trainer(write_recipe, tmp_path) -> Trainer:
+    path = write_recipe(TINY_DIGITS + f'[output]\ndir = "{tmp_path / "runs"}"\n')
+    return Trainer(load_recipe(path))
+
+
+def test_suggestions_on_a_known_curve():
+    # a loss that falls like a logistic in log10(lr), centred at 1e-3, then blows up past 1e-1
+    lrs = [10 ** (-7 + 8 * i / 199) for i in range(200)]
+    losses = [2.0 - 1.5 / (1 + math.exp(-3 * (math.log10(lr) + 3))) + max(0.0, math.log10(lr) + 1) ** 2 for lr in lrs]
+    steep = lrs[steepest_index(lrs, losses)]
+    assert 10**-3.1 < steep < 10**-2.9
+    valley = lrs[valley_index(losses)]
+    # the falling stretch runs from the start to the minimum (~1e-1): halfway along it in steps
+    low = min(range(200), key=losses.__getitem__)
+    assert abs(valley_index(losses) - low // 2) <= 1 and valley < lrs[low]
+    points = suggest(lrs, losses, 200)
+    assert points["steepest"] == steepest_index(lrs, losses)
+    assert 20 <= points["valley"] < low  # the first tenth of the sweep is left out
+
+
+def test_sweep_restores_weights_optimizer_and_scaler(write_recipe, tmp_path):
+    trainer = _trainer(write_recipe, tmp_path)
+    images, targets = next(iter(trainer.train_loader))  # one real update first: the optimizer has state
+    loss, _ = trainer._compute_loss(images, targets)
+    loss.backward()
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    optim = trainer.optimizer.state_dict()
+    optim_state = {i: {k: v.clone() for k, v in s.items()} for i, s in optim["state"].items()}
+    lrs = [g["lr"] for g in trainer.optimizer.param_groups]
+    seen = []  # the first weight as each forward pass sees it: proves the sweep trained
+    first = next(trainer.model.parameters())
+    trainer.model.register_forward_pre_hook(lambda *_: seen.append(first.detach().flatten()[0].item()))
+
+    result = range_test(trainer, steps=30, start=1e-4, end=1e-1)
+
+    assert result.steps == 30 and len(set(seen)) > 20
+    state = trainer.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in weights.items())
+    after = trainer.optimizer.state_dict()
+    assert after["state"].keys() == optim_state.keys()
+    for i, saved in optim_state.items():
+        assert all(torch.equal(after["state"][i][k], v) for k, v in saved.items())
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == lrs
+    assert all(p.grad is None for p in trainer.model.parameters())
+    assert not (tmp_path / "runs").exists()  # no run directory, no checkpoints
+
+
+def test_sweep_stops_when_the_loss_diverges(write_recipe, tmp_path):
+    trainer = _trainer(write_recipe, tmp_path)
+    result = range_test(trainer, steps=80, start=1e-2, end=1e5)
+    assert result.stop_reason is not None
+    assert result.steps < 80 and len(result.losses) == result.steps
+    assert result.lrs[-1] < 1e5
+
+
+def test_cli_writes_the_plot_and_names_both_suggestions(cli, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, _ = cli(
+        "lr-find", RECIPES / "digits.toml", "--no-plugins", "--steps", "40", "--start", "1e-5", "--end", "1",
+        "--out", out, "--set", "model.depth=2", "--set", f'output.dir="{tmp_path / "runs"}"',
+    )  # fmt: skip
+    assert code == 0
+    assert "valley" in stdout and "steepest" in stdout and "recipe" in stdout
+    assert (out / "lr_find.png").stat().st_size > 10_000
+    rows = (out / "lr_find.csv").read_text().splitlines()
+    assert rows[0] == "step,lr,loss,smoothed_loss" and 10 < len(rows) <= 41
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_range_is_a_user_error(cli):
+    code, _, err = cli("lr-find", RECIPES / "digits.toml", "--start", "1", "--end", "1e-3")
+    assert code == 2 and "start < end" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_digits_suggestion_is_near_the_tuned_lr(tmp_path):
+    """The default sweep on recipes/digits.toml suggests within 3x of its tuned lr 2e-3."""
+    recipe = load_recipe(RECIPES / "digits.toml", [f'output.dir="{tmp_path}"'])
+    result = vitkit.lr_find(recipe, out=tmp_path)
+    assert result.stop_reason is not None  # the default end lr (10) diverges
+    for name in ("valley", "steepest"):
+        assert 2e-3 / 3 <= result.suggestions[name] <= 2e-3 * 3, (name, result.suggestions)
+    assert (tmp_path / "lr_find.png").is_file()

@@ -1,0 +1,231 @@
+"""``vitkit run DIR``: choose a recipe for a folder of images, say why in one line, run it.
+
+The choice (documented in docs/own_images.md):
+
+- data: ``imagefolder`` on DIR (any layout it reads: ``DIR/<class>/``, ``DIR/train|val|test/<class>/``,
+  or ``DIR/labels.csv``), the missing splits carved out of train;
+- model: a pretrained ViT when its weights are in the Hugging Face cache or can be downloaded:
+  ViT-S/16 at 224 px on a GPU, ViT-Ti/16 at 224 px on CPU (4x fewer FLOPs), fine-tuned as
+  ``recipes/folder_finetune.toml``; otherwise (offline without cached weights) the small-data ViT
+  from scratch at 64 px, as ``recipes/folder_scratch.toml``;
+- epochs: enough for about 1,000 updates when fine-tuning (5-30 epochs) or 3,000 from scratch
+  (20-100 epochs), counted at the chosen batch size (64 when the GPU picks it: ``auto``);
+- batch size: ``auto`` on a GPU (the largest that fits, halved), 64 on CPU; smaller for tiny folders;
+- learning rate: the recipe's (fine-tuning: 1e-4 with layer decay 0.65; scratch: 1e-3), or the
+  LR finder's ``valley`` with ``--lr auto``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vitkit.errors import UserError
+from vitkit.recipe import Recipe, apply_overrides, dump_toml, recipe_from_dict
+
+FINETUNE_UPDATES, FINETUNE_EPOCHS = 1000, (5, 30)
+SCRATCH_UPDATES, SCRATCH_EPOCHS = 3000, (20, 100)
+PRETRAINED = {"cuda": "vit_small_patch16_224", "cpu": "vit_tiny_patch16_224"}
+SCRATCH = "vit_sd_tiny_patch4_32"
+
+
+@dataclass
+class Survey:
+    """What a folder holds: its layout, class names and how many images will train."""
+
+    root: Path
+    layout: str  # flat | split | csv
+    classes: list[str]
+    images: int  # all images found
+    train: int  # images in the train split once the missing splits are carved out
+
+
+@dataclass
+class Choice:
+    """The chosen recipe (plain data, as TOML would hold it) and why, in one line."""
+
+    recipe: dict[str, Any]
+    line: str
+
+
+def survey(root: str | Path) -> Survey:
+    """Layout, classes and split sizes of a folder of images, as ``imagefolder`` will read and split it
+    with the default fractions; a folder it cannot read is a ``UserError``."""
+    from vitkit.data.folder import class_folders, make_splits, scan
+    from vitkit.recipe import DataConfig
+
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder of images (or a TOML recipe)")
+    folders = class_folders(root)
+    if not folders and not (root / "labels.csv").is_file():
+        raise UserError(
+            f"{root} is neither a TOML recipe nor a folder of images: expected {root}/<class>/*.jpg "
+            f"(one folder per class), {root}/train/<class>/..., or {root}/labels.csv"
+        )
+    labels = "labels.csv" if not folders else ""
+    classes, found, layout = scan(root, labels)
+    if len(classes) < 2:
+        raise UserError(f"{root} holds one class ({classes[0]}); a classifier needs at least two class folders")
+    config = DataConfig()
+    splits = make_splits(found, classes, config.val_fraction, config.test_fraction, config.split_seed)
+    return Survey(root, layout, classes, sum(map(len, splits.values())), len(splits["train"]))
+
+
+def _hub_file(name: str) -> tuple[str, tuple[str, ...]] | None:
+    """(Hugging Face repo, candidate files) of timm's default pretrained weights for ``name``."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name) if timm.is_model(name) else None
+    if cfg is None or not cfg.hf_hub_id:
+        return None
+    files = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else ("model.safetensors", "pytorch_model.bin")
+    return cfg.hf_hub_id, files
+
+
+def weights_available(name: str, cache_dir: str | None = None, probe_timeout: float = 2.0) -> tuple[bool, str]:
+    """(whether timm's pretrained weights for ``name`` can be had, why): cached, or the hub is reachable
+    (no download happens here). ``HF_HUB_OFFLINE`` forbids the network probe."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    source = _hub_file(name)
+    if source is None:
+        return False, f"timm knows no pretrained weights for {name}"
+    repo, files = source
+    for filename in files:
+        if isinstance(try_to_load_from_cache(repo, filename, cache_dir=cache_dir), str):
+            return True, f"weights cached: {repo}"
+    if constants.HF_HUB_OFFLINE:
+        return False, f"offline: HF_HUB_OFFLINE is set and {repo} is not in the Hugging Face cache"
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=probe_timeout).close()
+    except OSError:
+        return False, f"offline: {url.hostname} is unreachable and {repo} is not in the Hugging Face cache"
+    return True, f"weights {repo}, downloaded into the Hugging Face cache on first use"
+
+
+def _power_of_two_at_most(n: int) -> int:
+    return 1 << max(1, int(math.log2(max(n, 2))))
+
+
+def choose(
+    root: str | Path,
+    device: str | None = None,
+    cache_dir: str | None = None,
+) -> Choice:
+    """The recipe ``vitkit run DIR`` trains for the images under ``root`` on ``device`` (``None``: this machine's)."""
+    info = survey(root)
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    pretrained, why = weights_available(PRETRAINED[kind], cache_dir)
+    # batch: tiny folders get a few updates per epoch, not one
+    small = _power_of_two_at_most(max(2, info.train // 3))
+    batch: int | str = min(64, small) if kind == "cpu" or info.train < 256 else "auto"
+    per_epoch = max(1, info.train // (batch if isinstance(batch, int) else 64))
+    target, (low, high) = (FINETUNE_UPDATES, FINETUNE_EPOCHS) if pretrained else (SCRATCH_UPDATES, SCRATCH_EPOCHS)
+    epochs = min(high, max(low, math.ceil(target / per_epoch)))
+    recipe: dict[str, Any] = {
+        "name": _name(info.root),
+        "seed": 0,
+        "data": {"dataset": "imagefolder", "root": str(info.root.resolve()), "batch_size": batch},
+    }
+    if info.layout == "csv":
+        recipe["data"]["labels"] = "labels.csv"  # the one CSV name vitkit run DIR looks for
+    if pretrained:  # the settings of recipes/folder_finetune.toml
+        model = PRETRAINED[kind]
+        recipe["model"] = {"name": model, "pretrained": True, "drop_path_rate": 0.1}
+        recipe["optimizer"] = {"name": "adamw", "lr": 1e-4, "weight_decay": 0.05, "layer_decay": 0.65}
+        recipe["scheduler"] = {"name": "cosine", "warmup_epochs": 1, "min_lr_ratio": 0.01}
+        how = f"{model} pretrained at 224 px ({why}" + (
+            ")" if kind == "cuda" else "; ViT-Ti/16: ViT-S/16 is 4x slower on CPU)"
+        )
+    else:  # the settings of recipes/folder_scratch.toml
+        model = SCRATCH
+        recipe["model"] = {"name": model, "img_size": 64, "patch_size": 8, "drop_path_rate": 0.1}
+        recipe["data"]["crop_scale"] = 0.35
+        recipe["augment"] = {"train": [{"name": "randaugment", "num_ops": 2, "magnitude": 7}]}
+        recipe["optimizer"] = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05}
+        recipe["scheduler"] = {"name": "cosine", "warmup_epochs": max(1, epochs // 20), "min_lr_ratio": 0.01}
+        how = f"{model} from scratch at 64 px, no pretrained weights ({why})"
+    recipe["loss"] = {"name": "cross_entropy", "label_smoothing": 0.1}
+    recipe["train"] = {"epochs": epochs, "clip_grad": 1.0}
+    updates = f"~{per_epoch * epochs:,} updates" + ("" if isinstance(batch, int) else " at batch 64")
+    line = (
+        f"{info.root} chose: imagefolder ({info.layout}, {len(info.classes)} classes, {info.images:,} images, "
+        f"{info.train:,} to train) -> {how}; {epochs} epochs ({updates}), batch {batch}, "
+        f"lr {recipe['optimizer']['lr']:g} on {kind}"
+    )
+    return Choice(recipe, line)
+
+
+def _name(root: Path) -> str:
+    name = root.resolve().name or "images"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def folder_recipe(root: str | Path, overrides: list[str] | None = None) -> tuple[Recipe, Choice]:
+    """The chosen recipe for ``root`` with ``--set`` overrides applied, validated."""
+    choice = choose(root)
+    data = apply_overrides(choice.recipe, overrides or [])
+    return recipe_from_dict(data), Choice(data, choice.line)
+
+
+def recipe_text(choice: Choice) -> str:
+    """The chosen recipe as TOML, the choice in a comment on top (``vitkit run DIR --dry-run > my.toml``)."""
+    return f"# vitkit run {choice.line}\n" + dump_toml(choice.recipe)
+
+
+def with_found_lr(recipe: Recipe, plugins: Any = None, steps: int | None = None) -> tuple[Recipe, str, Any]:
+    """``--lr auto``: (the recipe with ``optimizer.lr`` set to the LR finder's valley suggestion, 2 digits;
+    a line saying so; the finder's ``LRFindResult``)."""
+    from vitkit.engine.lr_find import DEFAULT_STEPS, lr_find
+
+    result = lr_find(recipe, steps or DEFAULT_STEPS, plugins=plugins)
+    if "valley" not in result.suggestions:
+        raise UserError("--lr auto: the LR finder found no suggestion (the loss diverged too early); set optimizer.lr")
+    lr = float(f"{result.suggestions['valley']:.2g}")
+    data = recipe.to_dict()
+    data["optimizer"] = {**data["optimizer"], "lr": lr}
+    found = recipe_from_dict(data, source=recipe.source)
+    return found, f"--lr auto: {lr:g} (lr-find valley; steepest {result.suggestions['steepest']:.2g})", result
+
+
+def fit(recipe: Recipe, plugins: Any = None, lr_auto: bool = False) -> dict[str, Any]:
+    """Train ``recipe``; ``lr_auto``: first set its LR with the finder, whose curve then lands in the
+    run directory as ``lr_find.png`` and ``lr_find.csv``. Returns the summary."""
+    from vitkit.engine.console import console
+    from vitkit.engine.faults import fit_guarded
+    from vitkit.engine.lr_find import plot_lr_find, write_csv
+
+    found = None
+    if lr_auto:
+        recipe, how, found = with_found_lr(recipe, plugins)
+        console.print(how, soft_wrap=True)
+    summary = fit_guarded(recipe, plugins=plugins)
+    if found is not None and summary.get("run_dir"):
+        plot_lr_find(found, Path(summary["run_dir"]) / "lr_find.png", recipe.name)
+        write_csv(found, Path(summary["run_dir"]) / "lr_find.csv")
+    return summary
+
+
+def run_folder(root: str, overrides: list[str], dry_run: bool, lr_auto: bool, load_plugins: Any) -> int:
+    """``vitkit run DIR``: print the choice in one line, then train (``dry_run``: print the recipe as TOML)."""
+    recipe, choice = folder_recipe(root, overrides)
+    if dry_run:
+        print(recipe_text(choice), end="")
+        return 0
+    from vitkit.engine.console import console
+
+    console.print(f"vitkit run {choice.line}", soft_wrap=True)
+    manager, _ = load_plugins(recipe)
+    fit(recipe, manager, lr_auto)
+    return 0
