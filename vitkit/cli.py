@@ -209,6 +209,8 @@ def _runs(args: argparse.Namespace) -> int:
     from vitkit.engine.runs import runs_command
 
     return runs_command(args.dir, args.name, args.model, args.sort, args.reverse, args.json)
+
+
 def _add_lr_find(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from vitkit.engine.lr_find import DEFAULT_END, DEFAULT_START, DEFAULT_STEPS
 
