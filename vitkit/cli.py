@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         "--rank-by",
         default="test_acc",
         metavar="METRIC",
-        help="test_acc (default), best_val_acc, train_img_per_s, infer_img_per_s, params, gflops, wall_time_s",
+        help="test_acc (default), best_val_acc, train_img_per_s, infer_img_per_s, params, gflops, gmacs, wall_time_s",
     )
     cmp.add_argument("--out", metavar="DIR", help="report folder (default: <output.dir>/compare-<time>/)")
 

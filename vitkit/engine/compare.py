@@ -28,6 +28,7 @@ RANK_METRICS = {
     "infer_img_per_s": True,
     "params": False,
     "gflops": False,
+    "gmacs": False,
     "wall_time_s": False,
 }
 
@@ -130,13 +131,15 @@ def profile_run(run_dir: Path, min_seconds: float = 0.5) -> dict[str, Any]:
     """
     path = run_dir / "profile.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        cached = json.loads(path.read_text())
+        if "gmacs" in cached:  # older profiles counted no attention matmuls on CPU: measure again
+            return cached
     import torch
 
     from vitkit.engine import build
     from vitkit.engine.checkpoint import load_checkpoint
     from vitkit.engine.device import autocast, select_device, select_precision
-    from vitkit.engine.summary import count_flops
+    from vitkit.engine.flops import count_flops, gmacs
     from vitkit.recipe import recipe_from_dict
 
     state = load_checkpoint(run_dir / "checkpoints" / "best.pt")
@@ -168,6 +171,7 @@ def profile_run(run_dir: Path, min_seconds: float = 0.5) -> dict[str, Any]:
         elapsed = time.perf_counter() - start
     profile = {
         "gflops": flops / 1e9,
+        "gmacs": gmacs(flops),
         "infer_img_per_s": count * batch / elapsed,
         "infer_batch": batch,
         "device": str(device),
@@ -194,6 +198,7 @@ def collect(variant: Variant) -> dict[str, Any]:
         "model": summary["model"],
         "params": summary["params"],
         "gflops": profile["gflops"],
+        "gmacs": profile["gmacs"],
         "train_img_per_s": summary["train_img_per_s"],
         "infer_img_per_s": profile["infer_img_per_s"],
         "best_val_acc": summary["best_val_acc"],

@@ -19,6 +19,7 @@ COLUMNS = [
     "model",
     "params",
     "gflops",
+    "gmacs",
     "train_img_per_s",
     "infer_img_per_s",
     "best_val_acc",
@@ -50,7 +51,17 @@ def verdict(rows: list[dict[str, Any]], metric: str) -> str:
 
 def print_table(rows: list[dict[str, Any]], metric: str) -> None:
     table = Table(title=f"vitkit compare: ranked by {metric} ({'higher' if RANK_METRICS[metric] else 'lower'} first)")
-    for header in ("#", "name", "params", "GFLOPs/img", "train img/s", "infer img/s", "best val acc", "test acc"):
+    for header in (
+        "#",
+        "name",
+        "params",
+        "GFLOPs/img",
+        "GMACs/img",
+        "train img/s",
+        "infer img/s",
+        "best val acc",
+        "test acc",
+    ):
         table.add_column(header, justify="left" if header == "name" else "right")
     table.add_column("wall s", justify="right")
     for row in rows:
@@ -59,6 +70,7 @@ def print_table(rows: list[dict[str, Any]], metric: str) -> None:
             row["name"],
             f"{row['params'] / 1e6:.3f} M",
             f"{row['gflops']:.4f}",
+            f"{row['gmacs']:.4f}",
             f"{row['train_img_per_s']:,.0f}",
             f"{row['infer_img_per_s']:,.0f}",
             f"{row['best_val_acc']:.4f}",
