@@ -45,6 +45,7 @@ class DataConfig:
     eval_batch_size: int = _f(0, min=0, doc="images per evaluation batch (0: 4x batch_size)")
     num_workers: int = _f(2, min=0, doc="DataLoader workers for file-backed datasets")
     on_bad_image: str = _f("skip", choices=("skip", "error"), doc="imagefolder: skip unreadable files, or fail")
+    fold: str = _f("", doc='"k/K": K-fold cross-validation, fold k of train+val as val ("": the usual split)')
 
 
 @dataclass

@@ -91,6 +91,13 @@ def model_img_size(recipe: Recipe) -> int:
 def build_dataset(recipe: Recipe, img_size: int) -> Any:
     """The recipe's dataset object (described, not loaded: call ``.load()``)."""
     data = recipe.data
+    if data.fold:
+        from vitkit.data.folds import parse_fold
+
+        try:
+            parse_fold(data.fold)
+        except UserError as err:
+            raise UserError(f"{recipe.where()}: {err}") from None
     extra = {}
     name, _ = split_spec(data.dataset)
     if name in DATASETS and "on_bad_image" in _accepted(DATASETS.get(name).factory)[0]:
@@ -114,7 +121,12 @@ def load_dataset(recipe: Recipe, img_size: int) -> Any:
     """The recipe's dataset, loaded; its errors (missing files, bad images) name the recipe's ``data``."""
     dataset = build_dataset(recipe, img_size)
     try:
-        return dataset.load()
+        splits = dataset.load()
+        if recipe.data.fold:  # K-fold cross-validation: train+val re-cut, test untouched
+            from vitkit.data.folds import apply_fold
+
+            splits = apply_fold(splits, recipe.data.fold)
+        return splits
     except UserError as err:
         raise UserError(f"{recipe.where()}: data: {err}") from None
 
