@@ -51,3 +51,16 @@ def test_dry_run_shows_gmacs(cli):
     line = next(line for line in out.splitlines() if "GMACs/img" in line)
     assert "4.6" in line
     assert "9.2" in next(line for line in out.splitlines() if "GFLOPs/img" in line)
+
+
+def test_bench_reports_gmacs_and_counts_attention_in_tflops():
+    from vitkit.engine.bench import BenchSpec, run_bench
+
+    model = vitkit.create_model("vit_nano_patch4_16", depth=1)
+    chans = model.in_chans
+    spec = BenchSpec(model, "nano", 16, chans, 10, batch_size=4, modes=("infer",), iters=1, repeats=1, warmup=0)
+    result = run_bench(spec)
+    flops = count_flops(model, chans, 16)
+    assert result["gflops_per_img"] == flops / 1e9 and result["gmacs_per_img"] == flops / 2e9
+    (row,) = result["rows"]
+    assert row["tflops"] == pytest.approx(flops * row["img_per_s"] / 1e12)
