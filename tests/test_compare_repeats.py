@@ -201,3 +201,13 @@ def test_run_report_html_renders_in_chromium(folded, tmp_path):
     widths = _decoded(dom)
     # loss, accuracy, lr, confusion, misclassified, predictions: all embedded and decoded
     assert len(widths) == 6 and all(w > 100 for w in widths)
+
+
+@pytest.mark.slow
+def test_a_failing_parallel_run_is_one_clear_error(cli, write_recipe, tmp_path):
+    recipe = write_recipe(ONE_EPOCH)
+    args = ["--vary", "model.attention=softmx,cosinn", "--jobs", "2", "--no-plugins"]
+    code, _, err = cli("compare", recipe, "--set", f'output.dir="{tmp_path}"', "--out", tmp_path / "out", *args)
+    assert code == 2 and "Traceback" not in err
+    assert "compare variant 'attention=softmx'" in err and "did you mean 'softmax'" in err
+    assert "compare variant 'attention=cosinn'" in err and "attention=cosinn.log" in err

@@ -139,7 +139,9 @@ def write_report(
     plots = plot_overlaid(histories, out_dir)
     page = write_compare_html(_plain(report), plots, out_dir / "compare.html")
     written = [out_dir / "compare.csv", out_dir / "compare.json", out_dir / "compare_verdicts.txt", *plots, page]
-    console.print(f"comparison written to {out_dir} (open compare.html)")
+    wall = command.get("wall_time_s")
+    took = f" in {wall:.0f} s" if wall is not None else ""
+    console.print(f"comparison written to {out_dir}{took} (open compare.html)")
     return written
 
 
