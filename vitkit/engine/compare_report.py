@@ -185,6 +185,7 @@ def plot_overlaid(histories: dict[str, list[list[dict[str, float]]]], out_dir: P
                     legend = f"{name} ({len(runs)} runs)" if split == "train" else legend
                     ax.fill_between(epochs, low, high, color=color, alpha=0.15, linewidth=0)
                 ax.plot(epochs, mean, style, color=color, marker=marker, markersize=3, label=legend)
+        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         title = f"compare: {label} (solid: train, dashed: validation)"

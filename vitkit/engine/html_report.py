@@ -25,6 +25,7 @@ tr.best td { font-weight: bold; background: #dafbe1; }
 ul.verdicts li { margin: 0.3em 0; } .muted { color: #656d76; font-size: 0.9em; }
 figure { display: inline-block; margin: 0.5em 1em 0.5em 0; } img { max-width: 100%; border: 1px solid #d0d7de; }
 figcaption { color: #656d76; font-size: 0.85em; }
+.row figure { max-width: 48%; vertical-align: top; }
 """
 
 
@@ -109,7 +110,7 @@ def write_compare_html(report: dict[str, Any], plots: Sequence[Path], path: Path
         for row in rows
     ]
     runs = [
-        [row["name"], run["repeat"] or "-", _num(run["best_val_acc"]), _num(run["test_acc"]), run["run_dir"]]
+        [row["name"], run["repeat"] or "-", run["run_dir"], _num(run["best_val_acc"]), _num(run["test_acc"])]
         for row in rows
         for run in row["runs"]
     ]
@@ -128,9 +129,9 @@ called a difference, its margin given with a 95% interval.</p>
 <h2>Variants</h2>
 {table(headers, main, text_columns=2, best=0)}
 <h2>Curves</h2>
-{"".join(figure(p, p.stem.replace("_", " ")) for p in plots)}
+<div class="row">{"".join(figure(p, p.stem.replace("_", " ")) for p in plots)}</div>
 <h2>Every run</h2>
-{table(["variant", "repeat", "best val acc", "test acc", "run directory"], runs, text_columns=2)}
+{table(["variant", "repeat", "run directory", "best val acc", "test acc"], runs, text_columns=3)}
 """
     path.write_text(page(f"vitkit compare ({report['rank_by']})", body))
     return path
@@ -177,7 +178,7 @@ def write_run_html(run_dir: Path, summary: dict[str, Any]) -> Path:
 <h2>Summary</h2>
 {table(["", "value"], facts, text_columns=2)}
 <h2>Curves</h2>
-{curves or no_plots}
+<div class="row">{curves or no_plots}</div>
 <h2>Test split: confusion matrix</h2>
 {figure(run_dir / "confusion.png", "confusion matrix (rows: true class)") or no_plots}
 <h2>Test split: per class</h2>
