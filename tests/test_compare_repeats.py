@@ -211,3 +211,25 @@ def test_a_failing_parallel_run_is_one_clear_error(cli, write_recipe, tmp_path):
     assert code == 2 and "Traceback" not in err
     assert "compare variant 'attention=softmx'" in err and "did you mean 'softmax'" in err
     assert "compare variant 'attention=cosinn'" in err and "attention=cosinn.log" in err
+
+
+def test_parallel_runs_get_the_same_keys_as_in_process_ones(write_recipe, tmp_path):
+    from vitkit.engine.compare import add_repeats, plan, run_overrides
+    from vitkit.engine.compare_jobs import cpu_threads, run_command
+
+    (variant,) = plan([str(write_recipe(ONE_EPOCH))], ["model.attention=cosine"])
+    add_repeats([variant], None, 3, first_seed=0)
+    repeat = variant.repeats[1]
+    command = run_command(variant, repeat, ["train.epochs=2"], tmp_path, ("my_plugin.py",), entry_points=False)
+    keys = run_overrides(variant, repeat, ["train.epochs=2"], tmp_path)
+    assert keys == [
+        "train.epochs=2",
+        "model.attention=cosine",
+        'data.fold="2/3"',
+        f'output.dir="{tmp_path.as_posix()}"',
+        'name="attention=cosine-fold2of3"',
+    ]
+    assert command[2:5] == ["vitkit", "run", str(variant.source)]
+    assert command[5:-3] == [arg for key in keys for arg in ("--set", key)]
+    assert command[-3:] == ["--plugin", "my_plugin.py", "--no-plugins"]
+    assert cpu_threads(1) >= cpu_threads(2) >= 1
