@@ -281,10 +281,12 @@ def collect(variant: Variant) -> dict[str, Any]:
     for metric in RANK_METRICS:
         values = [run[metric] for run in runs]
         summary = describe(values)
-        row[metric] = values[0] if len(values) == 1 else summary.mean  # one run: its number, untouched
+        same = len(set(values)) == 1  # one run, or a size (params, FLOPs) every repeat shares
+        row[metric] = values[0] if same else summary.mean
         if metric in ACCURACIES:
             row.update({f"{metric}_sd": summary.sd, f"{metric}_low": summary.low, f"{metric}_high": summary.high})
-    row["epochs"] = describe([run["epochs"] for run in runs]).mean
+    epochs = [run["epochs"] for run in runs]
+    row["epochs"] = epochs[0] if len(set(epochs)) == 1 else describe(epochs).mean  # early stopping varies it
     row["device"] = first["device"]
     row["run_dir"] = ";".join(run["run_dir"] for run in runs)
     row["runs"] = runs
