@@ -158,4 +158,4 @@ def test_dry_run_prints_model_summary(cli):
     assert code == 0, err
     assert "vit_small_patch16_224" in out
     assert "21,342,346" in out  # ViT-S/4 at 32 px with 10 classes
-    assert "gflops" in out
+    assert "GFLOPs/img" in out and "GMACs/img" in out

@@ -34,6 +34,7 @@ def test_run_directory_contents(finished_run):
         "loss.png",
         "accuracy.png",
         "model.safetensors",
+        "report.html",
         "checkpoints",
     } <= names
     assert {p.name for p in (finished_run / "checkpoints").iterdir()} == {"last.pt", "best.pt"}

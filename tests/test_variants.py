@@ -176,7 +176,7 @@ def test_every_family_is_listed_with_a_description(cli):
 
 @pytest.mark.parametrize("name", [spec["name"] for spec in FAMILIES.values()])
 def test_flops_are_counted_for_every_family(name):
-    from vitkit.engine.summary import count_flops
+    from vitkit.engine.flops import count_flops
 
     model = vitkit.create_model(name)
     flops = count_flops(model, model.in_chans, model.img_size)

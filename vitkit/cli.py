@@ -99,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
         help="train recipe variants (or take finished runs) and rank them side by side",
         description="Train every recipe x every combination of --vary values (cartesian product), or take "
         "finished run directories; print a ranked table and write compare.csv, compare.json, "
-        "compare_loss.png and compare_accuracy.png into <output.dir>/compare-<time>/.",
+        "compare_loss.png, compare_accuracy.png and compare.html into <output.dir>/compare-<time>/. "
+        "--seeds/--folds repeat every variant and add mean, sd, 95% intervals and paired t-test verdicts.",
     )
     cmp.add_argument("sources", nargs="+", metavar="RECIPE_OR_RUN", help="TOML recipes and/or finished run directories")
     cmp.add_argument(
@@ -121,9 +122,19 @@ def _parser() -> argparse.ArgumentParser:
         "--rank-by",
         default="test_acc",
         metavar="METRIC",
-        help="test_acc (default), best_val_acc, train_img_per_s, infer_img_per_s, params, gflops, wall_time_s",
+        help="test_acc (default), best_val_acc, train_img_per_s, infer_img_per_s, params, gflops, gmacs, wall_time_s",
     )
     cmp.add_argument("--out", metavar="DIR", help="report folder (default: <output.dir>/compare-<time>/)")
+    repeats = cmp.add_mutually_exclusive_group()
+    repeats.add_argument(
+        "--seeds", type=int, metavar="N", help="train every variant with the same N seeds (matched pairs)"
+    )
+    repeats.add_argument(
+        "--folds", type=int, metavar="K", help="K-fold cross-validation on train+val (stratified; test untouched)"
+    )
+    cmp.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="runs trained at once (CPU: threads split; GPUs: one each)"
+    )
 
     _add_bench(sub)
     lrf = _add_lr_find(sub)
@@ -342,6 +353,9 @@ def _compare(args: argparse.Namespace) -> int:
         args.out,
         plugins=args.plugins,
         entry_points=not args.no_plugins,
+        seeds=args.seeds,
+        folds=args.folds,
+        jobs=args.jobs,
     )
     return 0
 

@@ -233,7 +233,7 @@ def _rate(seconds: list[float], batch_size: int) -> dict[str, float]:
 
 def run_bench(spec: BenchSpec) -> dict[str, Any]:
     """Measure ``spec``: one row per (candidate, mode), plus vitkit/timm ratios when ``vs_timm``."""
-    from vitkit.engine.summary import count_flops
+    from vitkit.engine.flops import count_flops, gmacs
 
     if spec.precision not in DTYPES:
         raise UserError(f"--precision: expected fp32, bf16 or fp16, got {spec.precision!r}")
@@ -294,6 +294,7 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
         "input": [spec.in_chans, spec.img_size, spec.img_size],
         "params": params,
         "gflops_per_img": flops / 1e9,
+        "gmacs_per_img": gmacs(flops),
         "peak_tflops": peak,
         "process_peak_rss_mb": process_peak_rss_mb(),
         "timing": {"iters": spec.iters, "repeats": spec.repeats, "warmup": spec.warmup},

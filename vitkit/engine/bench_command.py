@@ -116,7 +116,8 @@ def print_report(result: dict[str, Any]) -> None:
     console.print(table)
     rss = result["process_peak_rss_mb"]
     console.print(
-        f"params {result['params']:,}  ·  {result['gflops_per_img']:.3f} GFLOPs/img forward (training ~3x)"
+        f"params {result['params']:,}  ·  {result['gflops_per_img']:.3f} GFLOPs/img forward "
+        f'= {result["gmacs_per_img"]:.3f} GMACs (papers\' "FLOPs"; training ~3x; TFLOP/s count a mult-add as 2)'
         + (f"  ·  process peak RSS {rss:,.0f} MiB" if rss is not None else "")
         + (f"  ·  peak {result['peak_tflops']} TFLOP/s" if result["peak_tflops"] else "")
     )

@@ -138,6 +138,13 @@ def build_dataset(recipe: Recipe, img_size: int, device: Any = None) -> Any:
     """The recipe's dataset object (described, not loaded: call ``.load()``); ``device``: where a
     file-backed dataset may decode (imagefolder: nvjpeg on CUDA)."""
     data = recipe.data
+    if data.fold:
+        from vitkit.data.folds import parse_fold
+
+        try:
+            parse_fold(data.fold)
+        except UserError as err:
+            raise UserError(f"{recipe.where()}: {err}") from None
     extra = {"decode_device": str(device)} if device is not None else {}
     name, _ = split_spec(data.dataset)
     accepted = _accepted(DATASETS.get(name).factory)[0] if name in DATASETS else set()
@@ -164,7 +171,12 @@ def load_dataset(recipe: Recipe, img_size: int, device: Any = None) -> Any:
     """The recipe's dataset, loaded; its errors (missing files, bad images) name the recipe's ``data``."""
     dataset = build_dataset(recipe, img_size, device)
     try:
-        return dataset.load()
+        splits = dataset.load()
+        if recipe.data.fold:  # K-fold cross-validation: train+val re-cut, test untouched
+            from vitkit.data.folds import apply_fold
+
+            splits = apply_fold(splits, recipe.data.fold)
+        return splits
     except UserError as err:
         raise UserError(f"{recipe.where()}: data: {err}") from None
 

@@ -12,13 +12,15 @@ import itertools
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from vitkit.errors import UserError
 from vitkit.recipe import load_recipe, parse_override
+
+ACCURACIES = ("test_acc", "best_val_acc")
 
 #: metric -> True when higher is better
 RANK_METRICS = {
@@ -28,18 +30,36 @@ RANK_METRICS = {
     "infer_img_per_s": True,
     "params": False,
     "gflops": False,
+    "gmacs": False,
     "wall_time_s": False,
 }
 
 
 @dataclass
+class Repeat:
+    """One run of a variant: a seed or a fold (``tag``), the keys it sets, and its run directory once trained."""
+
+    tag: str = ""
+    overrides: list[str] = field(default_factory=list)
+    run_dir: Path | None = None
+
+
+@dataclass
 class Variant:
-    """One entry of a comparison: a recipe to train (with its ``--vary`` values) or a finished run."""
+    """One entry of a comparison: a recipe to train (with its ``--vary`` values) or a finished run.
+
+    ``repeats`` are its runs: one by default, N seeds (``--seeds``) or K folds (``--folds``), the
+    same for every variant so that repeat i of two variants is a matched pair."""
 
     label: str
     source: Path
     overrides: list[str]
     run_dir: Path | None = None
+    repeats: list[Repeat] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.repeats:
+            self.repeats = [Repeat(run_dir=self.run_dir)]
 
 
 def split_values(text: str) -> list[str]:
@@ -105,23 +125,59 @@ def run_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=+-]+", "_", plain).strip("_") or "variant"
 
 
+def add_repeats(variants: list[Variant], seeds: int | None, folds: int | None, first_seed: int) -> None:
+    """Give every recipe variant the same repeats: seeds ``first_seed..+N-1``, or folds ``1/K..K/K``."""
+    if seeds is not None and folds is not None:
+        raise UserError("--seeds and --folds: choose one (each repeat is a seed, or a fold)")
+    if seeds is not None and seeds < 1:
+        raise UserError(f"--seeds {seeds}: expected a positive number of seeds")
+    if folds is not None and folds < 2:
+        raise UserError(f"--folds {folds}: expected K >= 2 folds")
+    for variant in variants:
+        if variant.run_dir is not None or (seeds is None and folds is None):
+            continue
+        if any(o.split("=")[0].strip() in ("seed", "data.fold") for o in variant.overrides):
+            raise UserError(f"--vary sets the seed or fold of {variant.label!r}; --seeds/--folds repeat it already")
+        if seeds is not None:
+            variant.repeats = [Repeat(f"seed={s}", [f"seed={s}"]) for s in range(first_seed, first_seed + seeds)]
+        else:
+            variant.repeats = [Repeat(f"fold={k}/{folds}", [f'data.fold="{k}/{folds}"']) for k in range(1, folds + 1)]
+
+
+def repeat_name(variant: Variant, repeat: Repeat) -> str:
+    """The run folder name of one repeat: the variant's, plus ``-seed0`` or ``-fold1of5``."""
+    suffix = repeat.tag.replace("=", "").replace("/", "of")
+    return run_name(variant.label) + (f"-{suffix}" if suffix else "")
+
+
+def run_overrides(variant: Variant, repeat: Repeat, overrides: list[str], out_dir: Path) -> list[str]:
+    """Every ``--set`` of one run: the command's, the variant's, the repeat's, then where it goes."""
+    extra = [f'output.dir="{out_dir.as_posix()}"', f'name="{repeat_name(variant, repeat)}"']
+    return [*overrides, *variant.overrides, *repeat.overrides, *extra]
+
+
 def train_variant(
-    variant: Variant, overrides: list[str], out_dir: Path, plugins: tuple[str, ...] = (), entry_points: bool = True
+    variant: Variant,
+    overrides: list[str],
+    out_dir: Path,
+    plugins: tuple[str, ...] = (),
+    entry_points: bool = True,
+    repeat: Repeat | None = None,
 ) -> Path:
-    """Train one recipe variant into ``out_dir/<variant>/<time>/``; returns its run directory."""
+    """Train one recipe variant (one repeat) into ``out_dir/<name>/<time>/``; returns its run directory."""
     from vitkit.engine.trainer import Trainer
     from vitkit.plugin_loader import load_plugins, record_cli_plugins
 
-    extra = [f'output.dir="{out_dir.as_posix()}"', f'name="{run_name(variant.label)}"']
+    repeat = repeat or variant.repeats[0]
     try:
-        recipe = load_recipe(variant.source, [*overrides, *variant.overrides, *extra])
+        recipe = load_recipe(variant.source, run_overrides(variant, repeat, overrides, out_dir))
         if not recipe.data.split_file and SPLIT_FILES.get(_data_key(recipe)):  # score every variant on the same files
             recipe.data.split_file = SPLIT_FILES[_data_key(recipe)]
         manager, _ = load_plugins(recipe.plugins, plugins, entry_points=entry_points, recipe_file=recipe.where())
         record_cli_plugins(recipe, plugins)  # saved with the run, for predict/export/compare of it later
         summary = Trainer(recipe, plugins=manager).fit()
     except UserError as err:
-        raise UserError(f"compare variant {variant.label!r}: {err}") from None
+        raise UserError(f"compare variant {variant.label!r}{_tag(repeat)}: {err}") from None
     run_dir = Path(summary["run_dir"])
     if (run_dir / "split.json").is_file():
         SPLIT_FILES.setdefault(_data_key(recipe), str(run_dir / "split.json"))
@@ -136,6 +192,10 @@ def _data_key(recipe: Any) -> tuple:
     return (str(d.dataset), str(Path(d.root).resolve()), d.labels, d.val_fraction, d.test_fraction, d.split_seed)
 
 
+def _tag(repeat: Repeat) -> str:
+    return f" ({repeat.tag})" if repeat.tag else ""
+
+
 def profile_run(run_dir: Path, min_seconds: float = 0.5) -> dict[str, Any]:
     """GFLOPs per image and inference images/s of a run's best model, cached in ``profile.json``.
 
@@ -144,13 +204,15 @@ def profile_run(run_dir: Path, min_seconds: float = 0.5) -> dict[str, Any]:
     """
     path = run_dir / "profile.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        cached = json.loads(path.read_text())
+        if "gmacs" in cached:  # older profiles counted no attention matmuls on CPU: measure again
+            return cached
     import torch
 
     from vitkit.engine import build
     from vitkit.engine.checkpoint import load_checkpoint
     from vitkit.engine.device import autocast, select_device, select_precision
-    from vitkit.engine.summary import count_flops
+    from vitkit.engine.flops import count_flops, gmacs
     from vitkit.plugin_loader import load_run_plugins
     from vitkit.recipe import recipe_from_dict
 
@@ -184,6 +246,7 @@ def profile_run(run_dir: Path, min_seconds: float = 0.5) -> dict[str, Any]:
         elapsed = time.perf_counter() - start
     profile = {
         "gflops": flops / 1e9,
+        "gmacs": gmacs(flops),
         "infer_img_per_s": count * batch / elapsed,
         "infer_batch": batch,
         "device": str(device),
@@ -199,17 +262,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
-def collect(variant: Variant) -> dict[str, Any]:
-    """The comparison row of a finished run, read from its files."""
-    run_dir = variant.run_dir
-    assert run_dir is not None
+def run_row(run_dir: Path) -> dict[str, Any]:
+    """The numbers of one finished run, read from its files."""
     summary = json.loads((run_dir / "summary.json").read_text())
     profile = profile_run(run_dir)
     return {
-        "name": variant.label,
         "model": summary["model"],
         "params": summary["params"],
         "gflops": profile["gflops"],
+        "gmacs": profile["gmacs"],
         "train_img_per_s": summary["train_img_per_s"],
         "infer_img_per_s": profile["infer_img_per_s"],
         "best_val_acc": summary["best_val_acc"],
@@ -217,15 +278,78 @@ def collect(variant: Variant) -> dict[str, Any]:
         "wall_time_s": summary["wall_time_s"],
         "epochs": summary["epochs_run"],
         "device": summary["device"],
+        "seed": summary.get("seed"),
         "run_dir": str(run_dir),
     }
 
 
+def collect(variant: Variant) -> dict[str, Any]:
+    """The comparison row of a variant: per metric the mean over its runs, for accuracies also the
+    sample sd and the 95% t interval (``<metric>_sd``, ``_low``, ``_high``); each run's own row in ``runs``."""
+    from vitkit.stats import describe
+
+    runs = []
+    for repeat in variant.repeats:
+        assert repeat.run_dir is not None
+        runs.append({"repeat": repeat.tag, **run_row(repeat.run_dir)})
+    first = runs[0]
+    row: dict[str, Any] = {"name": variant.label, "model": first["model"], "repeats": len(runs)}
+    for metric in RANK_METRICS:
+        values = [run[metric] for run in runs]
+        summary = describe(values)
+        same = len(set(values)) == 1  # one run, or a size (params, FLOPs) every repeat shares
+        row[metric] = values[0] if same else summary.mean
+        if metric in ACCURACIES:
+            row.update({f"{metric}_sd": summary.sd, f"{metric}_low": summary.low, f"{metric}_high": summary.high})
+    epochs = [run["epochs"] for run in runs]
+    row["epochs"] = epochs[0] if len(set(epochs)) == 1 else describe(epochs).mean  # early stopping varies it
+    row["device"] = first["device"]
+    row["run_dir"] = ";".join(run["run_dir"] for run in runs)
+    row["runs"] = runs
+    return row
+
+
 def rank(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """Rows best first by ``metric``, each with its ``rank``."""
+    """Rows best first by ``metric`` (the mean over repeats), each with its ``rank``."""
     higher = RANK_METRICS[metric]
     ordered = sorted(rows, key=lambda r: -r[metric] if higher else r[metric])
     return [{"rank": i, **row} for i, row in enumerate(ordered, start=1)]
+
+
+def verdicts(rows: list[dict[str, Any]], metric: str, repeats: str = "seeds") -> list[str]:
+    """The best variant against each other one over matched repeats (paired t-test), one line each."""
+    from vitkit.stats import verdict
+
+    best, lines = rows[0], []
+    for other in rows[1:]:
+        a = [run[metric] for run in best["runs"]]
+        b = [run[metric] for run in other["runs"]]
+        if len(a) != len(b):
+            lines.append(f"{best['name']} vs {other['name']}: {len(a)} and {len(b)} runs cannot be paired")
+        elif RANK_METRICS[metric]:
+            lines.append(verdict(best["name"], other["name"], a, b, metric in ACCURACIES, repeats))
+        else:  # lower is better: test the other's excess
+            lines.append(verdict(best["name"], other["name"], b, a, False, repeats).replace("beats", "undercuts"))
+    return lines
+
+
+def train_all(
+    variants: list[Variant],
+    overrides: list[str],
+    out_dir: Path,
+    plugins: tuple[str, ...],
+    entry_points: bool,
+    jobs: int,
+) -> None:
+    """Train every repeat of every recipe variant: in this process, or ``jobs`` processes at a time."""
+    todo = [(v, r) for v in variants for r in v.repeats if r.run_dir is None]
+    if jobs > 1 and len(todo) > 1:
+        from vitkit.engine.compare_jobs import run_parallel
+
+        run_parallel(todo, overrides, out_dir, plugins, entry_points, jobs)
+        return
+    for variant, repeat in todo:
+        repeat.run_dir = train_variant(variant, overrides, out_dir, plugins, entry_points, repeat)
 
 
 def compare(
@@ -236,29 +360,45 @@ def compare(
     out: str | Path | None = None,
     plugins: list[str] | tuple[str, ...] = (),
     entry_points: bool = True,
+    seeds: int | None = None,
+    folds: int | None = None,
+    jobs: int = 1,
 ) -> Path:
     """Train each variant (or read finished runs), rank them, write the report; returns its folder.
 
-    ``plugins`` (modules or ``.py`` paths) and entry-point plugins are loaded for every variant."""
+    ``seeds``/``folds`` repeat every recipe variant (matched pairs); ``jobs`` trains that many runs
+    at once. ``plugins`` (modules or ``.py`` paths) and entry-point plugins are loaded for every run."""
     from vitkit.engine.compare_report import write_report
 
     if rank_by not in RANK_METRICS:
         raise UserError(f"--rank-by {rank_by!r}: expected one of {', '.join(RANK_METRICS)}")
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: expected a positive number of processes")
     variants = plan(sources, vary or [])
     SPLIT_FILES.clear()
+    recipes = [v.source for v in variants if v.run_dir is None]
+    first = load_recipe(recipes[0], overrides or []) if recipes else None
+    add_repeats(variants, seeds, folds, first.seed if first else 0)
     if out is None:
-        recipes = [v.source for v in variants if v.run_dir is None]
-        parent = Path(load_recipe(recipes[0], overrides or []).output.dir) if recipes else Path("runs")
+        parent = Path(first.output.dir) if first else Path("runs")
         out = parent / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     out_dir = Path(out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"--out: cannot create {out_dir}: {err.strerror}") from None
-    for variant in variants:
-        if variant.run_dir is None:
-            variant.run_dir = train_variant(variant, overrides or [], out_dir, tuple(plugins), entry_points)
+    start = time.perf_counter()
+    train_all(variants, overrides or [], out_dir, tuple(plugins), entry_points, jobs)
     rows = rank([collect(v) for v in variants], rank_by)
-    histories = {row["name"]: read_metrics(Path(row["run_dir"])) for row in rows}
-    write_report(rows, histories, out_dir, rank_by, {"sources": sources, "vary": vary or [], "set": overrides or []})
+    histories = {row["name"]: [read_metrics(Path(run["run_dir"])) for run in row["runs"]] for row in rows}
+    command = {
+        "sources": sources,
+        "vary": vary or [],
+        "set": overrides or [],
+        "seeds": seeds,
+        "folds": folds,
+        "jobs": jobs,
+        "wall_time_s": time.perf_counter() - start,
+    }
+    write_report(rows, histories, out_dir, rank_by, command)
     return out_dir

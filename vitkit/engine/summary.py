@@ -4,26 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from rich.table import Table
 
 from vitkit.engine import build
 from vitkit.engine.console import console
+from vitkit.engine.flops import count_flops, gmacs
 from vitkit.recipe import Recipe
 from vitkit.registry import DATASETS, split_spec
-
-
-def count_flops(model: torch.nn.Module, in_chans: int, img_size: int) -> int:
-    """Forward FLOPs for one image (a multiply-add counts 2), by ``torch.utils.flop_counter``."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = model.training
-    model.eval()
-    x = torch.zeros(1, in_chans, img_size, img_size, device=next(model.parameters()).device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    model.train(was_training)
-    return counter.get_total_flops()
 
 
 def describe(recipe: Recipe) -> dict[str, Any]:
@@ -46,13 +33,16 @@ def describe(recipe: Recipe) -> dict[str, Any]:
         "model": recipe.model["name"],
         "params": params,
         "gflops": flops / 1e9,
+        "gmacs": gmacs(flops),
         "input": f"{in_chans}x{img_size}x{img_size}",
         "classes": num_classes,
     }
     table = Table(title=f"{recipe.name}: dry run (recipe valid)", show_header=False)
+    labels = {"gflops": "GFLOPs/img (mult-add = 2)", "gmacs": 'GMACs/img (papers\' "FLOPs")'}
     for key, value in info.items():
         table.add_row(
-            key, f"{value:,}" if isinstance(value, int) else f"{value:.3f}" if isinstance(value, float) else value
+            labels.get(key, key),
+            f"{value:,}" if isinstance(value, int) else f"{value:.3g}" if isinstance(value, float) else value,
         )
     table.add_row("dataset", name)
     table.add_row("optimizer", recipe.optimizer["name"])

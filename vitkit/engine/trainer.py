@@ -440,6 +440,9 @@ class Trainer:
         write_run_report(
             run_dir, self.recipe.name, test, self.data.test, self.data.classes, run.history, self.recipe.output.plots
         )
+        from vitkit.engine.html_report import write_run_html
+
+        write_run_html(run_dir, summary)  # report.html: the run on one self-contained page
         # last: a run directory with summary.json is finished (``--resume`` refuses it)
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         self.hooks.vitkit_on_run_end(run=run, summary=summary)

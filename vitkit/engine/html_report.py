@@ -1,0 +1,192 @@
+"""One page to read: ``compare.html`` for a comparison, ``report.html`` in each run directory.
+
+Each page is a single self-contained file: styles inline, plots embedded as base64 PNG
+``data:`` URIs, no scripts, no fonts or anything else fetched from the network, so it opens the
+same in any browser, offline, attached to a mail or copied elsewhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
+       padding: 0 1em; color: #1f2328; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #d0d7de; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #d0d7de; padding: 0.3em 0.6em; text-align: right; }
+th { background: #f6f8fa; } td.text, th.text { text-align: left; }
+tr.best td { font-weight: bold; background: #dafbe1; }
+ul.verdicts li { margin: 0.3em 0; } .muted { color: #656d76; font-size: 0.9em; }
+figure { display: inline-block; margin: 0.5em 1em 0.5em 0; } img { max-width: 100%; border: 1px solid #d0d7de; }
+figcaption { color: #656d76; font-size: 0.85em; }
+.row figure { max-width: 48%; vertical-align: top; }
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def figure(path: Path, caption: str) -> str:
+    """A ``<figure>`` with the PNG at ``path`` embedded (empty string if the file is absent)."""
+    path = Path(path)
+    if not path.is_file():
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{esc(caption)}">'
+        f"<figcaption>{esc(caption)}</figcaption></figure>"
+    )
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], text_columns: int = 1, best: int = -1) -> str:
+    """An HTML table; the first ``text_columns`` are left-aligned, row ``best`` highlighted."""
+
+    def cells(values: Sequence[Any], tag: str) -> str:
+        return "".join(
+            f'<{tag} class="text">{esc(v)}</{tag}>' if i < text_columns else f"<{tag}>{esc(v)}</{tag}>"
+            for i, v in enumerate(values)
+        )
+
+    body = "".join(
+        f'<tr class="best">{cells(row, "td")}</tr>' if i == best else f"<tr>{cells(row, 'td')}</tr>"
+        for i, row in enumerate(rows)
+    )
+    return f"<table><thead><tr>{cells(headers, 'th')}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def page(title: str, body: str) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _acc(row: dict[str, Any], metric: str) -> str:
+    if row["repeats"] < 2 or row.get(f"{metric}_sd") is None:
+        return _num(row[metric])
+    return f"{row[metric]:.4f} ± {row[metric + '_sd']:.4f} [{row[metric + '_low']:.4f}, {row[metric + '_high']:.4f}]"
+
+
+def write_compare_html(report: dict[str, Any], plots: Sequence[Path], path: Path) -> Path:
+    """``compare.html``: the ranked table, the verdicts, the banded curves and each run's numbers."""
+    rows = report["rows"]
+    repeats = max(row["repeats"] for row in rows)
+    headers = ["#", "name", "runs", "params", "GFLOPs/img", "GMACs/img", "train img/s", "infer img/s"]
+    headers += ["best val acc", "test acc", "wall s"]
+    spread = " (mean ± sd [95% interval])" if repeats > 1 else ""
+    if spread:
+        headers[-3:-1] = [h + spread for h in headers[-3:-1]]
+    main = [
+        [
+            row["rank"],
+            row["name"],
+            row["repeats"],
+            f"{row['params'] / 1e6:.3f} M",
+            _num(row["gflops"]),
+            _num(row["gmacs"]),
+            f"{row['train_img_per_s']:,.0f}",
+            f"{row['infer_img_per_s']:,.0f}",
+            _acc(row, "best_val_acc"),
+            _acc(row, "test_acc"),
+            _num(row["wall_time_s"], 1),
+        ]
+        for row in rows
+    ]
+    runs = [
+        [row["name"], run["repeat"] or "-", run["run_dir"], _num(run["best_val_acc"]), _num(run["test_acc"])]
+        for row in rows
+        for run in row["runs"]
+    ]
+    command = ["vitkit compare", *report["sources"]]
+    command += [f"--vary {v}" for v in report["vary"]] + [f"--set {v}" for v in report["set"]]
+    for key in ("seeds", "folds", "jobs"):
+        if report.get(key) and (key != "jobs" or report[key] > 1):
+            command.append(f"--{key} {report[key]}")
+    verdicts = "".join(f"<li>{esc(line)}</li>" for line in [report["verdict"], *report["verdicts"]])
+    body = f"""<h1>vitkit compare: ranked by {esc(report["rank_by"])}</h1>
+<p class="muted">{esc(" ".join(command))} · {esc(report["created"])}</p>
+<h2>Verdicts</h2>
+<ul class="verdicts">{verdicts}</ul>
+<p class="muted">Paired t-test over matched runs (the same seed or fold for every variant); p &lt; 0.05 is
+called a difference, its margin given with a 95% interval.</p>
+<h2>Variants</h2>
+{table(headers, main, text_columns=2, best=0)}
+<h2>Curves</h2>
+<div class="row">{"".join(figure(p, p.stem.replace("_", " ")) for p in plots)}</div>
+<h2>Every run</h2>
+{table(["variant", "repeat", "run directory", "best val acc", "test acc"], runs, text_columns=3)}
+"""
+    path.write_text(page(f"vitkit compare ({report['rank_by']})", body))
+    return path
+
+
+SUMMARY_KEYS = (
+    "name",
+    "model",
+    "params",
+    "test_acc",
+    "test_top5",
+    "test_loss",
+    "best_val_acc",
+    "best_epoch",
+    "epochs_run",
+    "final_train_loss",
+    "wall_time_s",
+    "train_img_per_s",
+    "device",
+    "precision",
+    "seed",
+    "stop_reason",
+)
+
+
+def write_run_html(run_dir: Path, summary: dict[str, Any]) -> Path:
+    """``report.html`` in a run directory: summary, curves, confusion matrix, per-class table, mistakes."""
+    run_dir = Path(run_dir)
+    facts = [[key, _num(summary[key])] for key in SUMMARY_KEYS if summary.get(key) is not None]
+    report_path = run_dir / "report_test.json"
+    per_class = ""
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        classes = [
+            [r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", r["support"]]
+            for r in report["per_class"]
+        ]
+        per_class = table(["class", "precision", "recall", "F1", "support"], classes)
+    curves = figure(run_dir / "loss.png", "loss") + figure(run_dir / "accuracy.png", "accuracy")
+    curves += figure(run_dir / "lr.png", "learning rate")
+    no_plots = '<p class="muted">no plots (output.plots = false)</p>'
+    body = f"""<h1>vitkit run: {esc(summary.get("name", run_dir.name))}</h1>
+<p class="muted">{esc(run_dir)}</p>
+<h2>Summary</h2>
+{table(["", "value"], facts, text_columns=2)}
+<h2>Curves</h2>
+<div class="row">{curves or no_plots}</div>
+<h2>Test split: confusion matrix</h2>
+{figure(run_dir / "confusion.png", "confusion matrix (rows: true class)") or no_plots}
+<h2>Test split: per class</h2>
+{per_class or '<p class="muted">no per-class report</p>'}
+<h2>Misclassified examples</h2>
+{figure(run_dir / "misclassified.png", "misclassified test images, most confident first") or no_plots}
+{figure(run_dir / "predictions.png", "a sample of test predictions")}
+"""
+    path = run_dir / "report.html"
+    path.write_text(page(f"vitkit run: {summary.get('name', run_dir.name)}", body))
+    return path
