@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 CPU_DEFAULT = 64
+
+
+def resolved_batch_size(recipe: Any, found: int | None = None) -> int:
+    """The batch size a recipe trains with: ``data.batch_size``, or for ``"auto"`` the size the trainer
+    found (``found``, saved in its checkpoints) or, before one was found, the off-GPU default."""
+    size = recipe.data.batch_size
+    if size != "auto":
+        return int(size)
+    return int(found) if found else CPU_DEFAULT
 
 
 def find_batch_size(

@@ -54,8 +54,9 @@ def reevaluate(
     model.load_state_dict(state["model"])
     model.to(dev)
     transform = BatchTransform(meta["img_size"], meta["mean"], meta["std"])
-    train_batch = recipe.data.batch_size if isinstance(recipe.data.batch_size, int) else 64  # "auto"
-    batch = recipe.data.eval_batch_size or 4 * train_batch
+    from vitkit.engine.autobatch import resolved_batch_size
+
+    batch = recipe.data.eval_batch_size or 4 * resolved_batch_size(recipe, state.get("batch_size"))
     loader = build_loader(getattr(data, split), batch, transform, dev, False, recipe.data.num_workers)
     result = evaluate(model, loader, dev, precision)
     report = {

@@ -350,12 +350,13 @@ class Trainer:
             "history": history,
             "recipe": self.recipe.to_dict(),
             "data": self.data_meta(),
+            "batch_size": self.batch_size,  # the resolved one (data.batch_size may be "auto")
             "rng": capture_rng(self.device),
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
         if is_best:  # before last.pt: a kill in between redoes this epoch, identically, and rewrites best.pt
-            best = {k: state[k] for k in ("epoch", "best_val_acc", "best_weights", "recipe", "data")}
+            best = {k: state[k] for k in ("epoch", "best_val_acc", "best_weights", "recipe", "data", "batch_size")}
             save_checkpoint({"model": self.best_state, **best}, run_dir / "checkpoints" / "best.pt")
         save_checkpoint(state, run_dir / "checkpoints" / "last.pt")
         self.saved_epoch = epoch

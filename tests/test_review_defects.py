@@ -1,0 +1,92 @@
+"""Regression tests for the review defects of issue 17 (one test or more per item, named after it)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vitkit
+from vitkit.engine import build
+from vitkit.recipe import recipe_from_dict
+
+
+def tiny_model():
+    return vitkit.create_model("vit_nano_patch4_16", num_classes=10, in_chans=1, depth=2)
+
+
+# item 2: each optimizer keeps its own weight-decay default unless the recipe sets one
+@pytest.mark.parametrize(("name", "default"), [("sgd", 5e-4), ("adamw", 0.05)])
+def test_item02_optimizer_keeps_its_own_weight_decay_default(name, default):
+    optimizer = build.build_optimizer(recipe_from_dict({"optimizer": {"name": name}}), tiny_model())
+    decayed, no_decay = optimizer.param_groups
+    assert decayed["weight_decay"] == pytest.approx(default)
+    assert no_decay["weight_decay"] == 0.0
+    assert optimizer.defaults["weight_decay"] == pytest.approx(default)
+
+
+def test_item02_recipe_weight_decay_still_wins():
+    recipe = recipe_from_dict({"optimizer": {"name": "sgd", "weight_decay": 0.01}})
+    assert build.build_optimizer(recipe, tiny_model()).param_groups[0]["weight_decay"] == pytest.approx(0.01)
+
+
+# item 3: data.batch_size = "auto" resolves in one place; the OOM advice, compare's profile and bench read it
+AUTO_RUN = """
+name = "auto"
+seed = 0
+[model]
+name = "MODEL"
+depth = 1
+[data]
+dataset = "digits"
+batch_size = "auto"
+[train]
+epochs = 1
+[output]
+dir = "OUT"
+"""
+
+
+@vitkit.register_model("test_oom_auto", override=True)
+def oom_model(num_classes: int = 10, in_chans: int = 1, img_size: int = 16, depth: int = 1) -> torch.nn.Module:
+    """A model whose forward raises PyTorch's out-of-memory error (a test fault)."""
+
+    class Oom(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Linear(in_chans * img_size * img_size, num_classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    return Oom()
+
+
+def auto_recipe(tmp_path, model="vit_nano_patch4_16"):
+    path = tmp_path / "auto.toml"
+    path.write_text(AUTO_RUN.replace("MODEL", model).replace("OUT", str(tmp_path / "runs")))
+    return path
+
+
+def test_item03_auto_batch_out_of_memory_gives_the_advice(cli, tmp_path):
+    code, _, err = cli("run", auto_recipe(tmp_path, "test_oom_auto"))
+    assert code == 2 and "Traceback" not in err, err
+    assert "out of memory on cpu with data.batch_size = 64 (auto); set data.batch_size = 32 and " in err
+    assert "train.grad_accum_steps = 2 to keep the effective batch of 64" in err
+
+
+def test_item03_auto_batch_compare_profile_and_bench(cli, tmp_path):
+    from vitkit.engine.checkpoint import load_checkpoint
+    from vitkit.engine.compare import profile_run
+
+    recipe = auto_recipe(tmp_path)
+    code, _, err = cli("run", recipe)
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs" / "auto").iterdir()
+    assert load_checkpoint(run_dir / "checkpoints" / "best.pt")["batch_size"] == 64  # what "auto" found
+    profile = profile_run(run_dir, min_seconds=0.0)
+    assert profile["infer_batch"] == 4 * 64 and profile["infer_img_per_s"] > 0
+    code, out, err = cli("bench", recipe, "--infer", "--steps", "1", "--repeats", "1", "--warmup", "0", "--json")
+    assert code == 0, err
+    import json
+
+    assert json.loads(out)["batch_size"] == 64
