@@ -90,3 +90,48 @@ def test_item03_auto_batch_compare_profile_and_bench(cli, tmp_path):
     import json
 
     assert json.loads(out)["batch_size"] == 64
+
+
+# item 5: DeiT trains its class head on the labels and its distillation head on the teacher
+def tiny_trainer(tmp_path, **sections):
+    from vitkit.engine.trainer import Trainer
+
+    data = {
+        "name": "tiny",
+        "model": {"name": "vit_nano_patch4_16", "depth": 1},
+        "data": {"dataset": "digits", "batch_size": 64},
+        "optimizer": {"name": "adamw", "lr": 3e-3},
+        "scheduler": {"name": "constant"},
+        "train": {"epochs": 2},
+        "output": {"dir": str(tmp_path)},
+    }
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value}
+    return Trainer(recipe_from_dict(data))
+
+
+@pytest.mark.parametrize(("alpha", "trained", "untouched"), [(0.0, "head", "head_dist"), (1.0, "head_dist", "head")])
+def test_item05_deit_heads_get_their_own_loss_terms(tmp_path, alpha, trained, untouched):
+    from vitkit.engine.checkpoint import save_safetensors
+
+    teacher_spec = {"name": "vit_nano_patch4_16", "depth": 1}
+    teacher = vitkit.create_model(**teacher_spec, num_classes=10, in_chans=1)
+    meta = {"model": teacher_spec, "data": {"classes": [str(i) for i in range(10)], "in_chans": 1, "img_size": 16}}
+    save_safetensors(teacher, tmp_path / "teacher.safetensors", meta)
+    trainer = tiny_trainer(
+        tmp_path,
+        model={"name": "deit_nano_distilled_patch4_16"},
+        loss={"name": "distillation", "teacher": str(tmp_path / "teacher.safetensors"), "alpha": alpha},
+    )
+    images, targets = next(iter(trainer.train_loader))
+    trainer.model.train()
+    loss, logits = trainer._compute_loss(images, targets)
+    loss.backward()
+    grad = {name: p.grad for name, p in trainer.model.named_parameters()}
+    assert grad[f"{trained}.weight"].abs().sum() > 0
+    assert grad[f"{untouched}.weight"] is None or grad[f"{untouched}.weight"].abs().sum() == 0
+    assert logits.shape == (64, 10)
+    trainer.model.eval()  # evaluation still averages the two heads
+    with torch.no_grad():
+        out = trainer.model(images)
+    assert isinstance(out, torch.Tensor) and out.shape == (64, 10)

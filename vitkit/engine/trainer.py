@@ -125,6 +125,8 @@ class Trainer:
         self.loss_fn = build.build_loss(recipe, num_classes, self.data.in_chans, self.img_size)
         if isinstance(self.loss_fn, torch.nn.Module):  # a plugin's loss may be a plain function
             self.loss_fn.to(self.device)
+        if hasattr(self.loss_fn, "prepare_student"):  # distillation: DeiT's two heads, each its own term
+            self.loss_fn.prepare_student(self.model)
         self.ema = ModelEma(self.model, recipe.train.ema) if recipe.train.ema > 0 else None
         if self.ema is not None and self.strategy == "fsdp":
             raise UserError(f"{recipe.where()}: train.ema is not supported with train.strategy = 'fsdp'")
