@@ -135,3 +135,37 @@ def test_item05_deit_heads_get_their_own_loss_terms(tmp_path, alpha, trained, un
     with torch.no_grad():
         out = trainer.model(images)
     assert isinstance(out, torch.Tensor) and out.shape == (64, 10)
+
+
+# item 10: the short last accumulation group of an epoch is a mean over its own micro-batches
+def test_item10_short_last_accumulation_group_is_a_full_size_update(tmp_path):
+    from vitkit.engine.console import EpochProgress
+
+    trainer = tiny_trainer(tmp_path, optimizer={"name": "sgd", "lr": 0.05}, train={"grad_accum_steps": 3})
+    assert len(trainer.train_loader) == 20  # 6 groups of 3 micro-batches, then a group of 2
+    batches, updates = [], []
+    compute, step = trainer._compute_loss, trainer.optimizer.step
+
+    def record_batch(images, targets):
+        batches.append((images.clone(), targets.clone()))
+        return compute(images, targets)
+
+    def record_update(*args, **kwargs):
+        params = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        grads = {k: p.grad.detach().clone() for k, p in trainer.model.named_parameters()}
+        updates.append((params, grads))
+        return step(*args, **kwargs)
+
+    trainer._compute_loss, trainer.optimizer.step = record_batch, record_update
+    with EpochProgress(1, 20) as progress:
+        progress.start_epoch(1, 0.0)
+        trainer.train_epoch(1, progress)
+    assert len(updates) == 7
+    params, grads = updates[-1]
+    trainer.model.load_state_dict(params)
+    trainer.model.zero_grad()
+    images = torch.cat([b[0] for b in batches[-2:]])
+    targets = torch.cat([b[1] for b in batches[-2:]])
+    compute(images, targets)[0].backward()  # the mean loss over the group's 128 images
+    for name, p in trainer.model.named_parameters():
+        assert torch.allclose(grads[name], p.grad, atol=1e-6, rtol=1e-4), name

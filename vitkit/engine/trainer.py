@@ -205,6 +205,7 @@ class Trainer:
         watch, skipped = NonFiniteWatch(self.device), 0
         for step, (images, targets) in enumerate(self.train_loader):
             update = (step + 1) % accum == 0 or step + 1 == steps
+            group = min(accum, steps - step // accum * accum)  # the last group of an epoch may be shorter
             # DDP: all-reduce gradients only on the micro-step that updates
             sync = contextlib.nullcontext() if update or self.strategy != "ddp" else self.wrapped.no_sync()
             with sync:
@@ -213,7 +214,7 @@ class Trainer:
                 watch.observe(loss, step)
                 if watch.due(step, steps) and (bad := watch.first_bad()) is not None:
                     raise divergence_error(self.recipe, self.precision, epoch, bad, steps, self.saved_epoch)
-                self.scaler.scale(loss / accum).backward()
+                self.scaler.scale(loss / group).backward()
             if update:
                 self._clip()
                 skipped += scaler_step(self.scaler, self.optimizer)
