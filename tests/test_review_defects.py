@@ -169,3 +169,48 @@ def test_item10_short_last_accumulation_group_is_a_full_size_update(tmp_path):
     compute(images, targets)[0].backward()  # the mean loss over the group's 128 images
     for name, p in trainer.model.named_parameters():
         assert torch.allclose(grads[name], p.grad, atol=1e-6, rtol=1e-4), name
+
+
+# item 14: `vitkit eval` evaluates in the run's precision, so its numbers match summary.json
+def test_item14_eval_uses_the_runs_precision(cli, tmp_path):
+    import json
+
+    path = tmp_path / "bf16.toml"
+    path.write_text(
+        AUTO_RUN.replace("MODEL", "vit_nano_patch4_16")
+        .replace("OUT", str(tmp_path / "runs"))
+        .replace('batch_size = "auto"', "batch_size = 64")
+        .replace("epochs = 1\n", 'epochs = 1\nprecision = "bf16"\n')
+    )
+    code, _, err = cli("run", path)
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs" / "auto").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["precision"] == "bf16"
+    code, _, err = cli("eval", run_dir)
+    assert code == 0, err
+    report = json.loads((run_dir / "eval_test.json").read_text())
+    assert report["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-6)
+    assert report["precision"] == "bf16"
+    assert report["test_acc"] == summary["test_acc"]
+
+
+# item 15: resume tie-breaks on the loss of the weights that were best (EMA's when EMA won)
+def test_item15_resume_reads_the_best_weights_loss(tmp_path):
+    from types import SimpleNamespace
+
+    from vitkit.engine.checkpoint import load_checkpoint
+    from vitkit.engine.resume import restore
+
+    trainer = tiny_trainer(tmp_path, train={"ema": 0.5, "epochs": 1})
+    trainer.fit()
+    (run_dir,) = (tmp_path / "tiny").iterdir()
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    row = state["history"][0]
+    assert row["ema_val_loss"] != row["val_loss"]
+    resumed = tiny_trainer(tmp_path, train={"ema": 0.5, "epochs": 2})
+    resumed.run = SimpleNamespace(history=[])
+    for source, key in (("ema", "ema_val_loss"), ("model", "val_loss")):
+        state = {**state, "best_weights": source, "best_epoch": 1}
+        _, _, best_loss, best_epoch = restore(resumed, state)[:4]
+        assert best_epoch == 1 and best_loss == row[key], source

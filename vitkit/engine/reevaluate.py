@@ -48,7 +48,10 @@ def reevaluate(
     load_plugins(recipe.plugins, entry_points=False, recipe_file=str(ckpt_path))  # its components
     meta = state["data"]
     dev = select_device(device)
-    precision = select_precision("auto", dev)
+    try:  # the run's own precision, so the numbers match its summary.json
+        precision = select_precision(recipe.train.precision, dev)
+    except UserError:  # an fp16 run evaluated off GPU
+        precision = select_precision("auto", dev)
     data = build.build_dataset(recipe, meta["img_size"]).load()
     model = build.build_model(recipe, len(meta["classes"]), meta["in_chans"])
     model.load_state_dict(state["model"])
@@ -67,6 +70,7 @@ def reevaluate(
         f"{split}_top5": result.top5,
         f"{split}_loss": result.loss,
         "count": result.count,
+        "precision": precision,
     }
     table = Table(
         title=f"{recipe.name}: {split} split, best checkpoint (epoch {state.get('epoch')})", show_header=False

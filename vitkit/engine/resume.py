@@ -93,7 +93,8 @@ def restore(trainer: Trainer, state: dict[str, Any]) -> tuple[int, float, float,
     trainer.run.history[:] = history
     best_epoch = int(state.get("best_epoch", 0))
     best_acc = float(state.get("best_val_acc", -1.0))
-    best_loss = float(history[best_epoch - 1]["val_loss"]) if 0 < best_epoch <= len(history) else math.inf
+    loss_key = "ema_val_loss" if state.get("best_weights") == "ema" else "val_loss"  # the weights that won
+    best_loss = float(history[best_epoch - 1][loss_key]) if 0 < best_epoch <= len(history) else math.inf
     trainer.saved_epoch = int(state["epoch"])
     restore_rng(state["rng"], trainer.device)
     return int(state["epoch"]) + 1, best_acc, best_loss, best_epoch
