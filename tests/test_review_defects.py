@@ -214,3 +214,19 @@ def test_item15_resume_reads_the_best_weights_loss(tmp_path):
         state = {**state, "best_weights": source, "best_epoch": 1}
         _, _, best_loss, best_epoch = restore(resumed, state)[:4]
         assert best_epoch == 1 and best_loss == row[key], source
+
+
+# item 18: global_pool="avg" with fc_norm unset builds timm's architecture (fc_norm on, as timm's None means)
+@pytest.mark.parametrize("class_token", [True, False])
+def test_item18_avg_pool_builds_timms_architecture(class_token):
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    from vitkit.models.vit import VisionTransformer
+
+    args = dict(img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=1, num_heads=2)
+    args.update(class_token=class_token, global_pool="avg")
+    ours, theirs = VisionTransformer(**args).state_dict(), TimmViT(**args).state_dict()
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+    assert "fc_norm.weight" in ours and "norm.weight" not in ours
+    explicit = VisionTransformer(**args, fc_norm=False).state_dict()
+    assert "norm.weight" in explicit and "fc_norm.weight" not in explicit  # an explicit False still holds

@@ -112,6 +112,8 @@ def infer_vit_options(state: dict[str, torch.Tensor]) -> dict[str, Any]:
         options.update(class_token=False, global_pool="avg")
     if "fc_norm.weight" in state:
         options.update(fc_norm=True, global_pool="avg")
+    elif options.get("global_pool") == "avg":
+        options["fc_norm"] = False  # LayerNorm before pooling (``norm``), as the state holds
     if "reg_token" in state:
         options["reg_tokens"] = state["reg_token"].shape[1]
         prefix += options["reg_tokens"]
