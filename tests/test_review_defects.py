@@ -230,3 +230,25 @@ def test_item18_avg_pool_builds_timms_architecture(class_token):
     assert "fc_norm.weight" in ours and "norm.weight" not in ours
     explicit = VisionTransformer(**args, fc_norm=False).state_dict()
     assert "norm.weight" in explicit and "fc_norm.weight" not in explicit  # an explicit False still holds
+
+
+# item 7: `bench --vs timm` builds timm's twin with timm_bridge.timm_config (avg pool + fc_norm, LayerScale, ...)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"global_pool": "avg", "class_token": False, "fc_norm": False},
+        {"init_values": 1e-5},
+        {"reg_tokens": 2},
+        {"qk_norm": True},
+    ],
+)
+def test_item07_bench_timm_twin_keeps_every_option(options):
+    from vitkit.engine.bench import timm_twin
+
+    model = vitkit.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, num_classes=10, **options)
+    model.eval()
+    twin = timm_twin(model).eval()
+    assert sum(p.numel() for p in twin.parameters()) == sum(p.numel() for p in model.parameters())
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(twin(x), model(x), atol=1e-5)
