@@ -252,3 +252,47 @@ def test_item07_bench_timm_twin_keeps_every_option(options):
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(twin(x), model(x), atol=1e-5)
+
+
+# item 11: precision = "auto" picks bf16 only where the GPU has it natively (not emulated on V100/T4)
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp16")])
+def test_item11_auto_precision_needs_native_bf16(monkeypatch, native, expected):
+    from vitkit.engine.device import select_precision
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:  # a V100/T4 emulates bf16
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert select_precision("auto", torch.device("cuda")) == expected
+    assert select_precision("auto", torch.device("cpu")) == "fp32"
+
+
+# item 12: fp32 on an Ampere+ GPU uses TF32 matmuls unless train.tf32 = false; the run header says so
+@pytest.mark.parametrize(
+    ("precision", "device", "capability", "enabled", "expected"),
+    [
+        ("fp32", "cuda", (8, 0), True, True),
+        ("fp32", "cuda", (9, 0), False, False),
+        ("fp32", "cuda", (7, 0), True, False),  # V100: no TF32
+        ("bf16", "cuda", (8, 0), True, False),  # the matmuls are bf16 already
+        ("fp32", "cpu", None, True, False),
+    ],
+)
+def test_item12_tf32_decision(monkeypatch, precision, device, capability, expected, enabled):
+    from vitkit.engine.device import use_tf32
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert use_tf32(precision, torch.device(device), enabled) is expected
+
+
+def test_item12_tf32_key_and_run_header(tmp_path, monkeypatch, capsys):
+    from vitkit.engine import trainer as trainer_module
+
+    seen = []
+    monkeypatch.setattr(trainer_module, "use_tf32", lambda precision, device, enabled: seen.append(enabled) or True)
+    monkeypatch.setattr(trainer_module, "apply_tf32", lambda on: seen.append(("applied", on)))
+    trainer = tiny_trainer(tmp_path, train={"epochs": 1, "tf32": False})
+    assert seen == [False, ("applied", True)] and trainer.tf32 is True
+    trainer.fit()
+    assert "(fp32, TF32 matmuls)" in capsys.readouterr().out
+    assert torch.get_float32_matmul_precision() == "highest"  # nothing changed on CPU

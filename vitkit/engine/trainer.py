@@ -21,7 +21,7 @@ from vitkit.engine import build
 from vitkit.engine import distributed as dist
 from vitkit.engine.checkpoint import atomic_write_text, save_checkpoint, save_safetensors
 from vitkit.engine.console import EpochProgress, console, print_epoch, print_summary
-from vitkit.engine.device import autocast, select_device, select_precision
+from vitkit.engine.device import apply_tf32, autocast, select_device, select_precision, use_tf32
 from vitkit.engine.ema import ModelEma
 from vitkit.engine.evaluate import Evaluation, evaluate
 from vitkit.engine.faults import NonFiniteWatch, divergence_error, scaler_step
@@ -88,6 +88,8 @@ class Trainer:
             self.precision = select_precision(recipe.train.precision, self.device)
         except UserError as err:
             raise UserError(f"{recipe.where()}: {err}") from None
+        self.tf32 = use_tf32(self.precision, self.device, recipe.train.tf32)  # fp32 on Ampere+: TF32 matmuls
+        apply_tf32(self.tf32)
         self.strategy = recipe.train.strategy if self.dist.enabled else "single"
 
         # describe the dataset (cheap) to size the model, then load it
@@ -265,7 +267,8 @@ class Trainer:
         ranks = f" x {self.dist.world_size} processes ({self.strategy})" if self.dist.enabled else ""
         console.print(
             f"[bold]vitkit run[/] {recipe.name}: {recipe.model['name']} "
-            f"({self.params / 1e6:.2f} M params) on {self.device}{ranks} ({self.precision}), "
+            f"({self.params / 1e6:.2f} M params) on {self.device}{ranks} "
+            f"({self.precision}{', TF32 matmuls' if self.tf32 else ''}), "
             f"{len(self.data.train)}/{len(self.data.val)}/{len(self.data.test)} train/val/test images "
             f"-> {run_dir}"
         )
