@@ -296,3 +296,42 @@ def test_item12_tf32_key_and_run_header(tmp_path, monkeypatch, capsys):
     trainer.fit()
     assert "(fp32, TF32 matmuls)" in capsys.readouterr().out
     assert torch.get_float32_matmul_precision() == "highest"  # nothing changed on CPU
+
+
+# item 13: "auto" probes the trainer's real step, frees memory outside the except block, picks an even size
+def test_item13_autobatch_frees_before_retry_and_picks_even_sizes():
+    import sys
+
+    from vitkit.engine.autobatch import find_batch_size
+
+    tried, freed = [], []
+
+    def step(size):
+        tried.append(size)
+        if size > 40:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    def free():
+        freed.append(sys.exc_info()[0])  # None: the exception (and its activations) is gone
+
+    size, how = find_batch_size(step, torch.device("cuda"), limit=5000, free=free)
+    assert tried == [1024, 512, 256, 128, 64, 32] and size == 16 and "32 fits" in how
+    assert freed == [None] * 6
+    for limit, expected in ((3, 2), (37, 18), (2, 2)):
+        assert find_batch_size(lambda s: None, torch.device("cuda"), limit=limit, free=lambda: None)[0] == expected
+    assert find_batch_size(lambda s: None, torch.device("cpu"), limit=1000)[0] == 64  # off GPU: the default
+
+
+def test_item13_probe_is_a_real_training_step_that_leaves_no_trace(tmp_path):
+    trainer = tiny_trainer(tmp_path, train={"ema": 0.9})
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    ema = {k: v.clone() for k, v in trainer.ema.module.state_dict().items()}
+    rng = torch.get_rng_state()
+    steps = []
+    trainer.optimizer.step = lambda *a, _step=trainer.optimizer.step, **k: steps.append(1) or _step(*a, **k)
+    trainer._probe_step(6)
+    assert steps == [1]  # the optimizer stepped: its state was allocated as in training
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in weights.items())
+    assert all(torch.equal(v, trainer.ema.module.state_dict()[k]) for k, v in ema.items())
+    assert not trainer.optimizer.state and all(p.grad is None for p in trainer.model.parameters())
+    assert torch.equal(rng, torch.get_rng_state())

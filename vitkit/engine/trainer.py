@@ -100,6 +100,20 @@ class Trainer:
         if recipe.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
+        self.loss_fn = build.build_loss(recipe, num_classes, self.data.in_chans, self.img_size)
+        if isinstance(self.loss_fn, torch.nn.Module):  # a plugin's loss may be a plain function
+            self.loss_fn.to(self.device)
+        if hasattr(self.loss_fn, "prepare_student"):  # distillation: DeiT's two heads, each its own term
+            self.loss_fn.prepare_student(self.model)
+        self.ema = ModelEma(self.model, recipe.train.ema) if recipe.train.ema > 0 else None
+        if self.ema is not None and self.strategy == "fsdp":
+            raise UserError(f"{recipe.where()}: train.ema is not supported with train.strategy = 'fsdp'")
+        self.wrapped = dist.wrap_model(self.model, self.strategy, self.device) if self.dist.enabled else self.model
+        self.optimizer = build.build_optimizer(recipe, self.model)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.forward = torch.compile(self.wrapped) if recipe.train.compile else self.wrapped
+
+        # the batch size ("auto" probes a real step of everything built above), then loaders and schedule
         data = recipe.data
         self.batch_size = self._batch_size()
         eval_batch = data.eval_batch_size or 4 * self.batch_size
@@ -124,23 +138,11 @@ class Trainer:
             self.data.test, eval_batch, eval_tf, self.device, False, data.num_workers, 0, eval_rank, eval_world
         )
 
-        self.loss_fn = build.build_loss(recipe, num_classes, self.data.in_chans, self.img_size)
-        if isinstance(self.loss_fn, torch.nn.Module):  # a plugin's loss may be a plain function
-            self.loss_fn.to(self.device)
-        if hasattr(self.loss_fn, "prepare_student"):  # distillation: DeiT's two heads, each its own term
-            self.loss_fn.prepare_student(self.model)
-        self.ema = ModelEma(self.model, recipe.train.ema) if recipe.train.ema > 0 else None
-        if self.ema is not None and self.strategy == "fsdp":
-            raise UserError(f"{recipe.where()}: train.ema is not supported with train.strategy = 'fsdp'")
-        self.wrapped = dist.wrap_model(self.model, self.strategy, self.device) if self.dist.enabled else self.model
-        self.optimizer = build.build_optimizer(recipe, self.model)
         accum = recipe.train.grad_accum_steps
         self.steps_per_epoch = math.ceil(len(self.train_loader) / accum)
         self.scheduler = build.build_scheduler(
             recipe, self.optimizer, self.steps_per_epoch * recipe.train.epochs, self.steps_per_epoch
         )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.forward = torch.compile(self.wrapped) if recipe.train.compile else self.wrapped
         self.params = sum(p.numel() for p in self.model.parameters())
         self.saved_epoch: int | None = None  # the epoch checkpoints/last.pt holds
         if self.plugins.get_plugin("early_stopping") is not None:  # a manager reused from an earlier run
@@ -160,15 +162,17 @@ class Trainer:
             return size
         from vitkit.engine.autobatch import find_batch_size
 
-        sample = (self.data.in_chans, self.img_size, self.img_size)
         limit = max(2, len(self.data.train) // self.dist.world_size)
-        size, how = find_batch_size(
-            self.model, sample, len(self.data.classes), self.device,
-            lambda: autocast(self.device, self.precision), limit,
-        )  # fmt: skip
+        size, how = find_batch_size(self._probe_step, self.device, limit)
         size = dist.all_reduce_min(size, self.device)
         console.print(how)
         return size
+
+    def _probe_step(self, size: int) -> None:
+        """One training step on ``size`` random images, then every state as it was (``engine.autobatch``)."""
+        from vitkit.engine.autobatch import probe_step
+
+        probe_step(self, size)
 
     # ------------------------------------------------------------------------------------ loop
 
