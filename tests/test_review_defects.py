@@ -335,3 +335,18 @@ def test_item13_probe_is_a_real_training_step_that_leaves_no_trace(tmp_path):
     assert all(torch.equal(v, trainer.ema.module.state_dict()[k]) for k, v in ema.items())
     assert not trainer.optimizer.state and all(p.grad is None for p in trainer.model.parameters())
     assert torch.equal(rng, torch.get_rng_state())
+
+
+# item 16: the declared torch floor covers the APIs the code imports
+def test_item16_declared_torch_floor_covers_fully_shard():
+    import re
+    from pathlib import Path
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = {m[1]: tuple(int(x) for x in m[2].split(".")) for d in deps if (m := re.match(r"([\w-]+)>=([\d.]+)", d))}
+    assert "from torch.distributed.fsdp import fully_shard" in (root / "vitkit/engine/distributed.py").read_text()
+    assert floors["torch"] >= (2, 6)  # fully_shard is public from torch 2.6
+    assert floors["torchvision"] >= (0, 21)  # torchvision 0.21 goes with torch 2.6

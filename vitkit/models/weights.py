@@ -153,9 +153,7 @@ def resample_pos_embed(pos_embed: torch.Tensor, grid_size: int, num_prefix_token
         )
     if old == grid_size:
         return pos_embed
-    return resample_abs_pos_embed(
-        pos_embed, [grid_size, grid_size], [old, old], num_prefix_tokens=num_prefix_tokens, align_corners=False
-    )
+    return resample_abs_pos_embed(pos_embed, [grid_size, grid_size], [old, old], num_prefix_tokens=num_prefix_tokens)
 
 
 def _embedded_prefix(model: nn.Module) -> int:
@@ -169,7 +167,11 @@ def adapt_input_channels(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     (grey images see the RGB filters' total response), else cycled and rescaled (timm's ``adapt_input_conv``)."""
     from timm.models import adapt_input_conv
 
-    return adapt_input_conv(in_chans, weight, base_chans=weight.shape[1])
+    if weight.shape[1] == in_chans:
+        return weight
+    if weight.shape[1] == 3:  # RGB weights: every timm 1.0
+        return adapt_input_conv(in_chans, weight)
+    return adapt_input_conv(in_chans, weight, base_chans=weight.shape[1])  # other sources: newer timm
 
 
 def adapt_to_model(state: dict[str, torch.Tensor], model: nn.Module, source: str = "") -> dict[str, torch.Tensor]:
