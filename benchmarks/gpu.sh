@@ -10,6 +10,18 @@
 # vitkit runs from this checkout through PYTHONPATH (no install). Outputs are also written to
 # $OUT (default /tmp/vitkit-gpu-bench): a .txt table per step, .json for the bench runs.
 set -uo pipefail
+usage() {
+    echo "usage: benchmarks/gpu.sh [--dry-run] [--help]"
+    echo "  every GPU figure of issue 6: vitkit vs timm img/s (eager, compiled), TFLOP/s, memory, vs_timm table"
+    echo "  --dry-run  the same steps on CPU with a tiny config (checks the script without a GPU)"
+    echo "  env: PYTHON (interpreter), OUT (output folder, default /tmp/vitkit-gpu-bench)"
+    echo "  exit status: 0 when every step passed, 1 when any failed (each failure is listed at the end)"
+}
+case "${1:-}" in
+    -h|--help) usage; exit 0 ;;
+    ""|--dry-run) ;;
+    *) usage >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-$(command -v python || command -v python3)}
@@ -29,14 +41,16 @@ else
     TABLE=(--device cpu --quick --batch-size 2 --config tiny-32)
     EAGER_LIMIT=300 COMPILE_LIMIT=300 TABLE_LIMIT=300
 fi
-$PY -c "import torch, timm, einops; print(f'torch {torch.__version__}, timm {timm.__version__}, einops {einops.__version__}')"
+FAILED=()
+$PY -c "import torch, timm, einops; print(f'torch {torch.__version__}, timm {timm.__version__}, einops {einops.__version__}')" \
+    || FAILED+=("versions (torch, timm, einops not importable)")
 
-step() {  # step NAME LIMIT CMD...: run with a time limit, keep the output, never stop the script
+step() {  # step NAME LIMIT CMD...: run with a time limit, keep the output; a failure is counted, the rest still runs
     local name=$1 limit=$2; shift 2
     echo; echo "== $name ($(( $(date +%s) - START )) s in)"
     timeout "$limit" "$@" 2>&1 | tee "$OUT_DIR/$name.txt"
     local rc=${PIPESTATUS[0]}
-    [[ $rc == 0 ]] || echo "!! $name: exit $rc (124: over its ${limit}s limit)"
+    [[ $rc == 0 ]] || { echo "!! $name: exit $rc (124: over its ${limit}s limit)"; FAILED+=("$name (exit $rc)"); }
 }
 
 bench() {  # bench NAME LIMIT ARGS...: `vitkit bench ARGS --json` into NAME.json, then its table
@@ -44,9 +58,10 @@ bench() {  # bench NAME LIMIT ARGS...: `vitkit bench ARGS --json` into NAME.json
     echo; echo "== $name ($(( $(date +%s) - START )) s in)"
     timeout "$limit" $PY -m vitkit bench "$@" --json >"$OUT_DIR/$name.json" 2> >(tee "$OUT_DIR/$name.log" >&2)
     local rc=$?
-    [[ $rc == 0 ]] || { echo "!! $name: exit $rc (124: over its ${limit}s limit)"; return; }
+    [[ $rc == 0 ]] || { echo "!! $name: exit $rc (124: over its ${limit}s limit)"; FAILED+=("$name (exit $rc)"); return; }
     $PY -c "import json, sys; from vitkit.engine.bench_command import print_report; print_report(json.load(open(sys.argv[1])))" \
         "$OUT_DIR/$name.json" | tee "$OUT_DIR/$name.txt"
+    [[ ${PIPESTATUS[0]} == 0 ]] || FAILED+=("$name (table)")
 }
 
 bench eager "$EAGER_LIMIT" "${MAIN[@]}" --vs timm
@@ -56,3 +71,8 @@ bench compiled "$COMPILE_LIMIT" "${MAIN[@]}" --vs timm --compile
 unset TORCH_LOGS
 step vs_timm_table "$TABLE_LIMIT" $PY benchmarks/vs_timm.py "${TABLE[@]}" --json "$OUT_DIR/vs_timm.json"
 echo; echo "total $(( $(date +%s) - START )) s; outputs in $OUT_DIR"
+if (( ${#FAILED[@]} )); then
+    echo "FAILED: ${#FAILED[@]} step(s): ${FAILED[*]}"
+    exit 1
+fi
+echo "all steps passed"

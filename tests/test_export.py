@@ -100,3 +100,19 @@ def test_bad_export_options_are_user_errors(run_dir, cli):
     assert code == 2 and "--format torchscript" in err
     code, _, err = cli("export", run_dir, "--prune", "1.5")
     assert code == 2 and "--prune" in err
+
+
+def test_item20_export_never_overwrites_the_runs_outputs(run_dir, cli):
+    """Issue 17 item 20: a default export goes to export/ in the run; an existing --out needs --force."""
+    produced = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    code, _, err = cli("export", run_dir)
+    assert code == 0, err
+    assert {p: p.read_bytes() for p in produced} == produced  # nothing the run wrote changed
+    assert (run_dir / "export" / "model.safetensors").is_file()
+    code, _, err = cli("export", run_dir)  # the export is there now
+    assert code == 2 and "--force" in err and "Traceback" not in err
+    code, _, err = cli("export", run_dir, "--out", run_dir / "model.safetensors")
+    assert code == 2 and "--force" in err
+    assert (run_dir / "model.safetensors").read_bytes() == produced[run_dir / "model.safetensors"]
+    code, _, err = cli("export", run_dir, "--force")
+    assert code == 0, err

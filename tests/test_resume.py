@@ -181,3 +181,30 @@ def test_killed_after_the_last_epoch_resumes_to_the_test_step_then_refuses(refer
     assert _result(run_dir) == expected
     code, _, err = cli("run", "--resume", run_dir)
     assert code == 2 and "this run already finished" in err
+
+
+@pytest.mark.slow
+def test_item23_resume_restores_early_stopping_state(tmp_path, cli):
+    """Issue 17 item 23: val_acc never improves by min_delta 1.0, so with patience 2 the run stops after
+    epoch 3; killed after epoch 2 is saved and resumed, it must still stop after epoch 3."""
+    recipe = tmp_path / "stop.toml"
+    recipe.write_text(
+        RECIPE.replace("OUT", str(tmp_path / "runs")).replace(
+            "epochs = 7", 'epochs = 6\n[train.early_stopping]\nmetric = "val_acc"\npatience = 2\nmin_delta = 1.0'
+        )
+    )
+    proc = subprocess.run(  # the test hook SIGKILLs the run on its 4th last.pt write: epoch 3's, before the rename
+        [sys.executable, "-m", "vitkit", "run", str(recipe)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "VITKIT_TEST_KILL_AFTER_TEMP": "last.pt:4"},
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (run_dir,) = (tmp_path / "runs" / "kill").iterdir()
+    assert _saved_epoch(run_dir) == 2
+    code, _, err = cli("run", "--resume", run_dir)
+    assert code == 0, err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs_run"] == 3, summary["stop_reason"]
+    assert "early stopping" in summary["stop_reason"] and "(epoch 1)" in summary["stop_reason"]

@@ -92,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", dest="fmt", choices=("safetensors", "torchscript", "onnx"), default="safetensors")
     ex.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantization of Linear layers (CPU)")
     ex.add_argument("--prune", type=float, metavar="AMOUNT", help="zero this share of Linear weights (0-1), globally")
-    ex.add_argument("--out", metavar="PATH", help="output file (default: next to the model in the run directory)")
+    ex.add_argument("--out", metavar="PATH", help="output file (default: <run>/export/model.<format suffix>)")
+    ex.add_argument("--force", action="store_true", help="overwrite an existing output file")
 
     cmp = sub.add_parser(
         "compare",
@@ -338,7 +339,7 @@ def _export(args: argparse.Namespace) -> int:
     _load_plugins(args)
     from vitkit.engine.export import run_export
 
-    run_export(args.model, args.fmt, args.quantize, args.prune, args.out)
+    run_export(args.model, args.fmt, args.quantize, args.prune, args.out, args.force)
     return 0
 
 

@@ -68,6 +68,11 @@ class Distillation(nn.Module):
         self.base, self.kind, self.alpha, self.tau, self.teacher_size = base, kind, alpha, tau, teacher_size
         self.teacher = teacher.eval().requires_grad_(False)
 
+    def prepare_student(self, model: nn.Module) -> None:
+        """Ask a model with a distillation token (DeiT) for both heads' logits in training."""
+        if hasattr(model, "distilled_training"):
+            model.distilled_training = True
+
     def train(self, mode: bool = True) -> Distillation:
         super().train(mode)
         self.teacher.eval()  # the teacher never trains (dropout, drop path off)

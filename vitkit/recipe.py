@@ -96,6 +96,7 @@ class TrainConfig:
     ema: float = _f(0.0, min=0.0, max=1.0, doc="EMA decay of the weights per update (0: off; e.g. 0.999)")
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     deterministic: bool = _f(False, doc="torch.use_deterministic_algorithms (slower; exact repeats on GPU)")
+    tf32: bool = _f(True, doc="fp32 on an Ampere+ GPU: TF32 matmuls (false: full fp32)")
     channels_last: bool = _f(False, doc="channels-last memory format for model and inputs")
     strategy: str = _f("ddp", choices=("ddp", "fsdp"), doc="multi-process strategy under torchrun")
     compile: bool = _f(False, doc="torch.compile the model")

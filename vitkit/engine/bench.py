@@ -49,51 +49,38 @@ def synchronize(device: torch.device) -> None:
 
 
 def vit_config(model: nn.Module) -> dict[str, Any]:
-    """The timm ``VisionTransformer`` keyword arguments that rebuild a vitkit ViT (``UserError`` if none do)."""
-    from vitkit.layers import SoftmaxAttention
+    """The timm ``VisionTransformer`` keyword arguments that rebuild a vitkit ViT (``UserError`` if none do):
+    ``timm_bridge.timm_config`` plus the same regularisation, so a training step does the same work."""
     from vitkit.models import VisionTransformer
+    from vitkit.models.timm_bridge import timm_config
 
     if not isinstance(model, VisionTransformer):
         raise UserError(f"--vs timm: {type(model).__name__} is not vitkit's VisionTransformer")
+    if model.pos_embed_kind in ("sincos", "rope2d") or model.mlp_kind != "mlp":  # not the same work in timm
+        raise UserError("--vs timm: timm's ViT has no fixed sin-cos or rotary positions or SwiGLU; use a 'learn' model")
+    try:
+        config = timm_config(model)
+    except UserError as err:
+        raise UserError(f"--vs timm: {err}") from None
     block = model.blocks[0]
-    if not isinstance(block.attn, SoftmaxAttention):
-        raise UserError("--vs timm: timm's ViT has softmax attention only; use model.attention = 'softmax'")
-    if (
-        model.pos_embed_kind != "learn"
-        or model.mlp_kind != "mlp"
-        or not isinstance(model.patch_embed.norm, nn.Identity)
-    ):
-        raise UserError(
-            "--vs timm: timm's ViT has no fixed sin-cos or rotary positions, SwiGLU or patch norm; use a 'learn' model"
-        )
-    return {
-        "img_size": model.img_size,
-        "patch_size": model.patch_size,
-        "in_chans": model.in_chans,
-        "num_classes": model.num_classes,
-        "embed_dim": model.embed_dim,
-        "depth": len(model.blocks),
-        "num_heads": block.attn.num_heads,
-        "mlp_ratio": block.mlp.fc1.out_features / model.embed_dim,
-        "qkv_bias": block.attn.qkv.bias is not None,
-        "class_token": model.cls_token is not None,
-        "global_pool": model.global_pool,
-        "pos_embed": model.pos_embed_kind,
-        # the same regularisation, so a training step does the same work
-        "drop_rate": model.pos_drop.p,
-        "pos_drop_rate": model.pos_drop.p,
-        "proj_drop_rate": model.pos_drop.p,
-        "attn_drop_rate": block.attn.attn_drop.p,
-        "drop_path_rate": model.blocks[-1].drop_path1.p,
-    }
+    rate = model.pos_drop.p
+    config.update(
+        drop_rate=rate,
+        pos_drop_rate=rate,
+        proj_drop_rate=rate,
+        attn_drop_rate=block.attn.attn_drop,
+        drop_path_rate=model.blocks[-1].drop_path1.p,
+    )
+    return config
 
 
 def timm_twin(model: nn.Module) -> nn.Module:
     """timm's ``VisionTransformer`` with ``model``'s configuration and a copy of its weights."""
-    from timm.models.vision_transformer import VisionTransformer as TimmViT
+    from vitkit.models.timm_bridge import to_timm_model
 
-    twin = TimmViT(**vit_config(model))
-    twin.load_state_dict(model.state_dict())
+    config = vit_config(model)  # checks and the regularisation; timm_bridge builds and loads
+    regularisation = ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate")
+    twin = to_timm_model(model, **{key: config[key] for key in regularisation})
     return twin.to(next(model.parameters()).device)
 
 

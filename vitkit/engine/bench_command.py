@@ -13,6 +13,7 @@ from vitkit.errors import UserError
 def _recipe_target(path: str, args: argparse.Namespace) -> dict[str, Any]:
     """Model spec, data shape, batch, precision, compile and device from a recipe (data is not loaded)."""
     from vitkit.engine import build
+    from vitkit.engine.autobatch import resolved_batch_size
     from vitkit.recipe import load_recipe
 
     recipe = load_recipe(path)
@@ -27,7 +28,7 @@ def _recipe_target(path: str, args: argparse.Namespace) -> dict[str, Any]:
         "name": recipe.name,
         "model": build.build_model(recipe, len(dataset.classes), dataset.in_chans, pretrained=False),
         "img_size": img_size,
-        "batch_size": recipe.data.batch_size,
+        "batch_size": resolved_batch_size(recipe),  # "auto": the off-GPU default; --batch-size to set one
         "precision": recipe.train.precision,
         "compile": recipe.train.compile,
         "device": recipe.train.device,

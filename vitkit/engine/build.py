@@ -232,11 +232,23 @@ def build_loss(recipe: Recipe, num_classes: int = 10, in_chans: int = 3, img_siz
     return _with_context(LOSSES, recipe.loss, recipe, "loss", **context)
 
 
+def _default(registry: Registry, spec: Any, recipe: Recipe, key: str, arg: str, fallback: Any) -> Any:
+    """The default of argument ``arg`` in the factory that ``spec`` names (``fallback`` if it has none)."""
+    try:
+        name, _ = split_spec(spec)
+        param = inspect.signature(registry.get(name).factory).parameters.get(arg)
+    except UserError as err:
+        raise UserError(f"{recipe.where()}: {key}: {err}") from None
+    return fallback if param is None or param.default is inspect.Parameter.empty else param.default
+
+
 def build_optimizer(recipe: Recipe, model: nn.Module) -> Any:
     from vitkit.optim import apply_lr_scales, param_groups
 
     spec = dict(recipe.optimizer)
-    weight_decay = spec.pop("weight_decay", 0.05)
+    weight_decay = spec.pop("weight_decay", None)
+    if weight_decay is None:  # the optimizer's own default (SGD 5e-4, AdamW 0.05), not one for all
+        weight_decay = _default(OPTIMIZERS, spec, recipe, "optimizer", "weight_decay", 0.0)
     layer_decay = spec.pop("layer_decay", None)
     try:
         groups = param_groups(model, weight_decay, layer_decay)

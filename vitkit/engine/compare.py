@@ -210,6 +210,7 @@ def profile_run(run_dir: Path, min_seconds: float = 0.5) -> dict[str, Any]:
     import torch
 
     from vitkit.engine import build
+    from vitkit.engine.autobatch import resolved_batch_size
     from vitkit.engine.checkpoint import load_checkpoint
     from vitkit.engine.device import autocast, select_device, select_precision
     from vitkit.engine.flops import count_flops, gmacs
@@ -227,7 +228,7 @@ def profile_run(run_dir: Path, min_seconds: float = 0.5) -> dict[str, Any]:
     model.load_state_dict(state["model"])
     model.to(device).eval()
     flops = count_flops(model, meta["in_chans"], meta["img_size"])
-    batch = recipe.data.eval_batch_size or 4 * recipe.data.batch_size
+    batch = recipe.data.eval_batch_size or 4 * resolved_batch_size(recipe, state.get("batch_size"))
     images = torch.randn(batch, meta["in_chans"], meta["img_size"], meta["img_size"], device=device)
 
     def sync() -> None:

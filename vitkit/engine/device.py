@@ -32,14 +32,33 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def select_precision(name: str, device: torch.device) -> str:
-    """``auto``: bf16 on GPUs that support it, fp16 on older GPUs, fp32 elsewhere."""
+    """``auto``: bf16 on GPUs that have it natively, fp16 (with a GradScaler) on older GPUs, fp32 elsewhere."""
     if name != "auto":
         if name == "fp16" and device.type == "cpu":
             raise UserError("train.precision: fp16 needs a GPU; use bf16 or fp32 on CPU")
         return name
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if native_bf16(device) else "fp16"
     return "fp32"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 in hardware (Ampere and newer); emulated bf16 (V100, T4) does not count."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def use_tf32(precision: str, device: torch.device, enabled: bool = True) -> bool:
+    """Whether fp32 training should use TF32 matmuls: fp32 on a CUDA GPU with TF32 (Ampere, compute
+    capability 8.0, and newer), unless ``train.tf32 = false``."""
+    if not enabled or precision != "fp32" or device.type != "cuda":
+        return False
+    return tuple(torch.cuda.get_device_capability(device)) >= (8, 0)
+
+
+def apply_tf32(on: bool) -> None:
+    """TF32 for float32 matmuls on (``high``) or off (``highest``, PyTorch's default); cuDNN convolutions
+    use TF32 by PyTorch's default already."""
+    torch.set_float32_matmul_precision("high" if on else "highest")
 
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

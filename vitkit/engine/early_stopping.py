@@ -27,17 +27,27 @@ class EarlyStopping:
             return value > self.best + self.min_delta
         return value < self.best - self.min_delta
 
-    @hookimpl
-    def vitkit_on_epoch_end(self, run: Any, epoch: int, metrics: dict[str, Any]) -> None:
+    def observe(self, epoch: int, metrics: dict[str, Any]) -> bool:
+        """Record one epoch's metrics; True when the run should stop."""
         if self.metric not in metrics:
             known = ", ".join(k for k, v in metrics.items() if isinstance(v, float))
             raise UserError(f"train.early_stopping.metric: no metric {self.metric!r} in this run (known: {known})")
         value = float(metrics[self.metric])
         if self.improved(value):
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
-            return
+            return False
         self.bad_epochs += 1
-        if self.bad_epochs >= self.patience:
+        return self.bad_epochs >= self.patience
+
+    def replay(self, history: list[dict[str, Any]]) -> None:
+        """Rebuild the state from a resumed run's metric rows (``metrics.csv``), as if it had watched them."""
+        self.best, self.best_epoch, self.bad_epochs = None, 0, 0
+        for row in history:
+            self.observe(int(row["epoch"]), row)
+
+    @hookimpl
+    def vitkit_on_epoch_end(self, run: Any, epoch: int, metrics: dict[str, Any]) -> None:
+        if self.observe(epoch, metrics):
             run.request_stop(
                 f"early stopping: {self.metric} has not improved on {self.best:.4g} (epoch {self.best_epoch}) "
                 f"for {self.patience} epochs"

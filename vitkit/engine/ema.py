@@ -1,8 +1,10 @@
-"""Exponential moving average of a model's weights (Polyak averaging), updated after each optimizer step."""
+"""Exponential moving average of a model's weights (Polyak averaging), updated after each optimizer step.
+
+The averaging is timm's ``ModelEmaV3`` (parameters lerped with one ``_foreach_lerp_``, buffers copied);
+vitkit keeps its warm-up of the decay and its checkpoint format (``model``, ``updates``, ``decay``).
+"""
 
 from __future__ import annotations
-
-import copy
 
 import torch
 from torch import nn
@@ -16,21 +18,19 @@ class ModelEma:
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
+        from timm.utils import ModelEmaV3
+
         if not 0.0 < decay < 1.0:
             raise ValueError(f"ema decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.updates = 0
-        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.ema = ModelEmaV3(model, decay=decay, exclude_buffers=True)
+        self.module = self.ema.module.requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        ema_params = list(self.module.parameters())
-        live_params = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_params, live_params, 1.0 - decay)
-        for ema_buf, live_buf in zip(self.module.buffers(), model.buffers(), strict=True):
-            ema_buf.copy_(live_buf)
+        self.ema.apply_update_no_buffers_(model, min(self.decay, (1 + self.updates) / (10 + self.updates)))
 
     def state_dict(self) -> dict:
         return {"model": self.module.state_dict(), "updates": self.updates, "decay": self.decay}

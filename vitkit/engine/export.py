@@ -187,8 +187,12 @@ def export(
     quantize: str | None = None,
     prune: float | None = None,
     out: str | Path | None = None,
+    force: bool = False,
 ) -> ExportReport:
-    """Export (and compress) the model of a run directory or checkpoint; measures what each step changed."""
+    """Export (and compress) the model of a run directory or checkpoint; measures what each step changed.
+
+    The default file goes to ``<run>/export/``, never over what the run wrote; an existing ``out``
+    is replaced only with ``force``."""
     if fmt not in SUFFIXES:
         raise UserError(f"--format must be one of {', '.join(SUFFIXES)}, got {fmt!r}")
     if quantize not in (None, "int8"):
@@ -200,7 +204,9 @@ def export(
     loaded = load_model(target)
     model, meta = loaded.model, loaded.data
     tags = (f".pruned{round(prune * 100)}" if prune else "") + (".int8" if quantize else "")
-    path = Path(out) if out else loaded.run_dir / f"model{tags}{SUFFIXES[fmt]}"
+    path = Path(out) if out else loaded.run_dir / "export" / f"model{tags}{SUFFIXES[fmt]}"
+    if path.exists() and not force:
+        raise UserError(f"{path} exists; pass --force to overwrite it (or --out another file)")
     report = ExportReport(path, fmt)
     metadata = {"model": loaded.spec, "data": meta, "plugins": (loaded.recipe or {}).get("plugins", [])}
     loader = None
@@ -261,8 +267,13 @@ def print_report(report: ExportReport) -> None:
 
 
 def run_export(
-    target: str, fmt: str, quantize: str | None = None, prune: float | None = None, out: str | None = None
+    target: str,
+    fmt: str,
+    quantize: str | None = None,
+    prune: float | None = None,
+    out: str | None = None,
+    force: bool = False,
 ) -> ExportReport:
-    report = export(target, fmt, quantize, prune, out)
+    report = export(target, fmt, quantize, prune, out, force)
     print_report(report)
     return report

@@ -69,12 +69,17 @@ def scaler_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) 
     return scaler.get_scale() < before
 
 
-def out_of_memory_error(recipe: Recipe, device: Any) -> UserError:
-    """The error for a GPU out-of-memory: a smaller batch, the same effective batch via accumulation."""
-    batch, accum = recipe.data.batch_size, recipe.train.grad_accum_steps
+def out_of_memory_error(recipe: Recipe, device: Any, batch: int | None = None) -> UserError:
+    """The error for a GPU out-of-memory: a smaller batch, the same effective batch via accumulation.
+
+    ``batch``: the size the trainer resolved (``data.batch_size = "auto"``), if it got that far."""
+    from vitkit.engine.autobatch import resolved_batch_size
+
+    batch, accum = resolved_batch_size(recipe, batch), recipe.train.grad_accum_steps
     smaller = max(1, batch // 2)
+    auto = " (auto)" if recipe.data.batch_size == "auto" else ""
     return UserError(
-        f"{recipe.where()}: out of memory on {device} with data.batch_size = {batch}; set data.batch_size = "
+        f"{recipe.where()}: out of memory on {device} with data.batch_size = {batch}{auto}; set data.batch_size = "
         f"{smaller} and train.grad_accum_steps = {accum * 2} to keep the effective batch of {batch * accum} "
         f'(or use a smaller model or img_size, or train.precision = "bf16")'
     )
@@ -127,7 +132,7 @@ def _fit(
         return trainer.fit(run_dir, resume=resume)
     except _out_of_memory_types():
         device = trainer.device if trainer is not None else recipe.train.device
-        raise out_of_memory_error(recipe, device) from None
+        raise out_of_memory_error(recipe, device, getattr(trainer, "batch_size", None)) from None
     except OSError as err:
         if err.errno not in DISK_ERRNOS:
             raise

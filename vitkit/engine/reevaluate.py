@@ -51,7 +51,10 @@ def reevaluate(
     load_run_plugins(recipe.plugins, ckpt_path)  # its components
     meta = state["data"]
     dev = select_device(device)
-    precision = select_precision("auto", dev)
+    try:  # the run's own precision, so the numbers match its summary.json
+        precision = select_precision(recipe.train.precision, dev)
+    except UserError:  # an fp16 run evaluated off GPU
+        precision = select_precision("auto", dev)
     data = build.build_dataset(recipe, meta["img_size"]).load()
     model = build.build_model(recipe, len(meta["classes"]), meta["in_chans"], pretrained=False)
     model.load_state_dict(state["model"])
@@ -59,8 +62,9 @@ def reevaluate(
     transform = BatchTransform(
         meta["img_size"], meta["mean"], meta["std"], crop="center" if meta.get("crop_pct") else None
     )
-    train_batch = recipe.data.batch_size if isinstance(recipe.data.batch_size, int) else 64  # "auto"
-    batch = recipe.data.eval_batch_size or 4 * train_batch
+    from vitkit.engine.autobatch import resolved_batch_size
+
+    batch = recipe.data.eval_batch_size or 4 * resolved_batch_size(recipe, state.get("batch_size"))
     loader = build_loader(getattr(data, split), batch, transform, dev, False, recipe.data.num_workers)
     result = evaluate(model, loader, dev, precision)
     report = {
@@ -71,6 +75,7 @@ def reevaluate(
         f"{split}_top5": result.top5,
         f"{split}_loss": result.loss,
         "count": result.count,
+        "precision": precision,
     }
     table = Table(
         title=f"{recipe.name}: {split} split, best checkpoint (epoch {state.get('epoch')})", show_header=False

@@ -24,20 +24,27 @@ GRID_IMAGES = 32
 
 
 def confusion_matrix(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``(classes, classes)`` counts; rows are true classes, columns predicted ones."""
-    flat = targets.long() * num_classes + predictions.long()
-    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    """``(classes, classes)`` counts; rows are true classes, columns predicted ones (``sklearn.metrics``)."""
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    labels = list(range(num_classes))
+    return torch.as_tensor(sk_confusion_matrix(targets.cpu().numpy(), predictions.cpu().numpy(), labels=labels))
 
 
 def class_metrics(matrix: torch.Tensor, classes: Sequence[str]) -> list[dict[str, Any]]:
-    """Per class: precision, recall, F1 and support (true images) from a confusion matrix."""
-    matrix = matrix.double()
-    hits = matrix.diagonal()
-    predicted, support = matrix.sum(dim=0), matrix.sum(dim=1)
-    precision = torch.where(predicted > 0, hits / predicted.clamp_min(1), torch.zeros_like(hits))
-    recall = torch.where(support > 0, hits / support.clamp_min(1), torch.zeros_like(hits))
-    denom = precision + recall
-    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-12), torch.zeros_like(hits))
+    """Per class: precision, recall, F1 and support (true images) from a confusion matrix
+    (``sklearn.metrics.precision_recall_fscore_support``; 0 where a class is never predicted or true)."""
+    import numpy as np
+    from sklearn.metrics import precision_recall_fscore_support
+
+    counts = torch.as_tensor(matrix).long().cpu().numpy()
+    n = len(classes)
+    # the (true, predicted) pairs the matrix counts, each repeated by its count
+    pairs = np.repeat(np.arange(n * n), counts.reshape(-1))
+    true, predicted = pairs // n, pairs % n
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true, predicted, labels=list(range(n)), zero_division=0
+    )
     return [
         {"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
         for name, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)

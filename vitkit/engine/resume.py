@@ -97,9 +97,14 @@ def restore(trainer: Trainer, state: dict[str, Any]) -> tuple[int, float, float,
         ema.load_state_dict(state["ema"])
     history = [dict(row) for row in state["history"]]
     trainer.run.history[:] = history
+    plugins = getattr(trainer, "plugins", None)
+    stopper = plugins.get_plugin("early_stopping") if plugins is not None else None
+    if stopper is not None:  # its best value and bad-epoch count, as the uninterrupted run has them
+        stopper.replay(history)
     best_epoch = int(state.get("best_epoch", 0))
     best_acc = float(state.get("best_val_acc", -1.0))
-    best_loss = float(history[best_epoch - 1]["val_loss"]) if 0 < best_epoch <= len(history) else math.inf
+    loss_key = "ema_val_loss" if state.get("best_weights") == "ema" else "val_loss"  # the weights that won
+    best_loss = float(history[best_epoch - 1][loss_key]) if 0 < best_epoch <= len(history) else math.inf
     trainer.saved_epoch = int(state["epoch"])
     restore_rng(state["rng"], trainer.device)
     return int(state["epoch"]) + 1, best_acc, best_loss, best_epoch

@@ -23,7 +23,7 @@ from vitkit.engine import build
 from vitkit.engine import distributed as dist
 from vitkit.engine.checkpoint import atomic_write_text, save_checkpoint, save_safetensors
 from vitkit.engine.console import EpochProgress, console, print_epoch, print_summary
-from vitkit.engine.device import autocast, select_device, select_precision
+from vitkit.engine.device import apply_tf32, autocast, select_device, select_precision, use_tf32
 from vitkit.engine.ema import ModelEma
 from vitkit.engine.evaluate import Evaluation, evaluate
 from vitkit.engine.faults import NonFiniteWatch, divergence_error, scaler_step
@@ -91,6 +91,8 @@ class Trainer:
             self.precision = select_precision(recipe.train.precision, self.device)
         except UserError as err:
             raise UserError(f"{recipe.where()}: {err}") from None
+        self.tf32 = use_tf32(self.precision, self.device, recipe.train.tf32)  # fp32 on Ampere+: TF32 matmuls
+        apply_tf32(self.tf32)
         self.strategy = recipe.train.strategy if self.dist.enabled else "single"
 
         # describe the dataset (cheap) to size the model, then load it
@@ -102,6 +104,20 @@ class Trainer:
         if recipe.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
+        self.loss_fn = build.build_loss(recipe, num_classes, self.data.in_chans, self.img_size)
+        if isinstance(self.loss_fn, torch.nn.Module):  # a plugin's loss may be a plain function
+            self.loss_fn.to(self.device)
+        if hasattr(self.loss_fn, "prepare_student"):  # distillation: DeiT's two heads, each its own term
+            self.loss_fn.prepare_student(self.model)
+        self.ema = ModelEma(self.model, recipe.train.ema) if recipe.train.ema > 0 else None
+        if self.ema is not None and self.strategy == "fsdp":
+            raise UserError(f"{recipe.where()}: train.ema is not supported with train.strategy = 'fsdp'")
+        self.wrapped = dist.wrap_model(self.model, self.strategy, self.device) if self.dist.enabled else self.model
+        self.optimizer = build.build_optimizer(recipe, self.model)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.forward = torch.compile(self.wrapped) if recipe.train.compile else self.wrapped
+
+        # the batch size ("auto" probes a real step of everything built above), then loaders and schedule
         data = recipe.data
         self.batch_size = self._batch_size()
         eval_batch = data.eval_batch_size or 4 * self.batch_size
@@ -125,22 +141,12 @@ class Trainer:
             self.data.test, eval_batch, eval_tf, self.device, False, data.num_workers, 0, eval_rank, eval_world
         )
 
-        self.loss_fn = build.build_loss(recipe, num_classes, self.data.in_chans, self.img_size)
-        if isinstance(self.loss_fn, torch.nn.Module):  # a plugin's loss may be a plain function
-            self.loss_fn.to(self.device)
-        apply_balance(recipe, self.data, self.train_loader, self.loss_fn)
-        self.ema = ModelEma(self.model, recipe.train.ema) if recipe.train.ema > 0 else None
-        if self.ema is not None and self.strategy == "fsdp":
-            raise UserError(f"{recipe.where()}: train.ema is not supported with train.strategy = 'fsdp'")
-        self.wrapped = dist.wrap_model(self.model, self.strategy, self.device) if self.dist.enabled else self.model
-        self.optimizer = build.build_optimizer(recipe, self.model)
+        apply_balance(recipe, self.data, self.train_loader, self.loss_fn)  # after the loaders: the sampler's weights
         accum = recipe.train.grad_accum_steps
         self.steps_per_epoch = math.ceil(len(self.train_loader) / accum)
         self.scheduler = build.build_scheduler(
             recipe, self.optimizer, self.steps_per_epoch * recipe.train.epochs, self.steps_per_epoch
         )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.forward = torch.compile(self.wrapped) if recipe.train.compile else self.wrapped
         self.params = sum(p.numel() for p in self.model.parameters())
         self.saved_epoch: int | None = None  # the epoch checkpoints/last.pt holds
         if self.plugins.get_plugin("early_stopping") is not None:  # a manager reused from an earlier run
@@ -160,15 +166,17 @@ class Trainer:
             return size
         from vitkit.engine.autobatch import find_batch_size
 
-        sample = (self.data.in_chans, self.img_size, self.img_size)
         limit = max(2, len(self.data.train) // self.dist.world_size)
-        size, how = find_batch_size(
-            self.model, sample, len(self.data.classes), self.device,
-            lambda: autocast(self.device, self.precision), limit,
-        )  # fmt: skip
+        size, how = find_batch_size(self._probe_step, self.device, limit)
         size = dist.all_reduce_min(size, self.device)
         console.print(how)
         return size
+
+    def _probe_step(self, size: int) -> None:
+        """One training step on ``size`` random images, then every state as it was (``engine.autobatch``)."""
+        from vitkit.engine.autobatch import probe_step
+
+        probe_step(self, size)
 
     # ------------------------------------------------------------------------------------ loop
 
@@ -208,6 +216,7 @@ class Trainer:
         step_hook = self.dist.is_main and self.hooks.implemented("vitkit_on_train_step")
         for step, (images, targets) in enumerate(self.train_loader):
             update = (step + 1) % accum == 0 or step + 1 == steps
+            group = min(accum, steps - step // accum * accum)  # the last group of an epoch may be shorter
             # DDP: all-reduce gradients only on the micro-step that updates
             sync = contextlib.nullcontext() if update or self.strategy != "ddp" else self.wrapped.no_sync()
             with sync:
@@ -216,7 +225,7 @@ class Trainer:
                 watch.observe(loss, step)
                 if watch.due(step, steps) and (bad := watch.first_bad()) is not None:
                     raise divergence_error(self.recipe, self.precision, epoch, bad, steps, self.saved_epoch)
-                self.scaler.scale(loss / accum).backward()
+                self.scaler.scale(loss / group).backward()
             if update:
                 self._clip()
                 lr = self._lr() if step_hook else 0.0  # the LR this update uses (the scheduler moves it next)
@@ -275,7 +284,8 @@ class Trainer:
         ranks = f" x {self.dist.world_size} processes ({self.strategy})" if self.dist.enabled else ""
         console.print(
             f"[bold]vitkit run[/] {recipe.name}: {recipe.model['name']} "
-            f"({self.params / 1e6:.2f} M params) on {self.device}{ranks} ({self.precision}), "
+            f"({self.params / 1e6:.2f} M params) on {self.device}{ranks} "
+            f"({self.precision}{', TF32 matmuls' if self.tf32 else ''}), "
             f"{len(self.data.train)}/{len(self.data.val)}/{len(self.data.test)} train/val/test images "
             f"-> {run_dir}"
         )
@@ -365,12 +375,13 @@ class Trainer:
             "history": history,
             "recipe": self.recipe.to_dict(),
             "data": self.data_meta(),
+            "batch_size": self.batch_size,  # the resolved one (data.batch_size may be "auto")
             "rng": capture_rng(self.device),
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
         if is_best:  # before last.pt: a kill in between redoes this epoch, identically, and rewrites best.pt
-            best = {k: state[k] for k in ("epoch", "best_val_acc", "best_weights", "recipe", "data")}
+            best = {k: state[k] for k in ("epoch", "best_val_acc", "best_weights", "recipe", "data", "batch_size")}
             save_checkpoint({"model": self.best_state, **best}, run_dir / "checkpoints" / "best.pt")
         save_checkpoint(state, run_dir / "checkpoints" / "last.pt")
         self.saved_epoch = epoch

@@ -15,8 +15,8 @@ class DistilledVisionTransformer(VisionTransformer):
     """ViT with a class token and a distillation token, each with its own linear head.
 
     ``forward`` returns the average of the two heads' logits, in training too, so the model trains
-    with any plain loss. A distillation loss that wants both sets sets ``model.distilled_training =
-    True`` (e.g. from a plugin's ``vitkit_on_run_start(run)`` via ``run.model``); then, in training
+    with any plain loss. The ``distillation`` loss sets ``model.distilled_training = True`` (through its
+    ``prepare_student``, which the trainer calls; a plugin's loss can do the same); then, in training
     mode only, ``forward`` returns ``(class_logits, distillation_logits)``. Evaluation always gets
     the average, as in the paper. The attribute and keys (``dist_token``, ``head_dist``) are timm's.
     """

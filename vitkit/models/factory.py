@@ -114,6 +114,7 @@ _register_vit(
     mlp_ratio=2.0,
     class_token=False,
     global_pool="avg",
+    fc_norm=False,
     pos_embed="sincos",
 )
 _register_vit(
@@ -129,5 +130,6 @@ _register_vit(
     mlp_ratio=2.0,
     class_token=False,
     global_pool="avg",
+    fc_norm=False,
     pos_embed="sincos",
 )

@@ -43,6 +43,7 @@ class SimpleViT(VisionTransformer):
             mlp_ratio=mlp_ratio,
             class_token=False,
             global_pool="avg",
+            fc_norm=False,
             pos_embed="sincos",
             attention=attention,
             qk_norm=qk_norm,

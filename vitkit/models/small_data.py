@@ -78,6 +78,7 @@ class SmallDataViT(VisionTransformer):
         global_pool: Literal["token", "avg"] = "token",
         pos_embed: Literal["learn", "sincos", "none"] = "learn",
         attention: str | dict[str, Any] | None = None,
+        fc_norm: bool | None = None,
     ) -> None:
         super().__init__(
             img_size=img_size,
@@ -96,6 +97,7 @@ class SmallDataViT(VisionTransformer):
             global_pool=global_pool,
             pos_embed=pos_embed,
             attention=attention or default_lsa(),
+            fc_norm=fc_norm,
         )
         self.patch_embed = ShiftedPatchTokenizer(img_size, patch_size, in_chans, embed_dim)
         nn.init.trunc_normal_(self.patch_embed.proj.weight, std=0.02)
@@ -119,5 +121,6 @@ register_config(
     drop_path_rate=0.0,
     class_token=False,
     global_pool="avg",
+    fc_norm=False,
     pos_embed="sincos",
 )

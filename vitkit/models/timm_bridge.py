@@ -153,12 +153,13 @@ def timm_config(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def to_timm_model(model: nn.Module) -> nn.Module:
-    """A timm ``VisionTransformer`` (``VisionTransformerDistilled`` for DeiT) holding ``model``'s weights."""
+def to_timm_model(model: nn.Module, **overrides: Any) -> nn.Module:
+    """A timm ``VisionTransformer`` (``VisionTransformerDistilled`` for DeiT) holding ``model``'s weights;
+    ``overrides`` are further timm arguments that hold no weights (dropout rates)."""
     from timm.models.deit import VisionTransformerDistilled
     from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-    config = timm_config(model)
+    config = {**timm_config(model), **overrides}
     cls = VisionTransformerDistilled if hasattr(model, "dist_token") else TimmViT
     reference = cls(**config)
     state = to_timm_state_dict(model)

@@ -22,8 +22,8 @@ class VisionTransformer(nn.Module):
     ``patch_norm`` adds a LayerNorm on patch tokens (off: on tiny patches it erases the intensity
     signal). Options as in timm: ``init_values`` (LayerScale), ``qk_norm``,
     ``reg_tokens`` (register tokens, Darcet et al. 2024), ``no_embed_class`` (learned positions for
-    patches only), ``fc_norm`` (LayerNorm after pooling instead of before), ``pre_norm`` (LayerNorm
-    before the blocks).
+    patches only), ``fc_norm`` (LayerNorm after pooling instead of before; unset: on with
+    ``global_pool="avg"``, as timm's ``fc_norm=None``), ``pre_norm`` (LayerNorm before the blocks).
     """
 
     def __init__(
@@ -50,7 +50,7 @@ class VisionTransformer(nn.Module):
         qk_norm: bool = False,
         reg_tokens: int = 0,
         no_embed_class: bool = False,
-        fc_norm: bool = False,
+        fc_norm: bool | None = None,
         pre_norm: bool = False,
         mlp: str | dict[str, Any] = "mlp",
     ) -> None:
@@ -85,6 +85,8 @@ class VisionTransformer(nn.Module):
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"{key} must be in [0, 1), got {p}")
 
+        if fc_norm is None:  # timm's rule: the norm follows average pooling
+            fc_norm = global_pool == "avg"
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.num_classes, self.embed_dim = num_classes, embed_dim
         position = POS_EMBED.create(pos_embed)

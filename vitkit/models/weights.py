@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from vitkit.errors import UserError
@@ -114,6 +112,8 @@ def infer_vit_options(state: dict[str, torch.Tensor]) -> dict[str, Any]:
         options.update(class_token=False, global_pool="avg")
     if "fc_norm.weight" in state:
         options.update(fc_norm=True, global_pool="avg")
+    elif options.get("global_pool") == "avg":
+        options["fc_norm"] = False  # LayerNorm before pooling (``norm``), as the state holds
     if "reg_token" in state:
         options["reg_tokens"] = state["reg_token"].shape[1]
         prefix += options["reg_tokens"]
@@ -144,19 +144,18 @@ def _is_square(n: int) -> bool:
 
 def resample_pos_embed(pos_embed: torch.Tensor, grid_size: int, num_prefix_tokens: int) -> torch.Tensor:
     """Bicubic (antialiased) resize of a ``(1, prefix + g*g, dim)`` table to ``grid_size``; the prefix
-    tokens' rows are kept as they are."""
-    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
-    old = math.isqrt(grid.shape[1])
-    if old * old != grid.shape[1]:
+    tokens' rows are kept as they are (timm's ``resample_abs_pos_embed``)."""
+    from timm.layers import resample_abs_pos_embed
+
+    positions = pos_embed.shape[1] - num_prefix_tokens
+    old = math.isqrt(positions)
+    if old * old != positions:
         raise UserError(
-            f"pos_embed has {grid.shape[1]} patch positions after {num_prefix_tokens} prefix tokens: not a square grid"
+            f"pos_embed has {positions} patch positions after {num_prefix_tokens} prefix tokens: not a square grid"
         )
     if old == grid_size:
         return pos_embed
-    image = rearrange(grid.float(), "1 (h w) d -> 1 d h w", h=old)
-    image = F.interpolate(image, size=(grid_size, grid_size), mode="bicubic", align_corners=False, antialias=True)
-    grid = rearrange(image, "1 d h w -> 1 (h w) d").to(pos_embed.dtype)
-    return torch.cat([prefix, grid], dim=1)
+    return resample_abs_pos_embed(pos_embed, [grid_size, grid_size], [old, old], num_prefix_tokens=num_prefix_tokens)
 
 
 def _embedded_prefix(model: nn.Module) -> int:
@@ -167,13 +166,14 @@ def _embedded_prefix(model: nn.Module) -> int:
 
 def adapt_input_channels(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     """A patch projection ``(dim, C, p, p)`` for ``in_chans`` input channels: summed to one channel
-    (grey images see the RGB filters' total response), else cycled and rescaled, as timm does."""
+    (grey images see the RGB filters' total response), else cycled and rescaled (timm's ``adapt_input_conv``)."""
+    from timm.models import adapt_input_conv
+
     if weight.shape[1] == in_chans:
         return weight
-    if in_chans == 1:
-        return weight.sum(dim=1, keepdim=True)
-    repeats = -(-in_chans // weight.shape[1])
-    return torch.cat([weight] * repeats, dim=1)[:, :in_chans] * (weight.shape[1] / in_chans)
+    if weight.shape[1] == 3:  # RGB weights: every timm 1.0
+        return adapt_input_conv(in_chans, weight)
+    return adapt_input_conv(in_chans, weight, base_chans=weight.shape[1])  # other sources: newer timm
 
 
 def adapt_to_model(state: dict[str, torch.Tensor], model: nn.Module, source: str = "") -> dict[str, torch.Tensor]:
