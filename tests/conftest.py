@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,11 @@ import pytest
 from vitkit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# CI installs every plugins/* package; the TensorBoard plugin would then trace a graph and write events
+# in every test's run (seconds each). Its own tests switch it on (tests/test_tracking_tensorboard.py);
+# run the suite with VITKIT_TENSORBOARD=1 to exercise it everywhere.
+os.environ.setdefault("VITKIT_TENSORBOARD", "0")
 RECIPES = ROOT / "recipes"
 
 

@@ -27,7 +27,7 @@ def test_two_digits_epochs_in_tensorboard(tmp_path, cli, write_recipe, monkeypat
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     monkeypatch.delenv("TENSORBOARD_LOGDIR", raising=False)
-    monkeypatch.delenv("VITKIT_TENSORBOARD", raising=False)
+    monkeypatch.setenv("VITKIT_TENSORBOARD", "1")  # tests/conftest.py switches it off for the other tests
     recipe = write_recipe(TINY_DIGITS + f'[output]\ndir = "{tmp_path / "runs"}"\n')
     code, _, err = cli("run", recipe)
     assert code == 0, err
