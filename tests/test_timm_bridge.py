@@ -152,7 +152,7 @@ def test_fine_tuning_keeps_a_fresh_head_for_other_classes(tmp_path):
     assert torch.equal(model.blocks[0].attn.qkv.weight, reference.blocks[0].attn.qkv.weight)
 
 
-def test_any_timm_model_by_name(tmp_path):
+def test_any_timm_model_by_name(tmp_path, monkeypatch):
     model = vitkit.create_model("timm/resnet18", num_classes=10, in_chans=1)
     assert model(torch.randn(2, 1, 16, 16)).shape == (2, 10)
     torch.save(model.state_dict(), tmp_path / "r.pth")
@@ -160,7 +160,11 @@ def test_any_timm_model_by_name(tmp_path):
     assert torch.equal(again.fc.weight, model.fc.weight)
     with pytest.raises(UserError, match="did you mean 'timm/resnet18'"):
         vitkit.create_model("timm/resnet1")
-    with pytest.raises(UserError, match="never downloads"):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # pretrained weights: the HF cache only, here empty
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(UserError, match=r"timm/resnet18\.a1_in1k \(model\.safetensors\) are not in the Hugging Face"):
         vitkit.create_model("timm/resnet18", pretrained=True)
 
 
