@@ -183,6 +183,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.recipe is None:
         raise UserError("vitkit run: give a RECIPE file, or --resume RUN_DIR to continue a run")
     recipe = load_recipe(args.recipe, args.overrides)
+    from vitkit.engine.elastic import restarted_run
+
+    restarted = None if args.dry_run else restarted_run(recipe)
+    if restarted is not None:  # torchrun restarted the workers: continue that run's directory
+        args.resume, args.recipe, args.overrides = str(restarted), None, []
+        return _resume(args)
     manager, _ = _load_plugins(args, recipe)
     if args.dry_run:
         from vitkit.engine.summary import describe

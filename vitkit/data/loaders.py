@@ -12,6 +12,12 @@ from vitkit.data.datasets import ImageSet
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
+def eval_shard(n: int, rank: int, world_size: int) -> range:
+    """The split positions rank ``rank`` evaluates: ``rank, rank + world_size, ...``, with no padding
+    (``DistributedSampler`` repeats images to even the shards; evaluation must see each image once)."""
+    return range(rank, n, world_size)
+
+
 class BatchTransform:
     """Raw batch -> model input: to float [0, 1], resize, augment (training only), normalise."""
 
@@ -79,7 +85,7 @@ class InMemoryLoader:
     def _indices(self) -> torch.Tensor:
         n = len(self.labels)
         if not self.train:
-            return torch.arange(n)[self.rank :: self.world_size]
+            return torch.tensor(eval_shard(n, self.rank, self.world_size), dtype=torch.long)
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(n, generator=g)
         per_rank = n // self.world_size
@@ -116,27 +122,31 @@ class FileLoader:
         if train:  # per-sample augmentations (RandAugment, ...) run in the workers, on CPU
             data.files.augment = transform.take_sample_augments()
         self.sampler = None
-        if world_size > 1:
-            self.sampler = DistributedSampler(data.files, world_size, rank, shuffle=train, seed=seed)
+        eval_indices = None
+        if world_size > 1 and train:
+            self.sampler = DistributedSampler(data.files, world_size, rank, shuffle=True, seed=seed)
+        elif world_size > 1:
+            eval_indices = list(eval_shard(len(data.files), rank, world_size))
         g = torch.Generator().manual_seed(seed)
         self.loader = DataLoader(
             data.files,
             batch_size=batch_size,
             shuffle=train and self.sampler is None,
-            sampler=self.sampler,
+            sampler=self.sampler if self.sampler is not None else eval_indices,
             num_workers=num_workers,
             drop_last=train and len(data) >= batch_size,
             pin_memory=device.type == "cuda",
             persistent_workers=num_workers > 0,
             generator=g,
         )
-        self.transform, self.device, self.train, self.seed = transform, device, train, seed
+        self.transform, self.device, self.train, self.seed, self.rank = transform, device, train, seed, rank
 
     def set_epoch(self, epoch: int) -> None:
         self.transform.set_epoch(epoch)
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
-        self.loader.generator.manual_seed(self.seed * 100_003 + epoch)
+        # seeds the workers' per-sample augmentations (and the shuffle of a single process): one stream per rank
+        self.loader.generator.manual_seed(self.seed * 100_003 + epoch + 1_000_003 * self.rank)
 
     def __len__(self) -> int:
         return len(self.loader)
