@@ -210,6 +210,25 @@ def test_restarted_workers_find_their_run_and_nothing_else(tmp_path, monkeypatch
     assert elastic.restarted_run(recipe) is None  # finished
 
 
+def test_signal_point_fires_at_its_epoch_step_and_rank_on_the_first_attempt_only(monkeypatch):
+    from vitkit.engine import faults
+
+    sent = []
+    monkeypatch.setattr(faults.os, "kill", lambda pid, sig: sent.append(sig))
+    monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
+    monkeypatch.setenv("VITKIT_TEST_SIGNAL_AT", "2:3")
+    for epoch, step, rank in ((2, 2, 0), (1, 3, 0), (2, 3, 1), (2, 3, 0)):
+        faults.signal_at_test_point(epoch, step, rank)
+    assert sent == [signal.SIGKILL]
+    monkeypatch.setenv("VITKIT_TEST_SIGNAL_AT", "4:1:INT:1")
+    faults.signal_at_test_point(4, 1, 0)
+    faults.signal_at_test_point(4, 1, 1)
+    assert sent == [signal.SIGKILL, signal.SIGINT]
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # torchrun's restart: the point has passed
+    faults.signal_at_test_point(4, 1, 1)
+    assert len(sent) == 2
+
+
 # ------------------------------------------------------------------------------------ torchrun
 
 
