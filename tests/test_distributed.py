@@ -169,6 +169,26 @@ def test_eval_shards_cover_each_image_once_and_merge_back_in_order():
                 assert dist.merge_shards(parts, n).tolist() == list(range(n))
 
 
+def test_file_backed_eval_shards_are_not_padded(tmp_path):
+    """``DistributedSampler`` would give each of 2 ranks 3 of 5 images (one twice); evaluation takes 3 + 2."""
+    from PIL import Image
+
+    from vitkit.data import BatchTransform, build_loader
+    from vitkit.data.datasets import ImageFiles, ImageSet
+
+    paths = []
+    for i in range(5):
+        paths.append((tmp_path / f"{i}.png", i))
+        Image.fromarray(torch.full((8, 8), 40 * i, dtype=torch.uint8).numpy()).save(paths[-1][0])
+    labels = []
+    for rank in range(2):
+        data = ImageSet(files=ImageFiles(paths, 8, 1))
+        loader = build_loader(data, 2, BatchTransform(8, (0.0,), (1.0,)), torch.device("cpu"), False, 0, 0, rank, 2)
+        labels.append(torch.cat([targets for _, targets in loader]).tolist())
+    assert labels == [[0, 2, 4], [1, 3]]
+    assert dist.merge_shards([torch.tensor(labels[0]), torch.tensor([*labels[1], -1])], 5).tolist() == [0, 1, 2, 3, 4]
+
+
 def test_optimizer_state_by_name_loads_into_a_single_process(tmp_path):
     """A checkpoint's optimizer state keyed by parameter name (FSDP's) or by position loads alike."""
     torch.manual_seed(0)
