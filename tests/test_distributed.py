@@ -130,7 +130,9 @@ def _rows(run_dir: Path) -> list[tuple[str, ...]]:
 
 
 def _files(run_dir: Path) -> set[str]:
-    return {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+    """What the run directory holds: its entries and its checkpoints (not inside folders that plugins
+    write, e.g. TensorBoard's ``tb/``, whose file names carry a time and a process id)."""
+    return {p.name for p in run_dir.iterdir()} | {f"checkpoints/{p.name}" for p in (run_dir / "checkpoints").iterdir()}
 
 
 @pytest.fixture(scope="module")
