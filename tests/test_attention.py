@@ -147,7 +147,7 @@ def test_talking_heads_starts_as_softmax_attention_then_mixes_heads():
 @pytest.mark.parametrize("attention", ["softmax", "linear"])
 def test_trains_one_epoch_of_digits_through_the_cli(attention, cli, tmp_path, write_recipe):
     recipe = write_recipe(TINY_DIGITS.replace("epochs = 2", "epochs = 1"))
-    overrides = [f"model.attention={attention}", f'output.dir="{tmp_path}"', "output.plots=false"]
+    overrides = [f"model.attention={attention}", f'output.dir="{tmp_path}"']
     code, _, err = cli("run", recipe, *[arg for value in overrides for arg in ("--set", value)])
     assert code == 0, err
     (run_dir,) = (tmp_path / "tiny").iterdir()

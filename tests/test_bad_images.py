@@ -22,12 +22,10 @@ depth = 1
 dataset = {{ name = "imagefolder", in_chans = 1 }}
 root = "{root}"
 batch_size = 16
-num_workers = 0
 [train]
 epochs = 1
 [output]
 dir = "{out}"
-plots = false
 """
 
 
@@ -106,7 +104,7 @@ def test_bad_images_are_skipped_named_and_counted(cli, bad_folder, tmp_path):
 
 def test_on_bad_image_error_fails_before_training(cli, bad_folder, tmp_path):
     path = _write(tmp_path, bad_folder)
-    path.write_text(path.read_text().replace("num_workers = 0", 'num_workers = 0\non_bad_image = "error"'))
+    path.write_text(path.read_text().replace("batch_size = 16", 'batch_size = 16\non_bad_image = "error"'))
     code, _, err = cli("run", path)
     assert code == 2 and "Traceback" not in err and err.count("\n") == 1
     assert f"imagefolder: {bad_folder / 'train/0/random_bytes.png'} is not a readable image" in err

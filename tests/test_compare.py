@@ -32,8 +32,6 @@ def compared(tmp_path_factory):
         "train.epochs=1",
         "--set",
         f'output.dir="{tmp}"',
-        "--set",
-        "output.plots=false",
         "--out",
         str(out),
     ]

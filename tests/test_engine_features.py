@@ -22,7 +22,7 @@ def tiny(tmp_path, **sections):
         "optimizer": {"name": "adamw", "lr": 3e-3},
         "scheduler": {"name": "constant"},
         "train": {"epochs": 2},
-        "output": {"dir": str(tmp_path), "plots": False},
+        "output": {"dir": str(tmp_path)},
     }
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value}

@@ -21,7 +21,7 @@ def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     recipe = out / "tiny.toml"
     recipe.write_text(TINY_DIGITS.replace("epochs = 2", "epochs = 10"))  # about 0.95 test accuracy
-    assert main(["run", str(recipe), "--set", f'output.dir="{out}"', "--set", "output.plots=false"]) == 0
+    assert main(["run", str(recipe), "--set", f'output.dir="{out}"']) == 0
     (path,) = (out / "tiny").iterdir()
     return path
 

@@ -29,7 +29,6 @@ name = "LOSS"
 epochs = 3
 [output]
 dir = "OUT"
-plots = false
 """  # 1295 training images / 64 = 20 steps per epoch
 
 

@@ -52,9 +52,6 @@ def vitkit_on_run_end(run, summary):
 """
 
 
-NO_PLOTS = ("--set", "output.plots=false")  # plots are not what these tests check, and they cost time
-
-
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")  # rich tables: no wrapping of long paths
@@ -97,9 +94,7 @@ def test_recipe_plugin_path_hooks_once_per_epoch(tmp_path, cli):
     write(tmp_path / "my_plugins" / "hooky.py", ATTENTION_TEMPLATE.format(name=attention) + HOOKS)
     recipe = write(
         tmp_path / "recipes" / "r.toml",
-        'plugins = ["../my_plugins/hooky.py"]\n'
-        + TINY_DIGITS
-        + f'[output]\ndir = "{tmp_path / "runs"}"\nplots = false\n',
+        'plugins = ["../my_plugins/hooky.py"]\n' + TINY_DIGITS + f'[output]\ndir = "{tmp_path / "runs"}"\n',
     )
     code, _, err = cli("run", recipe, "--set", f"model.attention={attention}")
     assert code == 0, err
@@ -132,7 +127,7 @@ def test_cli_plugin_module_stops_training_early(tmp_path, monkeypatch, cli, writ
     )
     monkeypatch.syspath_prepend(str(tmp_path / "mods"))
     recipe = write_recipe(TINY_DIGITS.replace("epochs = 2", "epochs = 4"))
-    code, out, err = cli("run", recipe, "--plugin", module, "--set", f'output.dir="{tmp_path / "runs"}"', *NO_PLOTS)
+    code, out, err = cli("run", recipe, "--plugin", module, "--set", f'output.dir="{tmp_path / "runs"}"')
     assert code == 0, err
     assert "stopping after epoch 1: enough for a test" in out
     (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
@@ -223,7 +218,7 @@ def test_jsonl_logger_example_is_opt_in(tmp_path, monkeypatch, cli, write_recipe
     log = tmp_path / "logs" / "metrics.jsonl"
     monkeypatch.setenv("VITKIT_JSONL", str(log))
     recipe = write_recipe(TINY_DIGITS)
-    code, _, err = cli("run", recipe, "--plugin", "vitkit_jsonl_logger", "--set", f'output.dir="{tmp_path}"', *NO_PLOTS)
+    code, _, err = cli("run", recipe, "--plugin", "vitkit_jsonl_logger", "--set", f'output.dir="{tmp_path}"')
     assert code == 0, err
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2]  # once per epoch, even if also installed
@@ -242,7 +237,7 @@ def _installed(distribution: str) -> bool:
 @pytest.mark.skipif(not _installed("vitkit-gated-attention"), reason="plugins/vitkit-gated-attention not installed")
 def test_installed_example_plugin_trains_two_epochs(tmp_path, cli, write_recipe):
     recipe = write_recipe(TINY_DIGITS)
-    code, _, err = cli("run", recipe, "--set", "model.attention=gated", "--set", f'output.dir="{tmp_path}"', *NO_PLOTS)
+    code, _, err = cli("run", recipe, "--set", "model.attention=gated", "--set", f'output.dir="{tmp_path}"')
     assert code == 0, err
     assert ATTENTION.get("gated").origin == "gated"
     (run_dir,) = (tmp_path / "tiny").iterdir()

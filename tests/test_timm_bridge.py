@@ -121,7 +121,7 @@ def test_vitkit_checkpoint_carries_its_options(tmp_path, cli):
 
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(TINY_DIGITS.replace("epochs = 2", "epochs = 1"))
-    assert cli("run", recipe, "--set", f'output.dir="{tmp_path}"', "--set", "output.plots=false")[0] == 0
+    assert cli("run", recipe, "--set", f'output.dir="{tmp_path}"')[0] == 0
     (run_dir,) = (tmp_path / "tiny").iterdir()
     x = torch.randn(2, 1, 16, 16)
     from_pt = vitkit.create_model("vit_nano_patch4_16", checkpoint_path=run_dir / "checkpoints" / "best.pt").eval()
@@ -173,7 +173,7 @@ def test_recipe_trains_a_timm_model_and_starts_from_weights(tmp_path, cli):
 
     recipe = tmp_path / "r.toml"
     recipe.write_text(TINY_DIGITS.replace("epochs = 2", "epochs = 1"))
-    common = ("--set", f'output.dir="{tmp_path}"', "--set", "output.plots=false")
+    common = ("--set", f'output.dir="{tmp_path}"')
     code, _, err = cli("run", recipe, *common, "--set", 'model={name="timm/test_resnet", img_size=16}')
     assert code == 0, err
     summary = json.loads(next((tmp_path / "tiny").glob("*/summary.json")).read_text())

@@ -39,7 +39,7 @@ def test_variant_trains_an_epoch_on_digits(family, tmp_path):
             "data": {"dataset": "digits", "batch_size": 128},
             "optimizer": {"name": "adamw", "lr": 3e-3},
             "train": {"epochs": 1},
-            "output": {"dir": str(tmp_path), "plots": False},
+            "output": {"dir": str(tmp_path), "plots": False},  # plots do not depend on the family (7 runs)
         }
     )
     trainer = Trainer(recipe)

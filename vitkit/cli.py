@@ -284,6 +284,12 @@ def _run(args: argparse.Namespace) -> int:
             args.recipe, args.overrides, args.dry_run, args.lr == "auto", lambda r: _load_plugins(args, r)
         )
     recipe = load_recipe(args.recipe, args.overrides)
+    from vitkit.engine.elastic import restarted_run
+
+    restarted = None if args.dry_run else restarted_run(recipe)
+    if restarted is not None:  # torchrun restarted the workers: continue that run's directory
+        args.resume, args.recipe, args.overrides = str(restarted), None, []
+        return _resume(args)
     manager, _ = _load_plugins(args, recipe)
     from vitkit.plugin_loader import record_cli_plugins
 

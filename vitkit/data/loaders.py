@@ -12,6 +12,12 @@ from vitkit.data.datasets import ImageSet
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
+def eval_shard(n: int, rank: int, world_size: int) -> range:
+    """The split positions rank ``rank`` evaluates: ``rank, rank + world_size, ...``, with no padding
+    (``DistributedSampler`` repeats images to even the shards; evaluation must see each image once)."""
+    return range(rank, n, world_size)
+
+
 class BatchTransform:
     """Raw batch -> model input: to float [0, 1], resize, augment (training only), normalise."""
 
@@ -85,7 +91,7 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def indices(self) -> list[int]:
         if not self.train:
-            return list(range(self.rank, self.n, self.world_size))
+            return list(eval_shard(self.n, self.rank, self.world_size))
         order = epoch_order(self.n, self.seed, self.epoch, self.weights)
         per_rank = self.n // self.world_size
         return order[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()
@@ -126,7 +132,7 @@ class InMemoryLoader:
     def _indices(self) -> torch.Tensor:
         n = len(self.labels)
         if not self.train:
-            return torch.arange(n)[self.rank :: self.world_size]
+            return torch.tensor(eval_shard(n, self.rank, self.world_size), dtype=torch.long)
         order = epoch_order(n, self.seed, self.epoch, self.sample_weights)
         per_rank = n // self.world_size
         return order[self.rank * per_rank : (self.rank + 1) * per_rank]
@@ -173,7 +179,7 @@ class FileLoader:
             persistent_workers=num_workers > 0,
             generator=torch.Generator().manual_seed(seed),  # worker seeds: never a draw from the global RNG
         )
-        self.transform, self.device, self.train, self.seed = transform, device, train, seed
+        self.transform, self.device, self.train, self.seed, self.rank = transform, device, train, seed, rank
 
     @property
     def sample_weights(self) -> torch.Tensor | None:

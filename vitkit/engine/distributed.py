@@ -48,8 +48,31 @@ def init_distributed(device_name: str = "auto") -> Dist:
     if use_cuda:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        store = restart_store(rank, world)
+        if store is None:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
     return Dist(rank, world, local)
+
+
+def restart_store(rank: int, world: int) -> Any:
+    """The store for a worker group that torchrun restarted (``--max-restarts``), else ``None``.
+
+    torchrun shares its rendezvous store with the workers (unless ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``),
+    and that store outlives a lost worker group: the new group's ranks would read the connection keys
+    the old group left there and wait on dead peers (pytorch/pytorch#135712). A prefix per restart keeps
+    each attempt's keys apart. The restart count is each launcher's own: several machines agree on it
+    only if every launcher restarted as often, so multi-machine runs with restarts should set
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` (a fresh store per round; no prefix then)."""
+    import torch.distributed as dist
+
+    restarts = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if restarts in ("", "0") or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    store, _, _ = next(dist.rendezvous("env://", rank, world))
+    return dist.PrefixStore(f"vitkit/restart{restarts}/", store)
 
 
 def process_device(dist_info: Dist, device: torch.device) -> torch.device:
@@ -88,6 +111,17 @@ def all_reduce_min(value: int, device: torch.device) -> int:
     return int(tensor.item())
 
 
+def gather_to_main(obj: Any) -> list[Any] | None:
+    """Every rank's ``obj`` (picklable), as a list by rank on rank 0; ``None`` on the other ranks."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
 def broadcast_flag(flag: bool, device: torch.device) -> bool:
     """Rank 0's ``flag`` on every rank (rank 0 decides early stopping; everyone must stop together)."""
     import torch.distributed as dist
@@ -99,8 +133,13 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     return bool(tensor.item())
 
 
-def reduce_evaluation(result: Any, device: torch.device) -> Any:
-    """An ``Evaluation`` of one shard -> loss and accuracies over all shards (predictions stay local)."""
+def reduce_evaluation(result: Any, device: torch.device, whole: bool = False) -> Any:
+    """An ``Evaluation`` of this rank's shard -> the split's loss and accuracies, on every rank.
+
+    Shards are ``loaders.eval_shard`` (rank ``r`` holds split positions ``r, r + W, ...``, no
+    padding), so sums over ranks count each image once. ``whole`` also gathers every rank's
+    predictions, targets and probabilities back into split order (what the report and its image
+    grids need), for the final test; without it they stay this rank's shard."""
     import dataclasses
 
     import torch.distributed as dist
@@ -108,11 +147,43 @@ def reduce_evaluation(result: Any, device: torch.device) -> Any:
     if not (dist.is_available() and dist.is_initialized()):
         return result
     n = result.count
-    total = all_reduce_sum([result.loss * n, result.acc * n, result.top5 * n, n], device).tolist()
-    count = max(total[3], 1.0)
-    return dataclasses.replace(
-        result, loss=total[0] / count, acc=total[1] / count, top5=total[2] / count, count=int(total[3])
+    sums = [result.loss * n, round(result.acc * n), round(result.top5 * n), n]
+    loss, correct1, correct5, count = all_reduce_sum(sums, device).tolist()
+    count = int(count)
+    reduced = dataclasses.replace(
+        result, loss=loss / max(count, 1), acc=correct1 / max(count, 1), top5=correct5 / max(count, 1), count=count
     )
+    if not whole:
+        return reduced
+    return dataclasses.replace(
+        reduced,
+        predictions=gather_shards(result.predictions, count, device),
+        targets=gather_shards(result.targets, count, device),
+        probabilities=gather_shards(result.probabilities, count, device),
+    )
+
+
+def gather_shards(local: torch.Tensor, total: int, device: torch.device) -> torch.Tensor:
+    """Every rank's rows of a split (rank ``r`` holds rows ``r, r + W, ...``) -> all ``total`` rows
+    in split order, on every rank (on CPU)."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    longest = -(-total // world)  # rank 0 holds the most rows
+    padded = local.new_zeros((longest, *local.shape[1:]))
+    padded[: len(local)] = local
+    padded = padded.to(device)
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return merge_shards(parts, total).cpu()
+
+
+def merge_shards(parts: list[torch.Tensor], total: int) -> torch.Tensor:
+    """Rank-ordered shards, each padded to the longest, -> the ``total`` rows in split order
+    (row ``m`` of rank ``r`` is split position ``m * W + r``; the padding lands past ``total``)."""
+    from einops import rearrange
+
+    return rearrange(torch.stack(parts), "w m ... -> (m w) ...")[:total]
 
 
 def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> nn.Module:
@@ -148,6 +219,34 @@ def full_optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer
             model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
     return optimizer.state_dict()
+
+
+def load_full_optimizer_state_dict(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], strategy: str
+) -> None:
+    """Load an optimizer state saved by ``full_optimizer_state_dict`` (FSDP's is keyed by parameter
+    name, the others' by position; either loads under either strategy, FSDP scatters it into shards)."""
+    by_name = any(isinstance(p, str) for group in state["param_groups"] for p in group["params"])
+    if strategy != "fsdp" and not by_name:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    if not state["state"]:  # saved before the first step (epoch 0): the new optimizer is that already
+        return  # (loading it would first step the optimizer once to create its state)
+    if not by_name:
+        state = optimizer_state_by_name(model, optimizer, state)
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def optimizer_state_by_name(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict:
+    """``optimizer.state_dict()``'s positional parameter ids -> parameter names (the distributed API's keys)."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    return {
+        "state": {order[i]: value for i, value in state["state"].items()},
+        "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in state["param_groups"]],
+    }
 
 
 def load_full_state_dict(model: nn.Module, state: dict[str, torch.Tensor], strategy: str) -> None:

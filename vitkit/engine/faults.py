@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,20 @@ class NonFiniteWatch:
         """0-based index of the first non-finite step, or ``None``."""
         step = int(self.first)
         return None if step < 0 else step
+
+
+def signal_at_test_point(epoch: int, step: int, rank: int = 0) -> None:
+    """Test hook: ``VITKIT_TEST_SIGNAL_AT="EPOCH:STEP[:SIGNAL[:RANK]]"`` sends ``SIGNAL`` (``KILL``,
+    ``INT``, ...; default ``KILL``) to this process when training reaches step ``STEP`` (1-based) of
+    epoch ``EPOCH`` on rank ``RANK`` (default 0). Only torchrun's first attempt fires it (its restarts
+    carry the same environment). Tests stop a run at a chosen point this way, never by timing."""
+    spec = os.environ.get("VITKIT_TEST_SIGNAL_AT")
+    if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0"):
+        return
+    parts = spec.split(":")
+    at_epoch, at_step, name, at_rank = parts + ["KILL", "0"][len(parts) - 2 :]
+    if (epoch, step, rank) == (int(at_epoch), int(at_step), int(at_rank)):
+        os.kill(os.getpid(), getattr(signal, f"SIG{name.upper()}"))
 
 
 def divergence_error(

@@ -88,8 +88,11 @@ def open_run(run_dir: str | Path) -> tuple[Recipe, dict[str, Any]]:
 def restore(trainer: Trainer, state: dict[str, Any]) -> tuple[int, float, float, int]:
     """Load ``state`` into ``trainer`` (and its ``run.history``); returns (next epoch, best acc, best loss,
     best epoch). Call right before the epoch loop: the RNG states are set last."""
-    trainer.model.load_state_dict(state["model"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
+    from vitkit.engine import distributed as dist
+
+    strategy = getattr(trainer, "strategy", "single")
+    dist.load_full_state_dict(trainer.model, state["model"], strategy)
+    dist.load_full_optimizer_state_dict(trainer.model, trainer.optimizer, state["optimizer"], strategy)
     trainer.scheduler.load_state_dict(state["scheduler"])
     trainer.scaler.load_state_dict(state["scaler"])
     ema = getattr(trainer, "ema", None)
@@ -106,5 +109,7 @@ def restore(trainer: Trainer, state: dict[str, Any]) -> tuple[int, float, float,
     loss_key = "ema_val_loss" if state.get("best_weights") == "ema" else "val_loss"  # the weights that won
     best_loss = float(history[best_epoch - 1][loss_key]) if 0 < best_epoch <= len(history) else math.inf
     trainer.saved_epoch = int(state["epoch"])
-    restore_rng(state["rng"], trainer.device)
+    rank, world = trainer.dist.rank, trainer.dist.world_size
+    ranks = state.get("rng_ranks")  # a multi-process run's per-rank states; the same world size takes them
+    restore_rng(ranks[rank] if ranks is not None and len(ranks) == world else state["rng"], trainer.device)
     return int(state["epoch"]) + 1, best_acc, best_loss, best_epoch

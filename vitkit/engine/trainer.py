@@ -19,14 +19,14 @@ import torch
 from vitkit.data import build_loader
 from vitkit.data.folder import write_split
 from vitkit.data.setup import apply_balance, batch_transforms, use_pretrained_norm
-from vitkit.engine import build
+from vitkit.engine import build, elastic
 from vitkit.engine import distributed as dist
 from vitkit.engine.checkpoint import atomic_write_text, save_checkpoint, save_safetensors
 from vitkit.engine.console import EpochProgress, console, print_epoch, print_summary
 from vitkit.engine.device import apply_tf32, autocast, select_device, select_precision, use_tf32
 from vitkit.engine.ema import ModelEma
 from vitkit.engine.evaluate import Evaluation, evaluate
-from vitkit.engine.faults import NonFiniteWatch, divergence_error, scaler_step
+from vitkit.engine.faults import NonFiniteWatch, divergence_error, scaler_step, signal_at_test_point
 from vitkit.engine.hooks import GuardedHooks
 from vitkit.engine.resume import capture_rng
 from vitkit.engine.run import Run
@@ -101,6 +101,8 @@ class Trainer:
         num_classes = len(self.data.classes)
         self.model = build.build_model(recipe, num_classes, self.data.in_chans).to(self.device)
         use_pretrained_norm(recipe, self.model, self.data)
+        if self.dist.enabled:  # same initial weights on every rank; from here each rank draws its own numbers
+            seed_everything(recipe.seed + self.dist.rank, recipe.train.deterministic)
         if recipe.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -215,6 +217,7 @@ class Trainer:
         watch, skipped = NonFiniteWatch(self.device), 0
         step_hook = self.dist.is_main and self.hooks.implemented("vitkit_on_train_step")
         for step, (images, targets) in enumerate(self.train_loader):
+            signal_at_test_point(epoch, step + 1, self.dist.rank)
             update = (step + 1) % accum == 0 or step + 1 == steps
             group = min(accum, steps - step // accum * accum)  # the last group of an epoch may be shorter
             # DDP: all-reduce gradients only on the micro-step that updates
@@ -257,10 +260,11 @@ class Trainer:
             "skipped_steps": skipped,
         }
 
-    def _evaluate(self, model: torch.nn.Module, loader: Any) -> Evaluation:
-        """Evaluate on this rank's shard, then combine the shards' results."""
+    def _evaluate(self, model: torch.nn.Module, loader: Any, whole: bool = False) -> Evaluation:
+        """Evaluate on this rank's shard, then combine the shards' results (``whole``: with every
+        image's prediction, in split order, for the report)."""
         result = evaluate(model, loader, self.device, self.precision)
-        return result if self.strategy == "fsdp" else dist.reduce_evaluation(result, self.device)
+        return result if self.strategy == "fsdp" else dist.reduce_evaluation(result, self.device, whole)
 
     def _lr(self) -> float:
         """The largest group LR (the head's, under layer-wise LR decay)."""
@@ -301,6 +305,8 @@ class Trainer:
             console.print(f"resuming after epoch {first_epoch - 1} from {run_dir / 'checkpoints' / 'last.pt'}")
         else:  # epoch 0: a run killed during its first epoch can resume too
             self._save(run_dir, 0, best_acc, best_epoch, run.history, False)
+            if main:  # under torchrun: a restarted worker group finds this directory (engine.elastic)
+                elastic.mark(run_dir, recipe)
         start = time.perf_counter() - (run.history[-1]["time"] if run.history else 0.0)
         epochs = recipe.train.epochs
         with EpochProgress(epochs, len(self.train_loader)) as progress:
@@ -361,6 +367,7 @@ class Trainer:
     ) -> None:
         model_state = self.best_state if is_best and self.best_weights == "model" else self._weights("model")
         optimizer_state = dist.full_optimizer_state_dict(self.model, self.optimizer, self.strategy)
+        rng_ranks = dist.gather_to_main(capture_rng(self.device)) if self.dist.enabled else None
         if not self.dist.is_main:
             return
         state = {
@@ -378,6 +385,8 @@ class Trainer:
             "batch_size": self.batch_size,  # the resolved one (data.batch_size may be "auto")
             "rng": capture_rng(self.device),
         }
+        if rng_ranks is not None:  # each rank's own RNG states (they differ by rank): resume restores them
+            state["rng_ranks"] = rng_ranks
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
         if is_best:  # before last.pt: a kill in between redoes this epoch, identically, and rewrites best.pt
@@ -403,7 +412,7 @@ class Trainer:
             best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
             self.best_state, self.best_weights = best["model"], best.get("best_weights", "model")
         dist.load_full_state_dict(self.model, self.best_state, self.strategy)
-        test = self._evaluate(self.model, self.test_loader)
+        test = self._evaluate(self.model, self.test_loader, whole=True)
         if not self.dist.is_main:
             dist.shutdown()
             return {"test_acc": test.acc, "rank": self.dist.rank}
@@ -456,6 +465,7 @@ class Trainer:
         write_run_html(run_dir, summary)  # report.html: the run on one self-contained page
         # last: a run directory with summary.json is finished (``--resume`` refuses it)
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        elastic.unmark(run_dir)
         self.hooks.vitkit_on_run_end(run=run, summary=summary)
         print_summary(summary)
         dist.shutdown()
