@@ -68,7 +68,7 @@ def vit_config(model: nn.Module) -> dict[str, Any]:
         drop_rate=rate,
         pos_drop_rate=rate,
         proj_drop_rate=rate,
-        attn_drop_rate=block.attn.attn_drop,
+        attn_drop_rate=block.attn.attn_drop.p,
         drop_path_rate=model.blocks[-1].drop_path1.p,
     )
     return config
