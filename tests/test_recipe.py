@@ -115,7 +115,7 @@ BAD_COMPONENTS = [
     ),
     (
         '[data]\ndataset = { name = "imagefolder" }\nroot = "/nonexistent/folder"\n',
-        "no train/ folder under /nonexistent/folder",
+        "data.root /nonexistent/folder is not a folder",
     ),
 ]
 
