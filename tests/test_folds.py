@@ -65,7 +65,7 @@ def _image_folder(root, splits=("train", "val", "test")):
 def test_image_folder_folds(tmp_path, write_recipe):
     root = _image_folder(tmp_path / "imgs")
     text = TINY_DIGITS.replace(
-        'dataset = "digits"', f'dataset = {{ name = "imagefolder", in_chans = 1 }}\nroot = "{root}"'
+        'dataset = "digits"', f'dataset = {{ name = "imagefolder", in_chans = 1 }}\nroot = "{root}"\ncache = "off"'
     )
     recipe = load_recipe(write_recipe(text), ['data.fold="1/4"'])
     plain = build.load_dataset(load_recipe(write_recipe(text)), 8)
@@ -77,12 +77,29 @@ def test_image_folder_folds(tmp_path, write_recipe):
     assert fold.val.files is not fold.train.files and fold.train.files.augment is not fold.val.files.augment
 
 
-def test_folds_refuse_a_test_split_that_is_the_val_split(tmp_path):
-    from vitkit.data.datasets import ImageFolder
+def test_image_folder_folds_from_the_decoded_cache(tmp_path, write_recipe):
+    from vitkit.data.cache import CachedImages
+
+    root = _image_folder(tmp_path / "imgs")
+    text = TINY_DIGITS.replace(
+        'dataset = "digits"', f'dataset = {{ name = "imagefolder", in_chans = 1 }}\nroot = "{root}"\ncache = "memory"'
+    )
+    plain = build.load_dataset(load_recipe(write_recipe(text)), 8)
+    fold = build.load_dataset(load_recipe(write_recipe(text), ['data.fold="1/4"']), 8)
+    assert isinstance(fold.val.images, CachedImages) and fold.val.images.store is fold.train.images.store  # no copy
+    val, train = set(fold.val.images.rows.tolist()), set(fold.train.images.rows.tolist())
+    pooled = set(plain.train.images.rows.tolist()) | set(plain.val.images.rows.tolist())
+    assert not val & train and val | train == pooled
+    assert torch.equal(fold.test.images.rows, plain.test.images.rows)  # the test split untouched
+
+
+def test_folds_refuse_a_test_split_that_is_the_val_split():
+    from vitkit.data.datasets import DataSplits, ImageSet
     from vitkit.errors import UserError
 
-    root = _image_folder(tmp_path / "imgs", ("train", "val"))  # no test/: test is val
-    splits = ImageFolder(8, in_chans=1, root=str(root), num_workers=0).load()
+    val = ImageSet(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 0, 1, 1]))
+    train = ImageSet(torch.ones(8, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1] * 4))
+    splits = DataSplits(train, val, val, ["a", "b"], 1, (0.5,), (0.5,))  # a dataset that scores on val
     with pytest.raises(UserError, match="folds need a separate test split"):
         apply_fold(splits, "1/2")
 

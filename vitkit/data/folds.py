@@ -14,6 +14,7 @@ import re
 
 import torch
 
+from vitkit.data.cache import CachedImages
 from vitkit.data.datasets import DataSplits, ImageSet
 from vitkit.errors import UserError
 
@@ -54,12 +55,20 @@ def _labels(split: ImageSet) -> torch.Tensor:
     return torch.tensor([label for _, label in samples], dtype=torch.long)
 
 
+def _tensor(images: torch.Tensor | CachedImages) -> torch.Tensor:
+    """The images as one tensor (rows of a decoded-image cache are gathered)."""
+    return images if isinstance(images, torch.Tensor) else images[torch.arange(len(images))]
+
+
 def _same(a: ImageSet, b: ImageSet) -> bool:
     """Whether two splits hold the same images (a dataset without a test split scores on val)."""
     if a is b:
         return True
+    if isinstance(a.images, CachedImages) and isinstance(b.images, CachedImages):
+        return a.images.store is b.images.store and torch.equal(a.images.rows, b.images.rows)
     if a.in_memory and b.in_memory:
-        return a.images is b.images or (a.images.shape == b.images.shape and torch.equal(a.images, b.images))
+        x, y = _tensor(a.images), _tensor(b.images)
+        return a.images is b.images or (x.shape == y.shape and torch.equal(x, y))
     samples = getattr(a.files, "samples", None)
     return samples is not None and samples == getattr(b.files, "samples", None)
 
@@ -67,8 +76,12 @@ def _same(a: ImageSet, b: ImageSet) -> bool:
 def _take(train: ImageSet, val: ImageSet, index: torch.Tensor) -> ImageSet:
     """Pooled train+val items ``index`` as a new split (file lists are copied, never shared)."""
     if train.in_memory:
-        images = torch.cat([train.images, val.images])
         labels = torch.cat([train.labels, val.labels])
+        store = getattr(train.images, "store", None)
+        if store is not None and store is getattr(val.images, "store", None):  # one decoded-image cache: no copy
+            rows = torch.cat([train.images.rows, val.images.rows])
+            return ImageSet(CachedImages(store, rows[index]), labels[index])
+        images = torch.cat([_tensor(train.images), _tensor(val.images)])
         return ImageSet(images[index], labels[index])
     pool = [*train.files.samples, *val.files.samples]
     files = copy.copy(train.files)
