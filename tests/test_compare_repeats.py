@@ -24,8 +24,7 @@ def _compare(tmp: Path, *extra: str) -> Path:
     recipe = tmp / "tiny.toml"
     recipe.write_text(ONE_EPOCH)
     out = tmp / "report"
-    # --no-plugins: these runs test repetition, not whatever plugins the environment has installed
-    args = ["compare", str(recipe), "--set", f'output.dir="{tmp}"', "--out", str(out), "--no-plugins", *extra]
+    args = ["compare", str(recipe), "--set", f'output.dir="{tmp}"', "--out", str(out), *extra]
     assert main(args) == 0
     return out
 

@@ -28,7 +28,7 @@ def test_each_layout_trains_with_disjoint_splits(layout, cli, tmp_path):
     (class_dir / ".hidden.jpg").write_bytes(b"not looked at")  # hidden files and non-images: skipped quietly
     (class_dir / "notes.txt").write_text("not an image")
     args = ["--set", 'data.labels="labels.csv"'] if layout == "csv" else []
-    code, _, err = cli("run", folder_recipe(tmp_path, root), "--no-plugins", *args)
+    code, _, err = cli("run", folder_recipe(tmp_path, root), *args)
     assert code == 0, err
     (run_dir,) = (tmp_path / "runs" / "photos").iterdir()
     files = _split_files(run_dir)
@@ -68,7 +68,7 @@ def test_nested_folders_count_and_mismatched_layouts_are_errors(cli, tmp_path):
     assert classes == ["disc", "square", "triangle"]  # "2024" is inside a class, not a class
     assert any(p.name == "deep.jpg" for p, label in found["train"] if label == 0)
     (tmp_path / "only_test" / "test" / "a").mkdir(parents=True)
-    code, _, err = cli("run", folder_recipe(tmp_path, tmp_path / "only_test"), "--no-plugins")
+    code, _, err = cli("run", folder_recipe(tmp_path, tmp_path / "only_test"))
     assert code == 2 and "has test/ but no train/ folder" in err and err.count("\n") == 1
 
 
@@ -76,7 +76,7 @@ def test_a_class_too_small_to_split_is_a_one_line_error_before_training(cli, tmp
     root = tiny_folder(tmp_path / "photos", per_class=6)
     for extra in sorted((root / "square").glob("*.jpg"))[2:]:
         extra.unlink()  # 2 images: one for train, none left for val and test
-    code, out, err = cli("run", folder_recipe(tmp_path, root), "--no-plugins")
+    code, out, err = cli("run", folder_recipe(tmp_path, root))
     assert code == 2 and "Traceback" not in err and err.count("\n") == 1
     assert "class 'square' has 2 images in train: too few to carve test (0.1) and val (0.1)" in err
     assert "needs at least 3" in err and "epoch 1" not in out
@@ -84,14 +84,14 @@ def test_a_class_too_small_to_split_is_a_one_line_error_before_training(cli, tmp
 
 def test_eval_and_resume_reuse_split_json_after_the_folder_changes(cli, tmp_path):
     root = tiny_folder(tmp_path / "photos")
-    code, _, err = cli("run", folder_recipe(tmp_path, root), "--no-plugins")
+    code, _, err = cli("run", folder_recipe(tmp_path, root))
     assert code == 0, err
     (run_dir,) = (tmp_path / "runs" / "photos").iterdir()
     before = _split_files(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     for i in range(6):  # new photos would change a fresh carve
         draw_photo("disc", 40, 30, __import__("random").Random(i)).save(root / "disc" / f"new_{i}.jpg")
-    code, out, err = cli("eval", run_dir, "--no-plugins")
+    code, out, err = cli("eval", run_dir)
     assert code == 0, err
     report = json.loads((run_dir / "eval_test.json").read_text())
     assert report["count"] == len(before["test"]) and report["test_acc"] == pytest.approx(summary["test_acc"])
@@ -206,7 +206,7 @@ def test_balance_sampler_trains_an_imbalanced_folder(cli, tmp_path):
     root = tiny_folder(tmp_path / "photos", per_class=12)
     for extra in sorted((root / "triangle").glob("*.jpg"))[4:]:
         extra.unlink()
-    code, _, err = cli("run", folder_recipe(tmp_path, root), "--no-plugins", "--set", 'data.balance="sampler"')
+    code, _, err = cli("run", folder_recipe(tmp_path, root), "--set", 'data.balance="sampler"')
     assert code == 0, err
 
 
@@ -240,19 +240,19 @@ def test_streamed_folder_resumes_bit_identical_after_a_kill(cli, tmp_path):
         "--set", 'augment.train=[{ name = "randaugment", num_ops = 2, magnitude = 9 }]',
     ]  # fmt: skip
     recipe = folder_recipe(tmp_path, root)
-    code, _, err = cli("run", recipe, "--no-plugins", *overrides)
+    code, _, err = cli("run", recipe, *overrides)
     assert code == 0, err
     (reference,) = (tmp_path / "runs" / "photos").iterdir()
     recipe = folder_recipe(tmp_path, root, name="killed.toml")
     recipe.write_text(recipe.read_text().replace('name = "photos"', 'name = "killed"'))
     (tmp_path / "kill.py").write_text(KILL_PLUGIN)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "vitkit", "run", str(recipe), "--no-plugins", "--plugin", str(tmp_path / "kill.py")]
+    args = [sys.executable, "-m", "vitkit", "run", str(recipe), "--plugin", str(tmp_path / "kill.py")]
     done = subprocess.run([*args, *overrides], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == -9, done.stderr
     (killed,) = (tmp_path / "runs" / "killed").iterdir()
     assert not (killed / "summary.json").exists()
-    code, _, err = cli("run", "--resume", killed, "--no-plugins")
+    code, _, err = cli("run", "--resume", killed)
     assert code == 0, err
 
     def rows(run_dir: Path) -> list[tuple[str, ...]]:
@@ -287,7 +287,7 @@ def test_compare_scores_every_variant_on_the_first_variants_split(cli, tmp_path)
 
     root = tiny_folder(tmp_path / "photos", per_class=6)
     out = tmp_path / "cmp"
-    code, _, err = cli("compare", folder_recipe(tmp_path, root), "--vary", "seed=1,2", "--out", out, "--no-plugins")
+    code, _, err = cli("compare", folder_recipe(tmp_path, root), "--vary", "seed=1,2", "--out", out)
     assert code == 0, err
     runs = sorted(out.glob("*/*/split.json"))
     assert len(runs) == 2 and runs[0].read_text() == runs[1].read_text()

@@ -74,7 +74,7 @@ def test_sweep_stops_when_the_loss_diverges(write_recipe, tmp_path):
 def test_cli_writes_the_plot_and_names_both_suggestions(cli, tmp_path):
     out = tmp_path / "out"
     code, stdout, _ = cli(
-        "lr-find", RECIPES / "digits.toml", "--no-plugins", "--steps", "40", "--start", "1e-5", "--end", "1",
+        "lr-find", RECIPES / "digits.toml", "--steps", "40", "--start", "1e-5", "--end", "1",
         "--out", out, "--set", "model.depth=2", "--set", f'output.dir="{tmp_path / "runs"}"',
     )  # fmt: skip
     assert code == 0

@@ -137,7 +137,5 @@ def test_pretrained_with_a_local_weights_file_needs_no_cache(tmp_path):
 @pytest.mark.parametrize("value", ["yes", 1])
 def test_bad_pretrained_values_are_user_errors(cli, tmp_path, value):
     root = tiny_folder(tmp_path / "photos", per_class=4)
-    code, _, err = cli(
-        "run", folder_recipe(tmp_path, root), "--no-plugins", "--set", f"model.pretrained={value!r}".replace("'", '"')
-    )
+    code, _, err = cli("run", folder_recipe(tmp_path, root), "--set", f"model.pretrained={value!r}".replace("'", '"'))
     assert code == 2 and "model.pretrained" in err and err.count("\n") == 1

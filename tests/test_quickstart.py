@@ -97,14 +97,13 @@ def _metrics(run_dir: Path) -> list[dict[str, str]]:
 
 def test_run_folder_trains_and_its_recipe_reproduces_the_metrics(cli, photos, offline, tmp_path):
     runs = tmp_path / "runs"
-    # --no-plugins: entry-point plugins installed in this environment are not the subject here
-    code, out, err = cli("run", photos, "--set", "train.epochs=2", "--set", f'output.dir="{runs}"', "--no-plugins")
+    code, out, err = cli("run", photos, "--set", "train.epochs=2", "--set", f'output.dir="{runs}"')
     assert code == 0, err
     assert f"vitkit run {photos} chose: imagefolder (flat" in out
     (first,) = list((runs / "my_photos").iterdir())
     summary = json.loads((first / "summary.json").read_text())
     assert summary["split_sizes"] == {"train": 18, "val": 3, "test": 3}
-    code, _, err = cli("run", first / "recipe.toml", "--no-plugins")
+    code, _, err = cli("run", first / "recipe.toml")
     assert code == 0, err
     (second,) = [d for d in (runs / "my_photos").iterdir() if d != first]
     again = json.loads((second / "summary.json").read_text())
@@ -114,9 +113,7 @@ def test_run_folder_trains_and_its_recipe_reproduces_the_metrics(cli, photos, of
 
 
 def test_lr_find_on_a_folder(cli, photos, offline, tmp_path):
-    code, out, err = cli(
-        "lr-find", photos, "--steps", "20", "--start", "1e-5", "--end", "1", "--out", tmp_path, "--no-plugins"
-    )
+    code, out, err = cli("lr-find", photos, "--steps", "20", "--start", "1e-5", "--end", "1", "--out", tmp_path)
     assert code == 0, err
     assert "chose: imagefolder" in out and "lr-find: 20 updates planned" in out
     assert (tmp_path / "lr_find.png").is_file()
@@ -133,7 +130,7 @@ def test_lr_auto_sets_the_valley_suggestion(write_recipe, tmp_path):
 @pytest.mark.slow
 def test_run_lr_auto_records_the_found_lr_and_its_curve(cli, write_recipe, tmp_path):
     recipe = write_recipe(TINY_DIGITS + f'[output]\ndir = "{tmp_path / "runs"}"\n')
-    code, out, err = cli("run", recipe, "--lr", "auto", "--set", "train.epochs=1", "--no-plugins")
+    code, out, err = cli("run", recipe, "--lr", "auto", "--set", "train.epochs=1")
     assert code == 0, err
     line = next(x for x in out.splitlines() if x.startswith("--lr auto: "))
     lr = float(line.split()[2])
