@@ -46,7 +46,7 @@ def main() -> int:
     from rich.table import Table
 
     import vitkit
-    from vitkit.engine.bench import infer_step, timm_twin, train_step
+    from vitkit.apps.bench import infer_step, timm_twin, train_step
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import vitkit
-from vitkit.engine.compare import split_values
+from vitkit.apps.compare_plan import split_values
 
 from .conftest import TINY_DIGITS
 
@@ -109,7 +109,7 @@ def test_vary_values_split_outside_brackets():
 
 
 def test_vary_axes_make_all_combinations(write_recipe, tmp_path):
-    from vitkit.engine.compare import plan
+    from vitkit.apps.compare_plan import plan
 
     first = write_recipe(TINY_DIGITS, "a.toml")
     variants = plan([str(first)], ["model.depth=1,2", "model.attention=softmax,{name='softmax', qk_norm=true}"])

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import vitkit
-from vitkit.engine.export import PARITY_ATOL, export, load_test_split, run_export
-from vitkit.engine.predict import load_model
+from vitkit.apps.export import PARITY_ATOL, export, load_test_split, run_export
+from vitkit.apps.predict import load_model
 
 from .conftest import TINY_DIGITS
 

@@ -101,9 +101,9 @@ def test_eval_and_resume_reuse_split_json_after_the_folder_changes(cli, tmp_path
 def test_exif_orientation_is_applied_in_training_and_predict(tmp_path):
     from PIL import Image
 
+    from vitkit.apps.predict import read_image
     from vitkit.data.datasets import ImageFiles
     from vitkit.data.imageio import load_base
-    from vitkit.engine.predict import read_image
 
     upright = Image.new("RGB", (40, 60), (0, 0, 0))
     upright.paste((255, 0, 0), (0, 0, 40, 30))  # the top half of the upright photo is red
@@ -267,9 +267,9 @@ def test_streamed_folder_resumes_bit_identical_after_a_kill(cli, tmp_path):
 
 
 def test_predict_prepares_an_image_as_evaluation_does(tmp_path):
+    from vitkit.apps.predict import Predictor
     from vitkit.data.imageio import load_base, open_image, to_uint8_tensor
     from vitkit.data.loaders import BatchTransform
-    from vitkit.engine.predict import Predictor
 
     draw_photo("triangle", 90, 50, __import__("random").Random(3)).save(tmp_path / "wide.jpg", quality=95)
     meta = {"classes": ["a"], "in_chans": 3, "img_size": 16, "mean": [0, 0, 0], "std": [1, 1, 1], "crop_pct": 0.875}

@@ -9,7 +9,7 @@ import torch
 
 import vitkit
 from tests.conftest import RECIPES, TINY_DIGITS
-from vitkit.engine.lr_find import range_test, steepest_index, suggest, valley_index
+from vitkit.apps.lr_find import range_test, steepest_index, suggest, valley_index
 from vitkit.engine.trainer import Trainer
 from vitkit.recipe import load_recipe
 

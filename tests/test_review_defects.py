@@ -75,8 +75,8 @@ def test_item03_auto_batch_out_of_memory_gives_the_advice(cli, tmp_path):
 
 
 def test_item03_auto_batch_compare_profile_and_bench(cli, tmp_path):
+    from vitkit.apps.compare import profile_run
     from vitkit.engine.checkpoint import load_checkpoint
-    from vitkit.engine.compare import profile_run
 
     recipe = auto_recipe(tmp_path)
     code, _, err = cli("run", recipe)
@@ -243,7 +243,7 @@ def test_item18_avg_pool_builds_timms_architecture(class_token):
     ],
 )
 def test_item07_bench_timm_twin_keeps_every_option(options):
-    from vitkit.engine.bench import timm_twin
+    from vitkit.apps.bench import timm_twin
 
     model = vitkit.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, num_classes=10, **options)
     model.eval()

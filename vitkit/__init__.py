@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     from torch import nn
 
-    from vitkit.engine.predict import Predictor
+    from vitkit.apps.predict import Predictor
 
 
 def create_model(name: str, checkpoint_path: str | None = None, **overrides: Any) -> nn.Module:
@@ -81,7 +81,7 @@ def compare(
 ) -> Any:
     """``vitkit compare`` from Python: train recipe variants (``vary``: ``"key=v1,v2"`` strings) or
     read finished run directories; returns the report folder (compare.csv, compare.json, plots)."""
-    from vitkit.engine.compare import compare as _compare
+    from vitkit.apps.compare import compare as _compare
 
     return _compare(sources, vary, overrides, rank_by, out)
 
@@ -97,7 +97,7 @@ def lr_find(
     """``vitkit lr-find`` from Python: sweep the LR exponentially from ``start`` to ``end`` over ``steps``
     updates (weights restored after); returns an ``LRFindResult`` (``.suggestions``: ``valley``,
     ``steepest``); ``out``: folder for ``lr_find.png`` and ``lr_find.csv``."""
-    from vitkit.engine.lr_find import lr_find as _lr_find
+    from vitkit.apps.lr_find import lr_find as _lr_find
 
     return _lr_find(recipe, steps, start, end, out, load_plugins(recipe, plugins))
 
@@ -133,7 +133,7 @@ def load(path: str | Path, device: str = "auto") -> Predictor:
     ``vitkit.load("runs/digits/<run>").predict(["a.png", pil_image, tensor], topk=3)`` returns one
     ``Prediction`` per image (``label``, ``probability``, ``topk``, ``error``).
     """
-    from vitkit.engine.predict import Predictor
+    from vitkit.apps.predict import Predictor
 
     return Predictor.load(path, device)
 

@@ -204,7 +204,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_runs(sub: argparse._SubParsersAction) -> None:
-    from vitkit.engine.runs import COLUMNS
+    from vitkit.apps.runs import COLUMNS
 
     runs = sub.add_parser("runs", help="list every run under runs/ (or DIR): status, accuracy, resume command")
     runs.add_argument(
@@ -218,13 +218,13 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from vitkit.engine.runs import runs_command
+    from vitkit.apps.runs import runs_command
 
     return runs_command(args.dir, args.name, args.model, args.sort, args.reverse, args.json)
 
 
 def _add_lr_find(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from vitkit.engine.lr_find import DEFAULT_END, DEFAULT_START, DEFAULT_STEPS
+    from vitkit.apps.lr_find import DEFAULT_END, DEFAULT_START, DEFAULT_STEPS
 
     lrf = sub.add_parser(
         "lr-find",
@@ -242,7 +242,7 @@ def _add_lr_find(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _lr_find(args: argparse.Namespace) -> int:
-    from vitkit.engine.lr_find import lr_find_command
+    from vitkit.apps.lr_find import lr_find_command
 
     recipe = _recipe_for(args.recipe, args.overrides)
     manager, _ = _load_plugins(args, recipe)
@@ -254,7 +254,7 @@ def _recipe_for(source: str, overrides: list[str]) -> Recipe:
     from vitkit.recipe import load_recipe
 
     if Path(source).is_dir():
-        from vitkit.quickstart import folder_recipe
+        from vitkit.apps.quickstart import folder_recipe
 
         recipe, choice = folder_recipe(source, overrides)
         print(f"vitkit run {choice.line}")
@@ -263,7 +263,7 @@ def _recipe_for(source: str, overrides: list[str]) -> Recipe:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from vitkit.engine.bench_command import bench_command
+    from vitkit.apps.bench_command import bench_command
 
     return bench_command(args)
 
@@ -278,7 +278,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.lr not in (None, "auto"):
         raise UserError(f"vitkit run: --lr {args.lr!r}: only 'auto' (set a number with --set optimizer.lr=...)")
     if Path(args.recipe).is_dir():
-        from vitkit.quickstart import run_folder
+        from vitkit.apps.quickstart import run_folder
 
         return run_folder(
             args.recipe, args.overrides, args.dry_run, args.lr == "auto", lambda r: _load_plugins(args, r)
@@ -300,11 +300,11 @@ def _run(args: argparse.Namespace) -> int:
         describe(recipe)
         return 0
     if args.lr == "auto":
-        from vitkit.quickstart import fit
+        from vitkit.apps.quickstart import fit
 
         fit(recipe, manager, lr_auto=True)
         return 0
-    from vitkit.engine.faults import fit_guarded
+    from vitkit.engine.fit import fit_guarded
 
     fit_guarded(recipe, plugins=manager)
     return 0
@@ -315,7 +315,7 @@ def _resume(args: argparse.Namespace) -> int:
         raise UserError(f"vitkit run: give either a recipe ({args.recipe}) or --resume RUN_DIR, not both")
     if args.overrides or args.dry_run or args.lr:
         raise UserError("vitkit run --resume: --set and --dry-run do not apply; a run continues with its own recipe")
-    from vitkit.engine.faults import fit_guarded
+    from vitkit.engine.fit import fit_guarded
     from vitkit.engine.resume import open_run
 
     recipe, state = open_run(args.resume)
@@ -325,7 +325,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from vitkit.engine.reevaluate import reevaluate
+    from vitkit.apps.reevaluate import reevaluate
 
     _load_plugins(args)  # the run's own recipe plugins are loaded from its saved recipe
     reevaluate(Path(args.run_dir), args.split, data_root=args.data)
@@ -334,7 +334,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     _load_plugins(args)
-    from vitkit.engine.predict_command import run_predict
+    from vitkit.apps.predict_command import run_predict
 
     return run_predict(
         args.model, args.paths, args.topk, args.out, args.json_path, args.attention, args.device, args.batch_size
@@ -343,14 +343,14 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     _load_plugins(args)
-    from vitkit.engine.export import run_export
+    from vitkit.apps.export import run_export
 
     run_export(args.model, args.fmt, args.quantize, args.prune, args.out, args.force)
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from vitkit.engine.compare import compare
+    from vitkit.apps.compare import compare
 
     compare(
         args.sources,
@@ -408,7 +408,7 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _new_plugin(args: argparse.Namespace) -> int:
-    from vitkit.scaffold import new_plugin
+    from vitkit.apps.scaffold import new_plugin
 
     root = new_plugin(args.name, args.attention)
     print(f"wrote {root}/: pyproject.toml, README.md, the module and a test; next: pip install -e {root}")

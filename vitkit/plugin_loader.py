@@ -209,3 +209,6 @@ def record_cli_plugins(recipe: Any, cli_plugins: Iterable[str]) -> None:
         resolved = str(Path(entry).expanduser().resolve()) if entry.endswith(".py") else entry
         if resolved not in recipe.plugins:
             recipe.plugins.append(resolved)
+
+
+registry.ON_UNKNOWN_NAME.append(load_entry_points)  # an unknown name imports the installed plugins first

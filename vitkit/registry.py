@@ -35,6 +35,11 @@ def _natural_key(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
+ON_UNKNOWN_NAME: list[Callable[[], bool]] = []
+"""Called, in order, when a name is not registered; each returns whether it registered something
+(``vitkit.plugin_loader`` adds the import of installed entry-point plugins)."""
+
+
 class Registry:
     """Maps names to factories for one kind of component.
 
@@ -91,9 +96,7 @@ class Registry:
         for prefix, resolve in self._resolvers.items():
             if name.startswith(prefix):
                 return Entry(name, resolve(name[len(prefix) :]), prefix.rstrip("/:"))
-        from vitkit.plugin_loader import load_entry_points
-
-        if load_entry_points() and name in self._entries:  # an installed plugin not imported yet
+        if any(load() for load in ON_UNKNOWN_NAME) and name in self._entries:  # an installed plugin not imported yet
             return self._entries[name]
         raise UnknownNameError(self.unknown_message(name))
 

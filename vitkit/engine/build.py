@@ -75,7 +75,7 @@ def build_model(
         spec["pretrained"] = pretrained  # timm/<name>: timm loads, resizes and resets the head itself
     model = create(MODELS, spec, recipe, "model")
     if pretrained and not native and checkpoint is None:
-        from vitkit.models.pretrained import load_pretrained
+        from vitkit.models.timm_bridge import load_pretrained
 
         try:
             load_pretrained(model, spec["name"], pretrained)

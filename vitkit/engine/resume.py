@@ -15,16 +15,13 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from vitkit.engine.checkpoint import load_checkpoint, remove_stale_temp_files
 from vitkit.errors import UserError
 from vitkit.recipe import Recipe, recipe_from_dict
-
-if TYPE_CHECKING:
-    from vitkit.engine.trainer import Trainer
 
 STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "history", "rng")
 
@@ -85,9 +82,9 @@ def open_run(run_dir: str | Path) -> tuple[Recipe, dict[str, Any]]:
     return recipe, state
 
 
-def restore(trainer: Trainer, state: dict[str, Any]) -> tuple[int, float, float, int]:
-    """Load ``state`` into ``trainer`` (and its ``run.history``); returns (next epoch, best acc, best loss,
-    best epoch). Call right before the epoch loop: the RNG states are set last."""
+def restore(trainer: Any, state: dict[str, Any]) -> tuple[int, float, float, int]:
+    """Load ``state`` into ``trainer`` (a ``Trainer``) and its ``run.history``; returns (next epoch,
+    best acc, best loss, best epoch). Call right before the epoch loop: the RNG states are set last."""
     from vitkit.engine import distributed as dist
 
     strategy = getattr(trainer, "strategy", "single")

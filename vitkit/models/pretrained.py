@@ -88,21 +88,3 @@ def create_timm_pretrained(source: str, **kwargs: Any) -> nn.Module:
         if "offline" in str(err).lower() or "connect" in str(err).lower() or "not found" in str(err).lower():
             raise _missing_weights(source, err) from None
         raise
-
-
-def load_pretrained(model: nn.Module, name: str, pretrained: Any) -> nn.Module:
-    """Load timm's pretrained weights for ``name`` into the vitkit ``model`` (converted, positions
-    resized, head reset when the classes differ); sets ``model.pretrained_cfg``."""
-    from vitkit.models.timm_bridge import load_weights
-    from vitkit.models.vit import VisionTransformer
-
-    if not isinstance(model, VisionTransformer):
-        raise UserError(
-            f"timm's pretrained weights convert into vitkit's ViT and DeiT configs only, not {type(model).__name__}; "
-            f"use model.name = 'timm/{name}' with pretrained = true"
-        )
-    source = timm_source(name, pretrained)
-    reference = create_timm_pretrained(source)
-    load_weights(model, reference.state_dict(), f"pretrained {source}", reset_head=True, convert=True)
-    model.pretrained_cfg = dict(getattr(reference, "pretrained_cfg", {}) or {})
-    return model

@@ -38,7 +38,7 @@ def create_model(name: str, checkpoint_path: str | Path | None = None, **overrid
             return MODELS.create(name, pretrained=pretrained, **overrides)
         model = MODELS.create(name, **overrides)
         if pretrained:
-            from vitkit.models.pretrained import load_pretrained, wants_pretrained
+            from vitkit.models.pretrained import wants_pretrained
 
             if wants_pretrained(pretrained):
                 load_pretrained(model, name, pretrained)
@@ -215,3 +215,21 @@ def timm_factory(name: str) -> Any:
 
 
 MODELS.add_resolver(TIMM_PREFIX, timm_factory)
+
+
+def load_pretrained(model: nn.Module, name: str, pretrained: Any) -> nn.Module:
+    """Load timm's pretrained weights for ``name`` into the vitkit ``model`` (converted, positions
+    resized, head reset when the classes differ); sets ``model.pretrained_cfg``."""
+    from vitkit.models.pretrained import create_timm_pretrained, timm_source
+    from vitkit.models.vit import VisionTransformer
+
+    if not isinstance(model, VisionTransformer):
+        raise UserError(
+            f"timm's pretrained weights convert into vitkit's ViT and DeiT configs only, not {type(model).__name__}; "
+            f"use model.name = 'timm/{name}' with pretrained = true"
+        )
+    source = timm_source(name, pretrained)
+    reference = create_timm_pretrained(source)
+    load_weights(model, reference.state_dict(), f"pretrained {source}", reset_head=True, convert=True)
+    model.pretrained_cfg = dict(getattr(reference, "pretrained_cfg", {}) or {})
+    return model

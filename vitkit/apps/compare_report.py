@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from vitkit.engine.compare import ACCURACIES, RANK_METRICS, verdicts
+from vitkit.apps.compare_plan import ACCURACIES, RANK_METRICS, verdicts
 from vitkit.engine.console import console
 
 COLUMNS = [

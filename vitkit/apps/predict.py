@@ -336,7 +336,7 @@ class Predictor:
         Returns ``AttentionMaps`` (``rollout``, ``last`` as ``(H, W)`` tensors in [0, 1]); a model whose
         attention cannot expose its weights raises ``UserError`` saying so.
         """
-        from vitkit.engine.attention_maps import attention_maps
+        from vitkit.apps.attention_maps import attention_maps
 
         tensors = [self.image_tensor(image) for _, image in _as_items(images)]
         return attention_maps(self.model, self.to_input(tensors), [tuple(t.shape[-2:]) for t in tensors])

@@ -187,7 +187,7 @@ def recipe_text(choice: Choice) -> str:
 def with_found_lr(recipe: Recipe, plugins: Any = None, steps: int | None = None) -> tuple[Recipe, str, Any]:
     """``--lr auto``: (the recipe with ``optimizer.lr`` set to the LR finder's valley suggestion, 2 digits;
     a line saying so; the finder's ``LRFindResult``)."""
-    from vitkit.engine.lr_find import DEFAULT_STEPS, lr_find
+    from vitkit.apps.lr_find import DEFAULT_STEPS, lr_find
 
     result = lr_find(recipe, steps or DEFAULT_STEPS, plugins=plugins)
     if "valley" not in result.suggestions:
@@ -202,9 +202,9 @@ def with_found_lr(recipe: Recipe, plugins: Any = None, steps: int | None = None)
 def fit(recipe: Recipe, plugins: Any = None, lr_auto: bool = False) -> dict[str, Any]:
     """Train ``recipe``; ``lr_auto``: first set its LR with the finder, whose curve then lands in the
     run directory as ``lr_find.png`` and ``lr_find.csv``. Returns the summary."""
+    from vitkit.apps.lr_find import plot_lr_find, write_csv
     from vitkit.engine.console import console
-    from vitkit.engine.faults import fit_guarded
-    from vitkit.engine.lr_find import plot_lr_find, write_csv
+    from vitkit.engine.fit import fit_guarded
 
     found = None
     if lr_auto:

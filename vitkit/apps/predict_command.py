@@ -12,8 +12,8 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from vitkit.apps.predict import Prediction, Predictor, collect_images
 from vitkit.engine.console import console
-from vitkit.engine.predict import Prediction, Predictor, collect_images
 from vitkit.errors import UserError
 
 MAX_PANELS = 64  # images drawn in the --out grid (the first ones predicted)
@@ -86,7 +86,7 @@ def predict_files(
 
 def _attention(predictor: Predictor, images: list[torch.Tensor], outcome: Outcome) -> list[Any] | None:
     """Attention maps at thumbnail size; a model that cannot give them leaves a note instead."""
-    from vitkit.engine.attention_maps import attention_maps
+    from vitkit.apps.attention_maps import attention_maps
 
     try:
         sizes = [tuple(_thumbnail(t).shape[-2:]) for t in images]

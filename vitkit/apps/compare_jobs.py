@@ -20,7 +20,7 @@ from vitkit.engine.console import console
 from vitkit.errors import UserError
 
 if TYPE_CHECKING:
-    from vitkit.engine.compare import Repeat, Variant
+    from vitkit.apps.compare_plan import Repeat, Variant
 
 
 def gpu_slots() -> list[str]:
@@ -46,7 +46,7 @@ def run_command(
     variant: Variant, repeat: Repeat, overrides: list[str], out_dir: Path, plugins: tuple[str, ...], entry_points: bool
 ) -> list[str]:
     """The ``vitkit run`` command line of one repeat (the same recipe and keys as in-process training)."""
-    from vitkit.engine.compare import run_overrides
+    from vitkit.apps.compare_plan import run_overrides
 
     command = [sys.executable, "-m", "vitkit", "run", str(variant.source)]
     for override in run_overrides(variant, repeat, overrides, out_dir):
@@ -71,7 +71,7 @@ def run_parallel(
     jobs: int,
 ) -> None:
     """Train ``todo`` with up to ``jobs`` processes at a time; sets each repeat's ``run_dir``."""
-    from vitkit.engine.compare import repeat_name
+    from vitkit.apps.compare_plan import repeat_name
 
     gpus = gpu_slots()
     slots = gpus[:jobs] if gpus else [None] * jobs

@@ -22,8 +22,8 @@ import torch
 from rich.table import Table
 from torch import nn
 
+from vitkit.apps.predict import load_model
 from vitkit.engine.console import console
-from vitkit.engine.predict import load_model
 from vitkit.errors import UserError
 
 PARITY_ATOL = 1e-4  # max |logit difference| allowed between an exported model and the PyTorch one (fp32)

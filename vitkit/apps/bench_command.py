@@ -45,7 +45,7 @@ def _model_target(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def spec_from_args(args: argparse.Namespace) -> Any:
     """The ``BenchSpec`` a ``vitkit bench`` command line asks for, on its device."""
-    from vitkit.engine.bench import BenchSpec
+    from vitkit.apps.bench import BenchSpec
     from vitkit.engine.device import select_device, select_precision
 
     target = args.target
@@ -131,7 +131,7 @@ def bench_command(args: argparse.Namespace) -> int:
     """Run ``vitkit bench``; prints the table, or JSON with ``--json``."""
     import torch
 
-    from vitkit.engine.bench import run_bench
+    from vitkit.apps.bench import run_bench
 
     for key in ("batch_size", "img_size", "patch_size", "steps", "repeats", "threads"):
         value = getattr(args, key)

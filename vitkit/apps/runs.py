@@ -10,7 +10,6 @@ A run directory's status comes from what it holds:
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import fnmatch
 import json
@@ -25,28 +24,11 @@ from typing import Any
 
 import tomllib
 
+from vitkit.engine.failed import FAILED
 from vitkit.errors import UserError
 
-FAILED = "failed.json"
 COLUMNS = ("name", "time", "model", "dataset", "epochs", "best_val_acc", "test_acc", "wall_time_s", "status")
 DESCENDING = {"epochs", "best_val_acc", "test_acc", "wall_time_s"}  # --sort puts the largest first
-
-
-def record_failure(run_dir: Path, err: BaseException, saved_epoch: int | None) -> None:
-    """Write ``failed.json`` into ``run_dir``: the error, when, and the epoch ``last.pt`` keeps."""
-    from vitkit.errors import UserError as _UserError
-
-    message = " ".join(str(err).split())
-    if not isinstance(err, _UserError):
-        message = f"{type(err).__name__}: {message}" if message else type(err).__name__
-    record = {"error": message, "time": datetime.now().isoformat(timespec="seconds"), "saved_epoch": saved_epoch}
-    with contextlib.suppress(OSError):  # a full or read-only disk must not hide the original error
-        (Path(run_dir) / FAILED).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-
-
-def clear_failure(run_dir: Path) -> None:
-    """Forget an earlier failure of a run that is being resumed."""
-    (Path(run_dir) / FAILED).unlink(missing_ok=True)
 
 
 @dataclass

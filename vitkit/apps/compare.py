@@ -8,152 +8,24 @@ throughput, measured here once per run from its best checkpoint and saved next t
 from __future__ import annotations
 
 import csv
-import itertools
 import json
-import re
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from vitkit.apps.compare_plan import (
+    ACCURACIES,
+    RANK_METRICS,
+    Repeat,
+    Variant,
+    add_repeats,
+    plan,
+    rank,
+    run_overrides,
+)
 from vitkit.errors import UserError
-from vitkit.recipe import load_recipe, parse_override
-
-ACCURACIES = ("test_acc", "best_val_acc")
-
-#: metric -> True when higher is better
-RANK_METRICS = {
-    "test_acc": True,
-    "best_val_acc": True,
-    "train_img_per_s": True,
-    "infer_img_per_s": True,
-    "params": False,
-    "gflops": False,
-    "gmacs": False,
-    "wall_time_s": False,
-}
-
-
-@dataclass
-class Repeat:
-    """One run of a variant: a seed or a fold (``tag``), the keys it sets, and its run directory once trained."""
-
-    tag: str = ""
-    overrides: list[str] = field(default_factory=list)
-    run_dir: Path | None = None
-
-
-@dataclass
-class Variant:
-    """One entry of a comparison: a recipe to train (with its ``--vary`` values) or a finished run.
-
-    ``repeats`` are its runs: one by default, N seeds (``--seeds``) or K folds (``--folds``), the
-    same for every variant so that repeat i of two variants is a matched pair."""
-
-    label: str
-    source: Path
-    overrides: list[str]
-    run_dir: Path | None = None
-    repeats: list[Repeat] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.repeats:
-            self.repeats = [Repeat(run_dir=self.run_dir)]
-
-
-def split_values(text: str) -> list[str]:
-    """``"a,{x=1, y=2},[3,4]"`` -> ``["a", "{x=1, y=2}", "[3,4]"]``: commas split only outside brackets/quotes."""
-    parts, depth, quote, start = [], 0, "", 0
-    for i, char in enumerate(text):
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-        elif char == "," and depth == 0:
-            parts.append(text[start:i].strip())
-            start = i + 1
-    parts.append(text[start:].strip())
-    return [p for p in parts if p]
-
-
-def parse_vary(texts: list[str]) -> list[tuple[str, list[str]]]:
-    """``--vary key=v1,v2`` options -> ``[(key, [v1, v2]), ...]``; values stay TOML text."""
-    axes = []
-    for text in texts:
-        key, sep, values = text.partition("=")
-        if not sep or not key.strip() or not split_values(values):
-            raise UserError(f"--vary {text!r}: expected KEY.PATH=V1,V2,..., e.g. --vary model.attention=softmax,linear")
-        parse_override(f"{key}={split_values(values)[0]}")  # checks the key path
-        axes.append((key.strip(), split_values(values)))
-    if len({key for key, _ in axes}) < len(axes):
-        raise UserError("--vary: each key may be varied once (give all its values after one =)")
-    return axes
-
-
-def plan(sources: list[str], vary: list[str]) -> list[Variant]:
-    """Recipes x cartesian product of the ``--vary`` axes, plus finished run directories as they are."""
-    axes = parse_vary(vary)
-    recipes = [Path(s) for s in sources if not Path(s).is_dir()]
-    variants = []
-    for source in map(Path, sources):
-        if source.is_dir():
-            if not (source / "summary.json").is_file():
-                raise UserError(f"{source}: not a finished run directory (no summary.json)")
-            variants.append(Variant(source.parent.name, source, [], run_dir=source))
-            continue
-        if source.suffix != ".toml" and not source.is_file():
-            raise UserError(f"{source}: neither a recipe file nor a run directory")
-        combos = itertools.product(*[[(key, value) for value in values] for key, values in axes])
-        for combo in combos:
-            label = ", ".join(f"{key.split('.')[-1]}={value}" for key, value in combo)
-            if len(recipes) > 1 or not label:
-                label = f"{source.stem} [{label}]" if label else source.stem
-            variants.append(Variant(label, source, [f"{key}={value}" for key, value in combo]))
-    if axes and not recipes:
-        raise UserError("--vary changes recipes; no recipe file was given (only run directories)")
-    return variants
-
-
-def run_name(label: str) -> str:
-    """A folder-safe name for a variant's runs."""
-    plain = re.sub(r"[{}\"']", "", label)
-    return re.sub(r"[^A-Za-z0-9.=+-]+", "_", plain).strip("_") or "variant"
-
-
-def add_repeats(variants: list[Variant], seeds: int | None, folds: int | None, first_seed: int) -> None:
-    """Give every recipe variant the same repeats: seeds ``first_seed..+N-1``, or folds ``1/K..K/K``."""
-    if seeds is not None and folds is not None:
-        raise UserError("--seeds and --folds: choose one (each repeat is a seed, or a fold)")
-    if seeds is not None and seeds < 1:
-        raise UserError(f"--seeds {seeds}: expected a positive number of seeds")
-    if folds is not None and folds < 2:
-        raise UserError(f"--folds {folds}: expected K >= 2 folds")
-    for variant in variants:
-        if variant.run_dir is not None or (seeds is None and folds is None):
-            continue
-        if any(o.split("=")[0].strip() in ("seed", "data.fold") for o in variant.overrides):
-            raise UserError(f"--vary sets the seed or fold of {variant.label!r}; --seeds/--folds repeat it already")
-        if seeds is not None:
-            variant.repeats = [Repeat(f"seed={s}", [f"seed={s}"]) for s in range(first_seed, first_seed + seeds)]
-        else:
-            variant.repeats = [Repeat(f"fold={k}/{folds}", [f'data.fold="{k}/{folds}"']) for k in range(1, folds + 1)]
-
-
-def repeat_name(variant: Variant, repeat: Repeat) -> str:
-    """The run folder name of one repeat: the variant's, plus ``-seed0`` or ``-fold1of5``."""
-    suffix = repeat.tag.replace("=", "").replace("/", "of")
-    return run_name(variant.label) + (f"-{suffix}" if suffix else "")
-
-
-def run_overrides(variant: Variant, repeat: Repeat, overrides: list[str], out_dir: Path) -> list[str]:
-    """Every ``--set`` of one run: the command's, the variant's, the repeat's, then where it goes."""
-    extra = [f'output.dir="{out_dir.as_posix()}"', f'name="{repeat_name(variant, repeat)}"']
-    return [*overrides, *variant.overrides, *repeat.overrides, *extra]
+from vitkit.recipe import load_recipe
 
 
 def train_variant(
@@ -310,30 +182,6 @@ def collect(variant: Variant) -> dict[str, Any]:
     return row
 
 
-def rank(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """Rows best first by ``metric`` (the mean over repeats), each with its ``rank``."""
-    higher = RANK_METRICS[metric]
-    ordered = sorted(rows, key=lambda r: -r[metric] if higher else r[metric])
-    return [{"rank": i, **row} for i, row in enumerate(ordered, start=1)]
-
-
-def verdicts(rows: list[dict[str, Any]], metric: str, repeats: str = "seeds") -> list[str]:
-    """The best variant against each other one over matched repeats (paired t-test), one line each."""
-    from vitkit.stats import verdict
-
-    best, lines = rows[0], []
-    for other in rows[1:]:
-        a = [run[metric] for run in best["runs"]]
-        b = [run[metric] for run in other["runs"]]
-        if len(a) != len(b):
-            lines.append(f"{best['name']} vs {other['name']}: {len(a)} and {len(b)} runs cannot be paired")
-        elif RANK_METRICS[metric]:
-            lines.append(verdict(best["name"], other["name"], a, b, metric in ACCURACIES, repeats))
-        else:  # lower is better: test the other's excess
-            lines.append(verdict(best["name"], other["name"], b, a, False, repeats).replace("beats", "undercuts"))
-    return lines
-
-
 def train_all(
     variants: list[Variant],
     overrides: list[str],
@@ -345,7 +193,7 @@ def train_all(
     """Train every repeat of every recipe variant: in this process, or ``jobs`` processes at a time."""
     todo = [(v, r) for v in variants for r in v.repeats if r.run_dir is None]
     if jobs > 1 and len(todo) > 1:
-        from vitkit.engine.compare_jobs import run_parallel
+        from vitkit.apps.compare_jobs import run_parallel
 
         run_parallel(todo, overrides, out_dir, plugins, entry_points, jobs)
         return
@@ -369,7 +217,7 @@ def compare(
 
     ``seeds``/``folds`` repeat every recipe variant (matched pairs); ``jobs`` trains that many runs
     at once. ``plugins`` (modules or ``.py`` paths) and entry-point plugins are loaded for every run."""
-    from vitkit.engine.compare_report import write_report
+    from vitkit.apps.compare_report import write_report
 
     if rank_by not in RANK_METRICS:
         raise UserError(f"--rank-by {rank_by!r}: expected one of {', '.join(RANK_METRICS)}")

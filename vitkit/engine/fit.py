@@ -1,0 +1,58 @@
+"""``fit_guarded``: build a ``Trainer`` and run it, turning out-of-memory, a full disk and Ctrl-C into
+one message each, and leaving ``failed.json`` in a run that stopped on an error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vitkit.engine.failed import clear_failure, record_failure
+from vitkit.engine.faults import DISK_ERRNOS, disk_full_error, out_of_memory_error, out_of_memory_types
+from vitkit.engine.trainer import Trainer
+from vitkit.errors import RunInterrupted
+from vitkit.recipe import Recipe
+
+
+def fit_guarded(
+    recipe: Recipe, resume: dict[str, Any] | None = None, run_dir: Path | None = None, plugins: Any = None
+) -> dict[str, Any]:
+    """Build a ``Trainer`` and fit it (``resume``: a ``last.pt`` state to continue in ``run_dir``);
+    out-of-memory, a full disk and Ctrl-C each end with one message that says what was kept. A run
+    that stops on an error leaves ``failed.json`` in its directory (``vitkit runs`` shows it)."""
+    if resume is not None and run_dir is not None:
+        clear_failure(run_dir)
+    built: list[Any] = []
+    try:
+        return _fit(recipe, resume, run_dir, plugins, built)
+    except Exception as err:
+        run = getattr(built[0], "run", None) if built else None
+        if run is not None and built[0].dist.is_main:
+            record_failure(run.run_dir, err, built[0].saved_epoch)
+        raise
+
+
+def _fit(
+    recipe: Recipe, resume: dict[str, Any] | None, run_dir: Path | None, plugins: Any, built: list[Any]
+) -> dict[str, Any]:
+    trainer: Trainer | None = None
+    try:
+        trainer = Trainer(recipe, plugins)
+        built.append(trainer)
+        return trainer.fit(run_dir, resume=resume)
+    except out_of_memory_types():
+        device = trainer.device if trainer is not None else recipe.train.device
+        raise out_of_memory_error(recipe, device, getattr(trainer, "batch_size", None)) from None
+    except OSError as err:
+        if err.errno not in DISK_ERRNOS:
+            raise
+        run = getattr(trainer, "run", None)
+        raise disk_full_error(err, run.run_dir if run else run_dir, getattr(trainer, "saved_epoch", None)) from None
+    except KeyboardInterrupt:
+        run = getattr(trainer, "run", None)
+        saved = getattr(trainer, "saved_epoch", None)
+        if run is None or saved is None:
+            raise RunInterrupted("interrupted before training started; nothing was saved") from None
+        raise RunInterrupted(
+            f"interrupted; checkpoints/last.pt keeps epoch {saved} (the last complete epoch; a partial epoch "
+            f"is redone): continue with  vitkit run --resume {run.run_dir}"
+        ) from None
