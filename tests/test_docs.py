@@ -60,10 +60,10 @@ def _skip_reason(command: str) -> str | None:
 
 
 def _help(subcommand: str | None, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--help"] if subcommand is None else [subcommand, "--help"])
-    assert exit_info.value.code == 0
-    return capsys.readouterr().out
+    code = main(["--help"] if subcommand is None else [subcommand, "--help"])
+    out, err = capsys.readouterr()
+    assert code == 0, f"vitkit {subcommand or ''} --help exited {code}: {err}"
+    return out
 
 
 @pytest.fixture(scope="module")
