@@ -85,7 +85,9 @@ def _runnable(command: str, run_dir: Path, out: Path) -> list[str]:
         args += ["--set", "train.epochs=1", "--set", f'output.dir="{out}"']
     if args[0] == "bench":
         args += ["--steps", "1", "--repeats", "1", "--warmup", "0"]
-        if "--batch-size" not in args:
+        if "--batch-size" in args:  # the option is checked; a small batch keeps it fast
+            args[args.index("--batch-size") + 1] = "8"
+        else:
             args += ["--batch-size", "8"]
     return args
 
