@@ -94,20 +94,13 @@ def test_item03_auto_batch_compare_profile_and_bench(cli, tmp_path):
 
 # item 5: DeiT trains its class head on the labels and its distillation head on the teacher
 def tiny_trainer(tmp_path, **sections):
+    """A Trainer for test_engine_features' tiny digits recipe, with its plots and report on."""
     from vitkit.engine.trainer import Trainer
 
-    data = {
-        "name": "tiny",
-        "model": {"name": "vit_nano_patch4_16", "depth": 1},
-        "data": {"dataset": "digits", "batch_size": 64},
-        "optimizer": {"name": "adamw", "lr": 3e-3},
-        "scheduler": {"name": "constant"},
-        "train": {"epochs": 2},
-        "output": {"dir": str(tmp_path)},
-    }
-    for key, value in sections.items():
-        data[key] = {**data.get(key, {}), **value}
-    return Trainer(recipe_from_dict(data))
+    from .test_engine_features import tiny
+
+    output = {"plots": True, **sections.pop("output", {})}
+    return Trainer(tiny(tmp_path, output=output, **sections))
 
 
 @pytest.mark.parametrize(("alpha", "trained", "untouched"), [(0.0, "head", "head_dist"), (1.0, "head_dist", "head")])
