@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vitkit import plugin_loader as _plugin_loader  # noqa: F401  (an unknown registry name imports installed plugins)
 from vitkit.errors import UserError
 from vitkit.plugins import hookimpl
 from vitkit.recipe import Recipe, load_recipe
