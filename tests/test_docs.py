@@ -28,6 +28,7 @@ SKIP = {
     "--device cuda": "needs a GPU (benchmarks/gpu.sh runs the GPU commands)",
     "--resume runs/": "needs an interrupted run (tests/test_resume.py kills and resumes real runs)",
     "model.attention=sigmoid": "the tutorial's plugin package (my-vitkit-attention) is written by the reader",
+    "=softmax,sigmoid": "the tutorial's plugin package (my-vitkit-attention) is written by the reader",
     "torchrun": "several processes or machines (tests/test_distributed.py covers 2 processes)",
     "cifar": "downloads CIFAR-10 (no network in tests)",
 }
@@ -35,16 +36,16 @@ PLACEHOLDER = re.compile(r"\.\.\.|\[|\||\b[A-Z][A-Z_]+\b|=N\b|<(?!run>)[a-z]+>")
 
 
 def _commands() -> list[tuple[str, str, bool]]:
-    """(where, command, fenced) for every `vitkit ...` in the docs."""
+    """(where, command, fenced) for every `vitkit ...` in the docs; ```` ```text ```` blocks are output."""
     found = []
     for path in DOCS:
-        fenced = False
+        fenced = output = False
         for number, line in enumerate(path.read_text().splitlines(), 1):
             where = f"{path.relative_to(ROOT)}:{number}"
             if line.lstrip().startswith("```"):
-                fenced = not fenced
+                fenced, output = not fenced, line.strip() == "```text"
                 continue
-            if fenced:
+            if fenced and not output:
                 if line.startswith("vitkit "):
                     found.append((where, re.split(r"\s+#", line)[0].strip(), True))
                 continue
@@ -76,10 +77,25 @@ def finished_run(tmp_path_factory):
     return run_dir
 
 
-def _runnable(command: str, run_dir: Path, out: Path) -> list[str]:
-    """The command's arguments with the docs' placeholders filled in and the short-run overrides."""
+@pytest.fixture(scope="module")
+def my_photos(tmp_path_factory):
+    """The docs' ``my_photos/``: a flat folder of JPEGs of varied sizes, 3 classes."""
+    from .photos import tiny_folder
+
+    return tiny_folder(tmp_path_factory.mktemp("docs_photos") / "my_photos")
+
+
+def _runnable(command: str, run_dir: Path, out: Path, photos: Path) -> list[str]:
+    """The command's arguments with the docs' placeholders filled in and the short-run overrides
+    (a shell redirection such as ``> my.toml`` is dropped: stdout is captured)."""
     text = re.sub(r"runs/\S*<run>/?", str(run_dir), command).replace("my_images/", "examples/digits/")
+    text = re.sub(r"\bmy_photos/?(?=\s|$)", str(photos), re.sub(r"\s*>\s*\S+$", "", text))
     args = shlex.split(text)[1:]
+    if args[0] == "runs":  # the docs' runs/ (or results/): the folder holding the finished run
+        root = str(run_dir.parent.parent)
+        args = ["runs", *(root if a.rstrip("/") in ("runs", "results") else a for a in args[1:])]
+        if len(args) == 1 or args[1].startswith("-"):
+            args.insert(1, root)
     args = [str(ROOT / a) if "/" in a and (ROOT / a).exists() else a for a in args]
     if args[0] in ("run", "compare") and "--dry-run" not in args:
         args += ["--set", "train.epochs=1", "--set", f'output.dir="{out}"']
@@ -94,7 +110,7 @@ def _runnable(command: str, run_dir: Path, out: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("where", "command", "fenced"), COMMANDS, ids=[f"{w} {c}" for w, c, _ in COMMANDS])
-def test_doc_command_runs(where, command, fenced, finished_run, tmp_path, monkeypatch, capsys):
+def test_doc_command_runs(where, command, fenced, finished_run, my_photos, tmp_path, monkeypatch, capsys):
     reason = _skip_reason(command)
     if reason:
         pytest.skip(reason)
@@ -107,7 +123,7 @@ def test_doc_command_runs(where, command, fenced, finished_run, tmp_path, monkey
             assert option in usage, f"{where}: `{command}`: vitkit {subcommand} has no {option}"
         return
     monkeypatch.chdir(tmp_path)  # relative outputs (--out, --json) land here
-    code = main(_runnable(command, finished_run, tmp_path))
+    code = main(_runnable(command, finished_run, tmp_path, my_photos))
     out, err = capsys.readouterr()
     assert code == 0, f"{where}: `{command}` exited {code}: {err[-2000:]}"
 

@@ -285,15 +285,14 @@ def _run(args: argparse.Namespace) -> int:
         )
     recipe = load_recipe(args.recipe, args.overrides)
     from vitkit.engine.elastic import restarted_run
+    from vitkit.plugin_loader import record_cli_plugins
 
-    restarted = None if args.dry_run else restarted_run(recipe)
+    record_cli_plugins(recipe, args.plugins)  # the saved recipe names them: later commands load them
+    restarted = None if args.dry_run else restarted_run(recipe)  # the recipe as its first attempt saved it
     if restarted is not None:  # torchrun restarted the workers: continue that run's directory
         args.resume, args.recipe, args.overrides = str(restarted), None, []
         return _resume(args)
     manager, _ = _load_plugins(args, recipe)
-    from vitkit.plugin_loader import record_cli_plugins
-
-    record_cli_plugins(recipe, args.plugins)  # the saved recipe names them: later commands load them
     if args.dry_run:
         from vitkit.engine.summary import describe
 
