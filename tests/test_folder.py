@@ -128,10 +128,10 @@ def test_cached_base_images_equal_streamed_ones_and_disk_cache_is_reused(tmp_pat
     from vitkit.data.datasets import ImageFolder
 
     root = tiny_folder(tmp_path / "photos", per_class=6)
-    streamed = ImageFolder(16, root=str(root), cache="off", num_workers=0).load()
-    memory = ImageFolder(16, root=str(root), cache="memory", num_workers=0).load()
+    streamed = ImageFolder(16, root=str(root), cache="off").load()
+    memory = ImageFolder(16, root=str(root), cache="memory").load()
     disk_dir = tmp_path / "cache"
-    disk = ImageFolder(16, root=str(root), cache="disk", cache_dir=str(disk_dir), num_workers=0).load()
+    disk = ImageFolder(16, root=str(root), cache="disk", cache_dir=str(disk_dir)).load()
     for name in SPLITS:
         files = getattr(streamed, name).files
         expected = torch.stack([files[i][0] for i in range(len(files))])
@@ -140,13 +140,13 @@ def test_cached_base_images_equal_streamed_ones_and_disk_cache_is_reused(tmp_pat
         assert torch.equal(getattr(disk, name).images[torch.arange(len(files))], expected)
         assert torch.equal(getattr(memory, name).labels, torch.tensor([label for _, label in files.samples]))
     assert "written" in capsys.readouterr().out
-    again = ImageFolder(16, root=str(root), cache="disk", cache_dir=str(disk_dir), num_workers=0).load()
+    again = ImageFolder(16, root=str(root), cache="disk", cache_dir=str(disk_dir)).load()
     assert "reused" in capsys.readouterr().out and torch.equal(
         again.train.images[torch.arange(3)], disk.train.images[torch.arange(3)]
     )
     first = next((root / "disc").glob("*.jpg"))
     draw_photo("square", 30, 30, __import__("random").Random(0)).save(first)  # a changed file: rebuilt
-    ImageFolder(16, root=str(root), cache="disk", cache_dir=str(disk_dir), num_workers=0).load()
+    ImageFolder(16, root=str(root), cache="disk", cache_dir=str(disk_dir)).load()
     assert "written" in capsys.readouterr().out and len(list(disk_dir.glob("*.u8"))) == 2
 
 
