@@ -39,7 +39,7 @@ def test_variant_trains_an_epoch_on_digits(family, tmp_path):
             "data": {"dataset": "digits", "batch_size": 128},
             "optimizer": {"name": "adamw", "lr": 3e-3},
             "train": {"epochs": 1},
-            "output": {"dir": str(tmp_path), "plots": False},  # plots do not depend on the family (7 runs)
+            "output": {"dir": str(tmp_path)},  # plots and report on, as a user's run has them
         }
     )
     trainer = Trainer(recipe)
@@ -48,6 +48,7 @@ def test_variant_trains_an_epoch_on_digits(family, tmp_path):
     assert 0.0 <= summary["test_acc"] <= 1.0
     (run_dir,) = (tmp_path / family).iterdir()
     assert json.loads((run_dir / "summary.json").read_text())["test_acc"] == summary["test_acc"]
+    assert {"loss.png", "accuracy.png", "confusion.png", "report_test.json"} <= {p.name for p in run_dir.rglob("*")}
     trainer.model.eval()
     images, _ = next(iter(trainer.test_loader))
     assert trainer.model(images).shape == (len(images), 10)
