@@ -67,12 +67,21 @@ def reference(tmp_path_factory):
     return recipe, run_dir, _result(run_dir)
 
 
+# ``python -m vitkit`` as a terminal's foreground process, which Ctrl-C interrupts. A shell starts a
+# background job (``pytest &``, a script's ``nohup ... &``) with SIGINT ignored, its children inherit that
+# and Python keeps it: without this, Ctrl-C at a test point did nothing when the suite ran in the background.
+FOREGROUND_VITKIT = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('vitkit', run_name='__main__', alter_sys=True)"
+)
+
+
 def _start(args: list[str], tmp_path: Path, **env: str) -> subprocess.Popen:
     """``vitkit run ARGS``; ``VITKIT_TEST_SIGNAL_AT`` / ``VITKIT_TEST_KILL_AFTER_TEMP`` in ``env`` stop it
     at a chosen epoch and step, or file write (never by timing)."""
     log = open(tmp_path / f"log{len(list(tmp_path.glob('log*.txt')))}.txt", "w")  # noqa: SIM115 (closed with the process)
     return subprocess.Popen(
-        [sys.executable, "-m", "vitkit", "run", *args],
+        [sys.executable, "-c", FOREGROUND_VITKIT, "run", *args],
         stdout=log,
         stderr=subprocess.PIPE,
         text=True,
