@@ -251,6 +251,50 @@ def test_signal_point_fires_at_its_epoch_step_and_rank_on_the_first_attempt_only
     assert len(sent) == 2
 
 
+GLOO_PEER_GONE = (
+    "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:36052: Connection reset "
+    "by peer. This is typically caused by a remote worker hanging or bugs in the app"
+)
+
+
+def test_peer_lost_tells_a_gone_process_from_a_bug():
+    assert dist.peer_lost(RuntimeError(GLOO_PEER_GONE))
+    assert dist.peer_lost(RuntimeError("[../gloo/transport/tcp/pair.cc:598] Connection closed by peer [10.0.0.2]:4123"))
+    assert not dist.peer_lost(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x8 and 16x10)"))
+
+
+@pytest.mark.parametrize(
+    ("message", "code"), [(GLOO_PEER_GONE, 1), ("mat1 and mat2 shapes cannot be multiplied", None)]
+)
+def test_a_surviving_rank_says_its_peer_is_gone_in_one_line_and_a_bug_still_raises(
+    monkeypatch, tmp_path, cli, message, code
+):
+    """Under torchrun, a rank whose collective fails because another rank died prints one line and exits 1
+    (torchrun --max-restarts then restarts the group); any other RuntimeError keeps its traceback."""
+    from types import SimpleNamespace
+
+    from vitkit.engine import fit
+
+    class SurvivingRank:  # a Trainer on rank 1 of 2 whose next collective meets a dead peer
+        def __init__(self, recipe, plugins=None):
+            self.dist = dist.Dist(rank=1, world_size=2)
+            self.run, self.saved_epoch = SimpleNamespace(run_dir=tmp_path / "run"), 3
+
+        def fit(self, run_dir=None, resume=None):
+            raise RuntimeError(message)
+
+    monkeypatch.setattr(fit, "Trainer", SurvivingRank)
+    recipe = _recipe(tmp_path, "vit_nano_patch4_16")
+    if code is None:
+        with pytest.raises(RuntimeError, match="mat1 and mat2"):
+            cli("run", recipe)
+        return
+    got, _, err = cli("run", recipe)
+    assert got == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("vitkit: rank 1: another process of this run is gone (Read error [127.0.0.1]:36052: ")
+    assert "checkpoints/last.pt keeps epoch 3" in err and f"vitkit run --resume {tmp_path / 'run'}" in err
+
+
 # ------------------------------------------------------------------------------------ torchrun
 
 
@@ -298,6 +342,7 @@ def test_lost_worker_is_restarted_and_the_run_continues_in_its_directory(ddp_run
     )
     assert code == 0, err[-3000:]
     assert "resuming after epoch 1" in out
+    assert "Traceback" not in err  # rank 0, left alone in its collective, says so in one line (if not stopped first)
     run_dir = _run_dir(tmp_path)
     assert _rows(run_dir) == _rows(reference)
     summary, expected = (json.loads((d / "summary.json").read_text()) for d in (run_dir, reference))

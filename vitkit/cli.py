@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vitkit.errors import UserError
+from vitkit.errors import PeerLost, UserError
 
 if TYPE_CHECKING:
     from pluggy import PluginManager
@@ -445,6 +445,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         print(f"vitkit: {err or 'interrupted'}", file=sys.stderr)
         return 130
+    except PeerLost as err:  # the surviving ranks of a multi-process run; torchrun may restart the group
+        if os.environ.get("VITKIT_DEBUG"):
+            raise
+        print(f"vitkit: {err}", file=sys.stderr)
+        return 1
     finally:
         from vitkit.plugin_loader import allow_entry_points
 

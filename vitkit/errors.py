@@ -1,4 +1,4 @@
-"""The one user-error type: the CLI prints it as one line and exits with code 2."""
+"""The errors the CLI prints as one line: user errors (exit 2), Ctrl-C (130) and a lost peer process (1)."""
 
 from __future__ import annotations
 
@@ -16,3 +16,8 @@ class UnknownNameError(UserError, KeyError):
 
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during a run; the message says what was kept and how to resume (the CLI exits 130)."""
+
+
+class PeerLost(RuntimeError):
+    """Another process of a multi-process run is gone (killed, crashed, its machine lost). The CLI prints
+    one line and exits 1; ``torchrun --max-restarts`` then restarts the group, which resumes the run."""

@@ -32,6 +32,18 @@ class Dist:
         return self.rank == 0
 
 
+# what gloo and the c10d store say when the process at the other end of a connection is gone
+_PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused")
+
+
+def peer_lost(err: BaseException) -> bool:
+    """Whether a collective failed because another process of the group is gone, not because of a bug."""
+    import torch.distributed
+
+    network_error = getattr(torch.distributed, "DistNetworkError", ())
+    return isinstance(err, network_error) or any(text in str(err) for text in _PEER_GONE)
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 

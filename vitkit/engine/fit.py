@@ -1,15 +1,17 @@
-"""``fit_guarded``: build a ``Trainer`` and run it, turning out-of-memory, a full disk and Ctrl-C into
-one message each, and leaving ``failed.json`` in a run that stopped on an error."""
+"""``fit_guarded``: build a ``Trainer`` and run it, turning out-of-memory, a full disk, Ctrl-C and a lost
+peer process into one message each, and leaving ``failed.json`` in a run that stopped on an error."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+from vitkit.engine.distributed import peer_lost
 from vitkit.engine.failed import clear_failure, record_failure
 from vitkit.engine.faults import DISK_ERRNOS, disk_full_error, out_of_memory_error, out_of_memory_types
 from vitkit.engine.trainer import Trainer
-from vitkit.errors import RunInterrupted
+from vitkit.errors import PeerLost, RunInterrupted
 from vitkit.recipe import Recipe
 
 
@@ -17,8 +19,9 @@ def fit_guarded(
     recipe: Recipe, resume: dict[str, Any] | None = None, run_dir: Path | None = None, plugins: Any = None
 ) -> dict[str, Any]:
     """Build a ``Trainer`` and fit it (``resume``: a ``last.pt`` state to continue in ``run_dir``);
-    out-of-memory, a full disk and Ctrl-C each end with one message that says what was kept. A run
-    that stops on an error leaves ``failed.json`` in its directory (``vitkit runs`` shows it)."""
+    out-of-memory, a full disk, Ctrl-C and a lost peer process each end with one message that says what
+    was kept. A run that stops on an error leaves ``failed.json`` in its directory (``vitkit runs`` shows
+    it)."""
     if resume is not None and run_dir is not None:
         clear_failure(run_dir)
     built: list[Any] = []
@@ -47,6 +50,10 @@ def _fit(
             raise
         run = getattr(trainer, "run", None)
         raise disk_full_error(err, run.run_dir if run else run_dir, getattr(trainer, "saved_epoch", None)) from None
+    except RuntimeError as err:
+        if trainer is None or not trainer.dist.enabled or not peer_lost(err):
+            raise
+        raise peer_lost_error(trainer, err) from err
     except KeyboardInterrupt:
         run = getattr(trainer, "run", None)
         saved = getattr(trainer, "saved_epoch", None)
@@ -56,3 +63,17 @@ def _fit(
             f"interrupted; checkpoints/last.pt keeps epoch {saved} (the last complete epoch; a partial epoch "
             f"is redone): continue with  vitkit run --resume {run.run_dir}"
         ) from None
+
+
+def peer_lost_error(trainer: Trainer, err: BaseException) -> PeerLost:
+    """The one line a surviving rank prints when another process of the run is gone."""
+    # gloo: "[.../pair.cc:545] Read error [10.0.0.2]:36052: Connection reset by peer. This is typically ..."
+    first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    first_line = re.sub(r"^\[[^\]]*\]\s*", "", first_line).split(". ")[0]
+    run, saved = getattr(trainer, "run", None), trainer.saved_epoch
+    kept = "nothing was saved yet" if run is None or saved is None else f"checkpoints/last.pt keeps epoch {saved}"
+    resume = f"; or continue with  vitkit run --resume {run.run_dir}" if run is not None and saved is not None else ""
+    return PeerLost(
+        f"rank {trainer.dist.rank}: another process of this run is gone ({first_line}); {kept}. Under torchrun "
+        f"--max-restarts=N the group restarts and the run continues{resume}"
+    )
