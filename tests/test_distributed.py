@@ -263,19 +263,13 @@ def test_peer_lost_tells_a_gone_process_from_a_bug():
     assert not dist.peer_lost(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x8 and 16x10)"))
 
 
-@pytest.mark.parametrize(
-    ("message", "code"), [(GLOO_PEER_GONE, 1), ("mat1 and mat2 shapes cannot be multiplied", None)]
-)
-def test_a_surviving_rank_says_its_peer_is_gone_in_one_line_and_a_bug_still_raises(
-    monkeypatch, tmp_path, cli, message, code
-):
-    """Under torchrun, a rank whose collective fails because another rank died prints one line and exits 1
-    (torchrun --max-restarts then restarts the group); any other RuntimeError keeps its traceback."""
+def _surviving_rank_run(monkeypatch, tmp_path, cli, message: str):
+    """``vitkit run`` on rank 1 of 2 whose Trainer's next collective fails with ``message``."""
     from types import SimpleNamespace
 
     from vitkit.engine import fit
 
-    class SurvivingRank:  # a Trainer on rank 1 of 2 whose next collective meets a dead peer
+    class SurvivingRank:
         def __init__(self, recipe, plugins=None):
             self.dist = dist.Dist(rank=1, world_size=2)
             self.run, self.saved_epoch = SimpleNamespace(run_dir=tmp_path / "run"), 3
@@ -284,15 +278,21 @@ def test_a_surviving_rank_says_its_peer_is_gone_in_one_line_and_a_bug_still_rais
             raise RuntimeError(message)
 
     monkeypatch.setattr(fit, "Trainer", SurvivingRank)
-    recipe = _recipe(tmp_path, "vit_nano_patch4_16")
-    if code is None:
-        with pytest.raises(RuntimeError, match="mat1 and mat2"):
-            cli("run", recipe)
-        return
-    got, _, err = cli("run", recipe)
-    assert got == 1 and err.count("\n") == 1 and "Traceback" not in err
+    return cli("run", _recipe(tmp_path, "vit_nano_patch4_16"))
+
+
+def test_a_surviving_rank_says_its_peer_is_gone_in_one_line(monkeypatch, tmp_path, cli):
+    """Under torchrun, a rank whose collective fails because another rank died prints one line and exits 1
+    (torchrun --max-restarts then restarts the group)."""
+    code, _, err = _surviving_rank_run(monkeypatch, tmp_path, cli, GLOO_PEER_GONE)
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("vitkit: rank 1: another process of this run is gone (Read error [127.0.0.1]:36052: ")
     assert "checkpoints/last.pt keeps epoch 3" in err and f"vitkit run --resume {tmp_path / 'run'}" in err
+
+
+def test_a_runtime_error_that_is_not_a_lost_peer_still_raises(monkeypatch, tmp_path, cli):
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):
+        _surviving_rank_run(monkeypatch, tmp_path, cli, "mat1 and mat2 shapes cannot be multiplied")
 
 
 # ------------------------------------------------------------------------------------ torchrun

@@ -32,8 +32,8 @@ class Dist:
         return self.rank == 0
 
 
-# what gloo and the c10d store say when the process at the other end of a connection is gone
-_PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused")
+# what gloo says when the process at the other end of a collective's connection is gone
+_PEER_GONE = ("Connection reset by peer", "Connection closed by peer")
 
 
 def peer_lost(err: BaseException) -> bool:
