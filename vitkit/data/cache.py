@@ -241,9 +241,10 @@ def build_cache(
     limit_gb: float,
     num_workers: int,
     device: torch.device | None = None,
-) -> tuple[torch.Tensor, dict[Path, str]] | None:
-    """The base images of ``files`` as one ``(N, C, S, S)`` uint8 tensor, and the unreadable files;
-    ``None`` when the cache is off or too large (the caller streams)."""
+) -> tuple[torch.Tensor, torch.Tensor, dict[Path, str]] | None:
+    """``(store, rows, bad)``: the base images in one ``(M, C, S, S)`` uint8 tensor, where ``files[i]`` is
+    row ``rows[i]``, and the unreadable files; ``None`` when the cache is off or too large (the caller
+    streams)."""
     import numpy as np
 
     nbytes = len(files) * in_chans * size * size
@@ -253,9 +254,10 @@ def build_cache(
     if chosen == "off":
         return None
     shape = (len(files), in_chans, size, size)
+    rows = torch.arange(len(files))
     if chosen == "memory":
         store = torch.empty(shape, dtype=torch.uint8)
-        return store, decode_all(files, in_chans, size, interpolation, num_workers, store, device)
+        return store, rows, decode_all(files, in_chans, size, interpolation, num_workers, store, device)
     key = cache_key(files, in_chans, size, interpolation)
     data_path, meta_path = cache_dir / f"{key}.u8", cache_dir / f"{key}.json"
     if data_path.is_file() and meta_path.is_file():
@@ -263,7 +265,7 @@ def build_cache(
         if meta.get("shape") == list(shape):
             store = torch.from_numpy(np.memmap(data_path, dtype=np.uint8, mode="c", shape=shape))
             console.print(f"image cache: {data_path} ({nbytes / 2**20:.0f} MiB, reused)")
-            return store, {Path(p): w for p, w in meta.get("bad", {}).items()}
+            return store, rows, {Path(p): w for p, w in meta.get("bad", {}).items()}
     tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
     array = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
     bad = decode_all(files, in_chans, size, interpolation, num_workers, torch.from_numpy(array), device)
@@ -273,4 +275,4 @@ def build_cache(
     meta_path.write_text(json.dumps({"shape": list(shape), "bad": {str(p): w for p, w in bad.items()}}))
     console.print(f"image cache: {data_path} ({nbytes / 2**20:.0f} MiB, written)")
     store = torch.from_numpy(np.memmap(data_path, dtype=np.uint8, mode="c", shape=shape))
-    return store, bad
+    return store, rows, bad

@@ -304,7 +304,7 @@ class ImageFolder(ImageDataset):
             files, self.in_chans, self.base_size, self.interpolation, self.cache, self.cache_dir,
             self.cache_limit_gb, self.num_workers, self.decode_device,
         )  # fmt: skip
-        bad = cached[1] if cached is not None else find_bad_images(files, self.num_workers)
+        bad = cached[2] if cached is not None else find_bad_images(files, self.num_workers)
         dropped = self._drop_bad(found, bad, layout)
         folder.check_classes(found, dropped, self.classes, self.root, layout)
         found = {name: [s for s in samples if s[0] not in dropped] for name, samples in found.items()}
@@ -313,7 +313,7 @@ class ImageFolder(ImageDataset):
         else:
             splits = folder.make_splits(found, self.classes, self.val_fraction, self.test_fraction, self.split_seed)
         self.split_record = folder.split_record(splits, self.classes, self.root, layout, self.split_seed)
-        rows = {path: i for i, path in enumerate(files)}
+        rows = {path: int(row) for path, row in zip(files, cached[1], strict=True)} if cached is not None else {}
 
         def split_set(samples: list[tuple[Path, int]]) -> ImageSet:
             labels = torch.tensor([label for _, label in samples], dtype=torch.long)
