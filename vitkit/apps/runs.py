@@ -25,6 +25,7 @@ from typing import Any
 import tomllib
 
 from vitkit.engine.failed import FAILED
+from vitkit.engine.run_dirs import is_run_dir
 from vitkit.errors import UserError
 
 COLUMNS = ("name", "time", "model", "dataset", "epochs", "best_val_acc", "test_acc", "wall_time_s", "status")
@@ -126,8 +127,8 @@ def find_runs(root: Path) -> list[Path]:
     if not root.is_dir():
         raise UserError(f"vitkit runs: {root}: no such directory (runs are under <output.dir>, default runs/)")
     found = []
-    for here, dirs, files in os.walk(root):
-        if "recipe.toml" in files and (Path(here) / "checkpoints").is_dir():
+    for here, dirs, _files in os.walk(root):
+        if is_run_dir(Path(here)):
             found.append(Path(here))
             dirs.clear()  # nothing below a run directory is a run
         else:

@@ -1,32 +1,39 @@
 """Your own images (``data.dataset = "imagefolder"``): three layouts, honest splits, a split file per run.
 
-Layouts under ``data.root``:
+Layouts under ``data.root``, decided in one place (``detect_layout``), first match wins:
 
-- flat: ``root/<class>/...`` (no split at all);
+- CSV: ``data.labels = "x.csv"`` (relative to root), or a ``labels.csv`` in root, with columns
+  ``path,label``, paths relative to the CSV's folder (images may sit in any sub-folders: the CSV wins
+  over them). A file listed twice with the same label counts once; with two labels it is an error;
 - split: ``root/train/<class>/...`` plus any of ``root/val/``, ``root/test/``;
-- CSV: ``data.labels = "labels.csv"`` (relative to root) with columns ``path,label``, paths relative
-  to the CSV's folder.
+- flat: ``root/<class>/...`` (no split at all).
 
 Files anywhere below a class folder count (nested folders are fine); hidden files and folders
-(``.name``) and files without an image suffix are skipped quietly. Whatever split is missing is
-carved out of train, stratified by class, with a fixed ``split_seed``: test first
-(``test_fraction``), then val (``val_fraction``), at least one image of every class in each carved
-split. The split that picks the best epoch (val) is never the test split. ``split.json`` lists
-each split's files relative to the root; a run writes it and ``vitkit eval``, ``vitkit compare``
-and ``--resume`` read it back (``split_file``), so every variant is scored on the same images.
+(``.name``) and files without an image suffix are skipped quietly, and so is vitkit's own output (a
+run directory, or an ``output.dir`` holding runs: see ``vitkit.engine.run_dirs``), so ``vitkit run .``
+inside the photo folder never trains on its plots. Whatever split is missing is carved out of train,
+stratified by class, with a fixed ``split_seed``: test first (``test_fraction``), then val
+(``val_fraction``), at least one image of every class in each carved split. ``data.fold = "k/K"``
+then re-cuts train+val into K folds (``vitkit.data.folds``). The split that picks the best epoch (val)
+is never the test split. ``split.json`` lists each split's files relative to the root (the fold
+applied, and recorded); a run writes it and ``vitkit eval``, ``vitkit export``, ``vitkit compare``
+and ``--resume`` read it back (``split_file``), so every command scores the same images.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vitkit.engine.run_dirs import is_vitkit_output
 from vitkit.errors import UserError
 
+LABELS_CSV = "labels.csv"  # the CSV a folder may hold; it wins over the folder's sub-folders
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 SPLITS = ("train", "val", "test")
 Samples = list[tuple[Path, int]]
@@ -44,8 +51,10 @@ def class_files(folder: Path) -> list[Path]:
 
 
 def class_folders(folder: Path) -> list[str]:
-    """Names of the visible sub-folders of ``folder``, sorted."""
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Names of the visible sub-folders of ``folder`` that are not vitkit output, sorted."""
+    return sorted(
+        p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and not is_vitkit_output(p)
+    )
 
 
 def _folder_split(split: Path, classes: list[str]) -> Samples:
@@ -63,7 +72,7 @@ def read_csv_listing(csv_path: Path) -> tuple[list[str], Samples]:
         rows = list(csv.DictReader(f))
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise UserError(f"imagefolder: {csv_path} needs a header row with columns path,label")
-    entries = []
+    entries: dict[Path, tuple[str, int]] = {}  # one entry per file: rows, not files, would leak across splits
     for n, row in enumerate(rows, start=2):
         rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
         if not rel or not label:
@@ -73,50 +82,69 @@ def read_csv_listing(csv_path: Path) -> tuple[list[str], Samples]:
             continue
         if not path.is_file():
             raise UserError(f"imagefolder: {csv_path} line {n}: {path} does not exist")
-        entries.append((path, label))
-    classes = sorted({label for _, label in entries})
+        key = Path(os.path.normpath(path))  # "a/../x.png" and "x.png" are one file
+        if key in entries and entries[key][0] != label:
+            first_label, first_line = entries[key]
+            raise UserError(
+                f"imagefolder: {csv_path} line {n}: {rel} is labelled {label!r} but line {first_line} labels "
+                f"it {first_label!r}; give each file one label"
+            )
+        entries.setdefault(key, (label, n))
+    classes = sorted({label for label, _ in entries.values()})
     if not classes:
         raise UserError(f"imagefolder: {csv_path} lists no image files")
     index = {name: i for i, name in enumerate(classes)}
-    return classes, [(path, index[label]) for path, label in entries]
+    return classes, [(path, index[label]) for path, (label, _) in entries.items()]
+
+
+def detect_layout(root: Path, labels: str = "") -> tuple[str, str]:
+    """``(layout, labels)`` of a folder: ``csv`` (``labels``, or a ``labels.csv`` in root: it wins over
+    sub-folders), ``split`` (``root/train/``...) or ``flat``; ``labels`` is the CSV's name for ``csv``."""
+    if not root.is_dir():
+        raise UserError(f"imagefolder: data.root {root} is not a folder")
+    if labels:
+        return "csv", labels
+    if (root / LABELS_CSV).is_file():
+        return "csv", LABELS_CSV
+    present = [s for s in SPLITS if (root / s).is_dir()]
+    if present and "train" not in present:
+        raise UserError(f"imagefolder: {root} has {'/'.join(present)}/ but no train/ folder")
+    return ("split" if present else "flat"), ""
+
+
+def _no_class_folders(where: Path, root: Path) -> UserError:
+    return UserError(
+        f"imagefolder: no class folders under {where} (expected {root}/<class>/*.jpg, {root}/train/<class>/, "
+        f"or a {LABELS_CSV} listing path,label)"
+    )
 
 
 def classes_of(root: Path, labels: str = "", split_file: str = "") -> list[str]:
     """The class names, found cheaply (folder names, the CSV or the split file) without listing images."""
     if split_file:
         return read_split(Path(split_file), root, check=False)[0]
-    if labels:
+    layout, labels = detect_layout(root, labels)
+    if layout == "csv":
         return read_csv_listing(root / labels)[0]
-    if not root.is_dir():
-        raise UserError(f"imagefolder: data.root {root} is not a folder")
-    present = [s for s in SPLITS if (root / s).is_dir()]
-    if present and "train" not in present:
-        raise UserError(f"imagefolder: {root} has {'/'.join(present)}/ but no train/ folder")
-    classes = class_folders(root / "train" if present else root)
+    where = root / "train" if layout == "split" else root
+    classes = class_folders(where)
     if not classes:
-        raise UserError(
-            f"imagefolder: no class folders under {root / 'train' if present else root} (expected root/<class>/*.jpg, "
-            "root/train/<class>/, or data.labels = a CSV listing)"
-        )
+        raise _no_class_folders(where, root)
     return classes
 
 
 def scan(root: Path, labels: str = "") -> tuple[list[str], dict[str, Samples], str]:
     """(classes, the splits found on disk, layout name) of ``root``: ``csv``, ``split`` or ``flat``."""
-    if not root.is_dir():
-        raise UserError(f"imagefolder: data.root {root} is not a folder")
-    if labels:
+    layout, labels = detect_layout(root, labels)
+    if layout == "csv":
         classes, samples = read_csv_listing(root / labels)
         return classes, {"train": samples}, "csv"
-    present = [s for s in SPLITS if (root / s).is_dir()]
-    if present:
-        if "train" not in present:
-            raise UserError(f"imagefolder: {root} has {'/'.join(present)}/ but no train/ folder")
+    if layout == "split":
         classes = class_folders(root / "train")
         if not classes:
-            raise UserError(f"imagefolder: {root / 'train'} has no class folders")
+            raise _no_class_folders(root / "train", root)
         found = {}
-        for split in present:
+        for split in (s for s in SPLITS if (root / s).is_dir()):
             names = class_folders(root / split)
             if names != classes:
                 raise UserError(
@@ -126,10 +154,7 @@ def scan(root: Path, labels: str = "") -> tuple[list[str], dict[str, Samples], s
         return classes, found, "split"
     classes = class_folders(root)
     if not classes:
-        raise UserError(
-            f"imagefolder: no class folders under {root} (expected root/<class>/*.jpg, root/train/<class>/, "
-            "or data.labels = a CSV listing)"
-        )
+        raise _no_class_folders(root, root)
     return classes, {"train": _folder_split(root, classes)}, "flat"
 
 
@@ -197,9 +222,12 @@ def _relative(path: Path, root: Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
 
 
-def split_record(splits: dict[str, Samples], classes: list[str], root: Path, layout: str, seed: int) -> dict:
-    """``split.json``'s content: each split's files (relative to ``root``) with their class names."""
-    record: dict[str, Any] = {"root": str(root), "layout": layout, "split_seed": seed, "classes": classes}
+def split_record(
+    splits: dict[str, Samples], classes: list[str], root: Path, layout: str, seed: int, fold: str = ""
+) -> dict:
+    """``split.json``'s content: each split's files (relative to ``root``) with their class names, and the
+    fold (``"k/K"``) they are cut as, if any."""
+    record: dict[str, Any] = {"root": str(root), "layout": layout, "split_seed": seed, "fold": fold, "classes": classes}
     record["sizes"] = {name: len(splits[name]) for name in SPLITS}
     for name in SPLITS:
         record[name] = [[_relative(path, root), classes[label]] for path, label in splits[name]]
@@ -216,14 +244,16 @@ def write_split(record: dict, path: Path) -> None:
     path.write_text(json.dumps(record, indent=1) + "\n")
 
 
-def read_split(split_file: Path, root: Path, check: bool = True) -> tuple[list[str], dict[str, Samples], str]:
-    """Classes, splits and layout of a ``split.json``, files resolved against ``root``; missing files are an error."""
+def read_split(split_file: Path, root: Path, check: bool = True) -> tuple[list[str], dict[str, Samples], str, str]:
+    """Classes, splits, layout and fold (``""``: none recorded) of a ``split.json``, files resolved against
+    ``root``; missing files are an error."""
     try:
         record = json.loads(split_file.read_text())
         classes = list(record["classes"])
         index = {name: i for i, name in enumerate(classes)}
         splits = {name: [(root / rel, index[label]) for rel, label in record[name]] for name in SPLITS}
         layout = str(record.get("layout", "split"))
+        fold = str(record.get("fold") or "")
     except FileNotFoundError:
         raise UserError(f"imagefolder: split file {split_file} does not exist") from None
     except (ValueError, KeyError, TypeError) as err:
@@ -236,4 +266,4 @@ def read_split(split_file: Path, root: Path, check: bool = True) -> tuple[list[s
                 f"imagefolder: {gone[0]}{more}, listed in {split_file} ({name}), does not exist; "
                 "restore it or set data.root to where the images are"
             )
-    return classes, splits, layout
+    return classes, splits, layout, fold
