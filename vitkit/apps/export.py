@@ -161,13 +161,12 @@ class ExportReport:
 def load_test_split(recipe_data: dict[str, Any], meta: dict[str, Any], source: Path) -> tuple[Any, torch.Tensor]:
     """The run's test-split loader on the CPU and one batch from it (for speed and parity)."""
     from vitkit.data import BatchTransform, build_loader
-    from vitkit.data.folder import reuse_split
     from vitkit.engine import build
     from vitkit.recipe import recipe_from_dict
 
     recipe = recipe_from_dict(recipe_data, source=source)
-    reuse_split(recipe, source.parent.parent if source.parent.name == "checkpoints" else None)
-    data = build.build_dataset(recipe, meta["img_size"]).load()
+    run_dir = source.parent.parent if source.parent.name == "checkpoints" else None
+    data = build.load_dataset(recipe, meta["img_size"], run_dir=run_dir, only=("test",))
     transform = BatchTransform(
         meta["img_size"], meta["mean"], meta["std"], crop="center" if meta.get("crop_pct") else None
     )

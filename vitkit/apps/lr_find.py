@@ -47,6 +47,7 @@ class LRFindResult:
     points: dict[str, int] = field(default_factory=dict)  # name -> index into lrs
     seconds: float = 0.0
     recipe_lr: float | None = None
+    data: Any = field(default=None, repr=False)  # the data the sweep loaded: ``--lr auto``'s run reuses it
 
     @property
     def steps(self) -> int:
@@ -242,6 +243,7 @@ def lr_find(
 
     trainer = Trainer(recipe, plugins)
     result = range_test(trainer, steps, start, end)
+    result.data = trainer.data
     lr = recipe.optimizer.get("lr")
     result.recipe_lr = float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None
     if out is not None:

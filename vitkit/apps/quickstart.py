@@ -53,20 +53,18 @@ class Choice:
 def survey(root: str | Path) -> Survey:
     """Layout, classes and split sizes of a folder of images, as ``imagefolder`` will read and split it
     with the default fractions; a folder it cannot read is a ``UserError``."""
-    from vitkit.data.folder import class_folders, make_splits, scan
+    from vitkit.data.folder import LABELS_CSV, class_folders, detect_layout, make_splits, scan
     from vitkit.recipe import DataConfig
 
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root} is not a folder of images (or a TOML recipe)")
-    folders = class_folders(root)
-    if not folders and not (root / "labels.csv").is_file():
+    if detect_layout(root)[0] == "flat" and not class_folders(root):  # the layout as imagefolder decides it
         raise UserError(
             f"{root} is neither a TOML recipe nor a folder of images: expected {root}/<class>/*.jpg "
-            f"(one folder per class), {root}/train/<class>/..., or {root}/labels.csv"
+            f"(one folder per class), {root}/train/<class>/..., or {root}/{LABELS_CSV}"
         )
-    labels = "labels.csv" if not folders else ""
-    classes, found, layout = scan(root, labels)
+    classes, found, layout = scan(root)
     if len(classes) < 2:
         raise UserError(f"{root} holds one class ({classes[0]}); a classifier needs at least two class folders")
     config = DataConfig()
@@ -210,7 +208,7 @@ def fit(recipe: Recipe, plugins: Any = None, lr_auto: bool = False) -> dict[str,
     if lr_auto:
         recipe, how, found = with_found_lr(recipe, plugins)
         console.print(how, soft_wrap=True)
-    summary = fit_guarded(recipe, plugins=plugins)
+    summary = fit_guarded(recipe, plugins=plugins, data=found.data if found is not None else None)
     if found is not None and summary.get("run_dir"):
         plot_lr_find(found, Path(summary["run_dir"]) / "lr_find.png", recipe.name)
         write_csv(found, Path(summary["run_dir"]) / "lr_find.csv")
@@ -226,6 +224,13 @@ def run_folder(root: str, overrides: list[str], dry_run: bool, lr_auto: bool, lo
     from vitkit.engine.console import console
 
     console.print(f"vitkit run {choice.line}", soft_wrap=True)
+    out = Path(recipe.output.dir).resolve()
+    if out.is_relative_to(Path(root).resolve()):
+        console.print(
+            f"[yellow]note:[/] runs are written to {out}, inside the image folder; vitkit never reads its own "
+            "runs as images (--set output.dir=... puts them elsewhere)",
+            soft_wrap=True,
+        )
     manager, _ = load_plugins(recipe)
     fit(recipe, manager, lr_auto)
     return 0

@@ -44,9 +44,7 @@ def reevaluate(
     if data_root is not None:
         state["recipe"]["data"]["root"] = data_root
     recipe = recipe_from_dict(state["recipe"], source=ckpt_path)
-    from vitkit.data.folder import reuse_split
-
-    reuse_split(recipe, ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None)
+    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None
     recipe.model.pop("checkpoint_path", None)  # the run's starting weights; its own replace them
     load_run_plugins(recipe.plugins, ckpt_path)  # its components
     meta = state["data"]
@@ -55,7 +53,7 @@ def reevaluate(
         precision = select_precision(recipe.train.precision, dev)
     except UserError:  # an fp16 run evaluated off GPU
         precision = select_precision("auto", dev)
-    data = build.build_dataset(recipe, meta["img_size"]).load()
+    data = build.load_dataset(recipe, meta["img_size"], run_dir=run_dir, only=(split,))
     model = build.build_model(recipe, len(meta["classes"]), meta["in_chans"], pretrained=False)
     model.load_state_dict(state["model"])
     model.to(dev)
@@ -84,7 +82,6 @@ def reevaluate(
         value = report[key]
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
-    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None
     if run_dir is not None and (run_dir / "summary.json").is_file():
         (run_dir / f"eval_{split}.json").write_text(json.dumps(report, indent=2) + "\n")
     from vitkit.engine.report import write_eval_report

@@ -246,6 +246,7 @@ class ImageFolder(ImageDataset):
         cache_dir: str = "",
         cache_limit_gb: float = 4.0,
         decode_device: str = "cpu",
+        fold: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(img_size, **kwargs)
@@ -255,7 +256,7 @@ class ImageFolder(ImageDataset):
             raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
         self.in_chans, self.on_bad_image = in_chans, on_bad_image
         self.labels, self.test_fraction, self.split_seed = labels, test_fraction, split_seed
-        self.split_file = split_file
+        self.split_file, self.fold = split_file, fold
         self.crop_pct, self.interpolation = crop_pct, interpolation
         self.base_size = max(img_size, round(img_size / crop_pct))
         self.cache, self.cache_limit_gb = cache, cache_limit_gb
@@ -289,35 +290,49 @@ class ImageFolder(ImageDataset):
         self.bad_images += [str(path) for path in bad]
         return set(bad)
 
-    def load(self) -> DataSplits:
+    def _fold_of(self, recorded: str) -> str:
+        """The fold still to cut from a split file's splits (``recorded``: the fold the file already holds)."""
+        if recorded and self.fold and recorded != self.fold:
+            raise UserError(f"split file {self.split_file} holds fold {recorded} but data.fold = {self.fold!r}")
+        return "" if recorded else self.fold  # a split.json written before folds were recorded: cut it now
+
+    def load(self, only: tuple[str, ...] | None = None) -> DataSplits:
+        """The three splits; ``only`` (with a split file): decode just these splits, stream the others."""
         from vitkit.data import folder
         from vitkit.data.cache import CachedImages, build_cache
+        from vitkit.data.folds import fold_samples
         from vitkit.data.imagecheck import find_bad_images
 
-        if self.split_file:
-            self.classes, found, layout = folder.read_split(Path(self.split_file), self.root)
+        fixed = bool(self.split_file)  # a run's split.json: the splits are given, nothing is carved
+        if fixed:
+            self.classes, found, layout, recorded = folder.read_split(Path(self.split_file), self.root)
+            if self._fold_of(recorded):
+                found = fold_samples(found, self.fold)
         else:
             self.classes, found, layout = folder.scan(self.root, self.labels)
         folder.check_classes({"train": found["train"]}, set(), self.classes, self.root, layout)  # before decoding
-        files = [path for samples in found.values() for path, _ in samples]
+        decode = {name: samples for name, samples in found.items() if not (fixed and only) or name in only}
+        files = sorted({path for samples in decode.values() for path, _ in samples})  # a file once, in one order
         cached = build_cache(
             files, self.in_chans, self.base_size, self.interpolation, self.cache, self.cache_dir,
             self.cache_limit_gb, self.num_workers, self.decode_device,
         )  # fmt: skip
         bad = cached[2] if cached is not None else find_bad_images(files, self.num_workers)
-        dropped = self._drop_bad(found, bad, layout)
-        folder.check_classes(found, dropped, self.classes, self.root, layout)
+        dropped = self._drop_bad(decode, bad, layout)
+        folder.check_classes(decode, dropped, self.classes, self.root, layout)
         found = {name: [s for s in samples if s[0] not in dropped] for name, samples in found.items()}
-        if self.split_file:
+        if fixed:
             splits = found
         else:
             splits = folder.make_splits(found, self.classes, self.val_fraction, self.test_fraction, self.split_seed)
-        self.split_record = folder.split_record(splits, self.classes, self.root, layout, self.split_seed)
+            if self.fold:
+                splits = fold_samples(splits, self.fold)
+        self.split_record = folder.split_record(splits, self.classes, self.root, layout, self.split_seed, self.fold)
         rows = {path: int(row) for path, row in zip(files, cached[1], strict=True)} if cached is not None else {}
 
         def split_set(samples: list[tuple[Path, int]]) -> ImageSet:
-            labels = torch.tensor([label for _, label in samples], dtype=torch.long)
-            if cached is not None:
+            if cached is not None and all(path in rows for path, _ in samples):
+                labels = torch.tensor([label for _, label in samples], dtype=torch.long)
                 index = torch.tensor([rows[path] for path, _ in samples], dtype=torch.long)
                 return ImageSet(CachedImages(cached[0], index), labels)  # type: ignore[arg-type]
             return ImageSet(files=ImageFiles(samples, self.base_size, self.in_chans, self.interpolation))
@@ -325,4 +340,8 @@ class ImageFolder(ImageDataset):
         out = self._splits(*(split_set(splits[name]) for name in folder.SPLITS))
         out.bad_images = list(self.bad_images)
         out.crop_pct, out.split_record = self.crop_pct, self.split_record
+        if self.fold:
+            out.notes.append(
+                f"fold {self.fold}: {len(splits['val'])} val, {len(splits['train'])} train images (pooled)"
+            )
         return out

@@ -1,10 +1,10 @@
 """K-fold cross-validation at the data level: the recipe key ``data.fold = "k/K"``.
 
-A dataset loads its train/val/test splits as usual; ``apply_fold`` then pools train and val,
-cuts the pool into K stratified folds (fixed: the same for every seed, run and machine), and
-returns fold k as validation and the other K - 1 as training. The test split is left as it is,
-so every fold is scored on the same test images. Any dataset whose splits are in memory, or
-file-backed with ``samples`` of (path, label) like ``imagefolder``, can be folded.
+A dataset's train and val are pooled (train first, then val), the pool is cut into K stratified
+folds (fixed: the same for every seed, run and machine), and fold k becomes validation, the other
+K - 1 training (``fold_indices``). The test split is left as it is, so every fold is scored on the
+same test images. ``imagefolder`` folds its file lists (``fold_samples``) before decoding, so its
+``split.json`` records the folded splits; other datasets are folded after loading (``apply_fold``).
 """
 
 from __future__ import annotations
@@ -44,6 +44,21 @@ def stratified_folds(labels: torch.Tensor, folds: int, seed: int = FOLD_SEED) ->
             parts[(offset + i) % folds].append(idx[i::folds])
         offset += len(idx)
     return [torch.cat(p).sort().values for p in parts]
+
+
+def fold_indices(labels: torch.Tensor, fold: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train, val)`` indices into the pooled train+val ``labels`` for ``fold = "k/K"``."""
+    k, total = parse_fold(fold)
+    parts = stratified_folds(labels, total)
+    rest = torch.cat([p for i, p in enumerate(parts) if i != k - 1]).sort().values
+    return rest, parts[k - 1]
+
+
+def fold_samples(splits: dict[str, list], fold: str) -> dict[str, list]:
+    """File splits (``{split: [(path, label), ...]}``) with train+val re-cut as fold k of K; test untouched."""
+    pool = [*splits["train"], *splits["val"]]
+    rest, held = fold_indices(torch.tensor([label for _, label in pool], dtype=torch.long), fold)
+    return {**splits, "train": [pool[i] for i in rest.tolist()], "val": [pool[i] for i in held.tolist()]}
 
 
 def _labels(split: ImageSet) -> torch.Tensor:
@@ -100,9 +115,7 @@ def apply_fold(splits: DataSplits, fold: str) -> DataSplits:
     if splits.train.in_memory != splits.val.in_memory:
         raise UserError("data.fold: train and val are stored differently; they cannot be pooled")
     labels = torch.cat([_labels(splits.train), _labels(splits.val)])
-    parts = stratified_folds(labels, total)
-    held = parts[k - 1]
-    rest = torch.cat([p for i, p in enumerate(parts) if i != k - 1]).sort().values
+    rest, held = fold_indices(labels, fold)
     folded = copy.copy(splits)
     folded.train, folded.val = _take(splits.train, splits.val, rest), _take(splits.train, splits.val, held)
     folded.notes = [*splits.notes, f"fold {k}/{total}: {len(held)} val, {len(rest)} train images (pooled)"]

@@ -1,5 +1,5 @@
-"""What the trainer sets up around a loaded dataset: transforms of imagefolder base images, the
-pretrained model's normalisation, and class balancing (``data.balance``)."""
+"""What the trainer sets up around a loaded dataset: transforms of imagefolder base images and class
+balancing (``data.balance``). The normalisation and eval crop come from ``engine.build.preprocessing``."""
 
 from __future__ import annotations
 
@@ -30,18 +30,6 @@ def batch_transforms(
     flips = [HorizontalFlip(cfg.hflip)] if cfg.hflip > 0 else []
     train = BatchTransform(img_size, data.mean, data.std, [*flips, *augments], crop=crop)
     return train, BatchTransform(img_size, data.mean, data.std, crop="center")
-
-
-def use_pretrained_norm(recipe: Recipe, model: torch.nn.Module, data: DataSplits) -> None:
-    """A pretrained model's mean and std replace the dataset's (RGB data)."""
-    from vitkit.models.pretrained import pretrained_cfg, wants_pretrained
-
-    name, pretrained = str(recipe.model.get("name", "")), recipe.model.get("pretrained")
-    if not wants_pretrained(pretrained) or data.in_chans != 3:
-        return
-    cfg = getattr(model, "pretrained_cfg", None) or pretrained_cfg(name, pretrained) or {}
-    if len(cfg.get("mean") or ()) == 3 and len(cfg.get("std") or ()) == 3:
-        data.mean, data.std = tuple(cfg["mean"]), tuple(cfg["std"])
 
 
 def class_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -113,30 +114,45 @@ def model_img_size(recipe: Recipe) -> int:
 
 def FILE_DATA_KEYS(data: Any) -> dict[str, Any]:  # noqa: N802 (a table of keys)
     """The ``data`` keys passed to datasets of files (imagefolder) that take them."""
-    keys = ("on_bad_image", "labels", "test_fraction", "split_seed", "split_file", "cache", "cache_dir")
+    keys = ("on_bad_image", "labels", "test_fraction", "split_seed", "split_file", "fold", "cache", "cache_dir")
     return {key: getattr(data, key) for key in (*keys, "cache_limit_gb")}
 
 
-def image_view(recipe: Recipe) -> dict[str, Any]:
-    """``crop_pct`` and ``interpolation`` of file-backed data: the recipe's, else the pretrained
-    model's (timm's pretrained config), else 0.875 and bilinear."""
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a run turns an image into model input, resolved once per run (``preprocessing``)."""
+
+    crop_pct: float  # file-backed data: eval crop share (resize short side to img_size / crop_pct, centre crop)
+    interpolation: str  # bilinear | bicubic
+    norm: tuple[tuple[float, ...], tuple[float, ...]] | None  # the pretrained weights' (mean, std) for RGB data
+
+    def mean_std(self, in_chans: int, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[tuple, tuple]:
+        """The normalisation of data with ``in_chans`` channels whose own statistics are ``mean``/``std``."""
+        return self.norm if self.norm is not None and in_chans == 3 else (tuple(mean), tuple(std))
+
+
+def preprocessing(recipe: Recipe) -> Preprocessing:
+    """A run's preprocessing, decided in this one place before anything is built: the recipe's
+    ``data.crop_pct``/``data.interpolation``, else the pretrained weights' config (timm's table, or an
+    ``hf-hub:`` repo's config.json), else 0.875 and bilinear; mean and std of pretrained weights."""
     from vitkit.models.pretrained import pretrained_cfg
 
     try:
-        cfg = pretrained_cfg(str(recipe.model.get("name", "")), recipe.model.get("pretrained"))
+        cfg = pretrained_cfg(str(recipe.model.get("name", "")), recipe.model.get("pretrained")) or {}
     except UserError as err:
-        raise UserError(f"{recipe.where()}: {err}") from None
-    cfg = cfg or {}
+        raise UserError(f"{recipe.where()}: model.pretrained: {err}") from None
     interpolation = cfg.get("interpolation") if cfg.get("interpolation") in ("bilinear", "bicubic") else "bilinear"
-    return {
-        "crop_pct": recipe.data.crop_pct or float(cfg.get("crop_pct") or 0.875),
-        "interpolation": recipe.data.interpolation or interpolation,
-    }
+    mean, std = tuple(cfg.get("mean") or ()), tuple(cfg.get("std") or ())
+    return Preprocessing(
+        crop_pct=recipe.data.crop_pct or float(cfg.get("crop_pct") or 0.875),
+        interpolation=recipe.data.interpolation or interpolation,
+        norm=(mean, std) if len(mean) == 3 and len(std) == 3 else None,
+    )
 
 
-def build_dataset(recipe: Recipe, img_size: int, device: Any = None) -> Any:
-    """The recipe's dataset object (described, not loaded: call ``.load()``); ``device``: where a
-    file-backed dataset may decode (imagefolder: nvjpeg on CUDA)."""
+def build_dataset(recipe: Recipe, img_size: int, device: Any = None, view: Preprocessing | None = None) -> Any:
+    """The recipe's dataset object (described, not loaded: ``load_dataset`` loads it); ``device``: where a
+    file-backed dataset may decode (imagefolder: nvjpeg on CUDA); ``view``: the run's ``preprocessing``."""
     data = recipe.data
     if data.fold:
         from vitkit.data.folds import parse_fold
@@ -148,7 +164,8 @@ def build_dataset(recipe: Recipe, img_size: int, device: Any = None) -> Any:
     extra = {"decode_device": str(device)} if device is not None else {}
     name, _ = split_spec(data.dataset)
     accepted = _accepted(DATASETS.get(name).factory)[0] if name in DATASETS else set()
-    for key, value in {**FILE_DATA_KEYS(data), **image_view(recipe)}.items():
+    view = view or preprocessing(recipe)
+    for key, value in {**FILE_DATA_KEYS(data), "crop_pct": view.crop_pct, "interpolation": view.interpolation}.items():
         if key in accepted:
             extra[key] = value  # datasets of files only
     extra = {k: v for k, v in extra.items() if k in accepted}
@@ -167,12 +184,26 @@ def build_dataset(recipe: Recipe, img_size: int, device: Any = None) -> Any:
     )
 
 
-def load_dataset(recipe: Recipe, img_size: int, device: Any = None) -> Any:
-    """The recipe's dataset, loaded; its errors (missing files, bad images) name the recipe's ``data``."""
-    dataset = build_dataset(recipe, img_size, device)
+def load_dataset(
+    recipe: Recipe,
+    img_size: int,
+    device: Any = None,
+    run_dir: Any = None,
+    only: tuple[str, ...] | None = None,
+    view: Preprocessing | None = None,
+) -> Any:
+    """The recipe's data, loaded: the one path from a recipe to its splits for every command (train,
+    ``--resume``, eval, export, compare, lr-find). ``run_dir``: a finished run whose ``split.json`` fixes
+    the files of each split; ``only``: the splits the caller will read (a file-backed dataset decodes just
+    those). ``data.fold`` is applied here, once. Errors name the recipe's ``data``."""
+    from vitkit.data.folder import reuse_split
+
+    reuse_split(recipe, run_dir)
+    dataset = build_dataset(recipe, img_size, device, view)
+    takes = inspect.signature(dataset.load).parameters
     try:
-        splits = dataset.load()
-        if recipe.data.fold:  # K-fold cross-validation: train+val re-cut, test untouched
+        splits = dataset.load(only=only) if "only" in takes else dataset.load()
+        if recipe.data.fold and getattr(dataset, "fold", None) != recipe.data.fold:  # in-memory sets fold here
             from vitkit.data.folds import apply_fold
 
             splits = apply_fold(splits, recipe.data.fold)

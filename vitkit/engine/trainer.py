@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from vitkit.data import build_loader
+from vitkit.data.datasets import DataSplits
 from vitkit.data.folder import write_split
-from vitkit.data.setup import apply_balance, batch_transforms, use_pretrained_norm
+from vitkit.data.setup import apply_balance, batch_transforms
 from vitkit.engine import build, elastic
 from vitkit.engine import distributed as dist
 from vitkit.engine.checkpoint import atomic_write_text, save_checkpoint, save_safetensors
@@ -30,6 +31,7 @@ from vitkit.engine.faults import NonFiniteWatch, divergence_error, scaler_step, 
 from vitkit.engine.hooks import GuardedHooks
 from vitkit.engine.resume import capture_rng
 from vitkit.engine.run import Run
+from vitkit.engine.run_dirs import mark_output_dir
 from vitkit.errors import UserError
 from vitkit.plugins import new_manager
 from vitkit.recipe import Recipe, dump_toml
@@ -61,6 +63,7 @@ def new_run_dir(recipe: Recipe) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
         parent.mkdir(parents=True, exist_ok=True)
+        mark_output_dir(Path(recipe.output.dir))  # never read as images, even inside the data root
         for n in range(1000):
             path = parent / (stamp if n == 0 else f"{stamp}-{n}")
             try:
@@ -78,7 +81,8 @@ def new_run_dir(recipe: Recipe) -> Path:
 class Trainer:
     """Builds everything a recipe names, then ``fit()`` trains, validates and tests."""
 
-    def __init__(self, recipe: Recipe, plugins: Any = None) -> None:
+    def __init__(self, recipe: Recipe, plugins: Any = None, data: DataSplits | None = None) -> None:
+        """``data``: the recipe's data already loaded (``build.load_dataset``), e.g. by the LR finder."""
         self.recipe = recipe
         self.plugins = plugins or new_manager()
         self.hooks = GuardedHooks(self.plugins)  # a plugin's exception is reported, the run goes on
@@ -97,10 +101,13 @@ class Trainer:
 
         # describe the dataset (cheap) to size the model, then load it
         self.img_size = build.model_img_size(recipe)
-        self.data = build.load_dataset(recipe, self.img_size, self.device)
+        self.preprocessing = build.preprocessing(recipe)  # eval crop, interpolation, normalisation: decided once
+        if data is None:
+            data = build.load_dataset(recipe, self.img_size, self.device, view=self.preprocessing)
+        self.data = data
         num_classes = len(self.data.classes)
         self.model = build.build_model(recipe, num_classes, self.data.in_chans).to(self.device)
-        use_pretrained_norm(recipe, self.model, self.data)
+        self.data.mean, self.data.std = self.preprocessing.mean_std(self.data.in_chans, self.data.mean, self.data.std)
         if self.dist.enabled:  # same initial weights on every rank; from here each rank draws its own numbers
             seed_everything(recipe.seed + self.dist.rank, recipe.train.deterministic)
         if recipe.train.channels_last:
@@ -358,7 +365,7 @@ class Trainer:
             "img_size": self.img_size,
             "mean": list(self.data.mean),
             "std": list(self.data.std),
-            **({"crop_pct": self.data.crop_pct, "interpolation": build.image_view(self.recipe)["interpolation"]}
+            **({"crop_pct": self.data.crop_pct, "interpolation": self.preprocessing.interpolation}
                if self.data.crop_pct else {}),
         }  # fmt: skip
 

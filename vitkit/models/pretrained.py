@@ -47,22 +47,37 @@ def timm_source(name: str, pretrained: Any) -> str:
 
 
 def pretrained_cfg(name: str, pretrained: Any) -> dict[str, Any] | None:
-    """timm's pretrained config (mean, std, crop_pct, interpolation, ...) without any download; ``None``
-    when not pretrained or only the hub knows it (``hf-hub:`` ids: read from the built model instead)."""
-    if not wants_pretrained(pretrained) or isinstance(pretrained, str):
+    """The pretrained weights' config (mean, std, crop_pct, interpolation, ...); ``None`` when not
+    pretrained. timm's own table for timm names; for ``hf-hub:`` ids the repo's ``config.json`` (through
+    the Hugging Face cache, ``HF_HUB_OFFLINE`` honoured), the file timm reads for those weights."""
+    if not wants_pretrained(pretrained):
         return None
+    if isinstance(pretrained, str):
+        return _hub_cfg(pretrained)
     import timm
 
     cfg = timm.models.get_pretrained_cfg(timm_source(name, pretrained))
     return cfg.to_dict() if cfg is not None else None
 
 
-def _missing_weights(source: str, err: Exception) -> UserError:
-    """The one line for weights that are neither cached nor downloadable."""
+def _hub_cfg(source: str) -> dict[str, Any]:
+    """The ``pretrained_cfg`` of an ``hf-hub:`` repo's ``config.json``, as timm parses it."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+    from timm.models._hub import load_model_config_from_hf
+
+    try:
+        parsed = load_model_config_from_hf(source.removeprefix(HUB_PREFIX))
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, ConnectionError, OSError) as err:
+        raise _missing_weights(source, err, "config.json") from None
+    return dict(parsed[0] or {})
+
+
+def _missing_weights(source: str, err: Exception, filename: str = "model.safetensors") -> UserError:
+    """The one line for weights (or their config) that are neither cached nor downloadable."""
     import timm
     from huggingface_hub import constants
 
-    repo, filename = source.removeprefix(HUB_PREFIX), "model.safetensors"
+    repo = source.removeprefix(HUB_PREFIX)
     if not source.startswith(HUB_PREFIX):
         cfg = timm.models.get_pretrained_cfg(source)
         repo = (cfg.hf_hub_id or cfg.url or source) if cfg is not None else source
