@@ -72,7 +72,47 @@ def test_verdict_when_the_difference_is_real():
     assert stats.verdict("A", "B", a, b) == (
         f"A beats B by {100 * test.diff:.1f} ± {100 * test.half_width:.1f} points (p < 0.001)"
     )
-    assert "within noise" in stats.verdict("A", "B", [0.9, 0.9], [0.9, 0.9])  # identical: p = 1
+    assert "cannot tell" in stats.verdict("A", "B", [0.9, 0.9], [0.9, 0.9])  # identical: no spread, no test
     assert "no test possible" in stats.verdict("A", "B", [0.9], [0.8])
     with pytest.raises(ValueError):
         stats.paired_t([1.0, 2.0], [1.0])
+
+
+def test_i22_6_equal_paired_differences_are_no_test():
+    """Three seeds each better by exactly one of 400 images printed "A beats B by 0.3 ± 0.0 points (p < 0.001)"."""
+    a, b = [0.9775, 0.9525, 0.9650], [0.9750, 0.9500, 0.9625]  # as floats, the differences vary by ~1e-17
+    assert stats.verdict("A", "B", a, b) == (
+        "A vs B: cannot tell; the 3 paired differences are all equal (+0.25 points), so the test has no spread "
+        "to judge them by; run more seeds"
+    )
+    test = stats.paired_t(a, b)
+    assert test.equal and math.isnan(test.p) and test.diff == pytest.approx(0.0025)
+    assert "cannot tell" in stats.verdict("A", "B", [0.9, 0.8], [0.9, 0.8], repeats="folds")  # identical runs
+    assert not stats.paired_t([0.9775, 0.9525, 0.9650], [0.9750, 0.9500, 0.9600]).equal  # one image more: a test
+
+
+def test_i22_6_accuracy_interval_is_the_t_interval_of_logits():
+    """Two runs at 0.80 and 0.95: the raw t interval is [-0.08, 1.83]; on the logit scale it stays in [0, 1]."""
+    xs = [0.80, 0.95]
+    raw = stats.describe(xs)
+    assert raw.low < 0.0 and raw.high > 1.0
+    summary = stats.describe_accuracy(xs, [400, 400])
+    logits = [math.log(x / (1 - x)) for x in xs]
+    low, high = scipy_stats.t.interval(0.95, 1, loc=sum(logits) / 2, scale=scipy_stats.sem(logits))
+    assert (summary.low, summary.high) == (
+        pytest.approx(1 / (1 + math.exp(-low))),
+        pytest.approx(1 / (1 + math.exp(-high))),
+    )
+    assert 0.0 < summary.low < summary.mean < summary.high < 1.0 and summary.mean == pytest.approx(0.875)
+    assert summary.sd == pytest.approx(raw.sd)
+    perfect = stats.describe_accuracy([0.99, 1.0, 1.0], [200, 200, 200])  # 1.0 counts as half an image from 1
+    half = 1.0 - 0.5 / 200
+    logits = [math.log(0.99 / 0.01), math.log(half / (1 - half)), math.log(half / (1 - half))]
+    low, high = scipy_stats.t.interval(0.95, 2, loc=sum(logits) / 3, scale=scipy_stats.sem(logits))
+    assert (perfect.low, perfect.high) == (
+        pytest.approx(1 / (1 + math.exp(-low))),
+        pytest.approx(1 / (1 + math.exp(-high))),
+    )
+    assert perfect.high < 1.0
+    same = stats.describe_accuracy([0.9, 0.9])
+    assert (same.low, same.high) == (0.9, 0.9)

@@ -101,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Train every recipe x every combination of --vary values (cartesian product), or take "
         "finished run directories; print a ranked table and write compare.csv, compare.json, "
         "compare_loss.png, compare_accuracy.png and compare.html into <output.dir>/compare-<time>/. "
-        "--seeds/--folds repeat every variant and add mean, sd, 95% intervals and paired t-test verdicts.",
+        "Variants are ranked on validation accuracy (test beside it). --seeds/--folds repeat every variant "
+        "and add mean, sd, 95% intervals (inside [0, 1]) and paired t-test verdicts.",
     )
     cmp.add_argument("sources", nargs="+", metavar="RECIPE_OR_RUN", help="TOML recipes and/or finished run directories")
     cmp.add_argument(
@@ -121,9 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument(
         "--rank-by",
-        default="test_acc",
         metavar="METRIC",
-        help="test_acc (default), best_val_acc, train_img_per_s, infer_img_per_s, params, gflops, gmacs, wall_time_s",
+        help="best_val_acc (default), train_img_per_s, infer_img_per_s, params, gflops, gmacs, wall_time_s; "
+        "test_acc is shown beside it, never ranked on",
     )
     cmp.add_argument("--out", metavar="DIR", help="report folder (default: <output.dir>/compare-<time>/)")
     repeats = cmp.add_mutually_exclusive_group()

@@ -16,10 +16,12 @@ from typing import Any
 
 from vitkit.apps.compare_plan import (
     ACCURACIES,
-    RANK_METRICS,
+    METRICS,
+    RANK_DEFAULT,
     Repeat,
     Variant,
     add_repeats,
+    check_rank_metric,
     plan,
     rank,
     run_overrides,
@@ -139,6 +141,7 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     """The numbers of one finished run, read from its files."""
     summary = json.loads((run_dir / "summary.json").read_text())
     profile = profile_run(run_dir)
+    sizes = summary.get("split_sizes", {})
     return {
         "model": summary["model"],
         "params": summary["params"],
@@ -148,6 +151,8 @@ def run_row(run_dir: Path) -> dict[str, Any]:
         "infer_img_per_s": profile["infer_img_per_s"],
         "best_val_acc": summary["best_val_acc"],
         "test_acc": summary["test_acc"],
+        "val_images": sizes.get("val"),
+        "test_images": sizes.get("test"),
         "wall_time_s": summary["wall_time_s"],
         "epochs": summary["epochs_run"],
         "device": summary["device"],
@@ -158,8 +163,9 @@ def run_row(run_dir: Path) -> dict[str, Any]:
 
 def collect(variant: Variant) -> dict[str, Any]:
     """The comparison row of a variant: per metric the mean over its runs, for accuracies also the
-    sample sd and the 95% t interval (``<metric>_sd``, ``_low``, ``_high``); each run's own row in ``runs``."""
-    from vitkit.stats import describe
+    sample sd and the 95% interval, Student-t on the logit scale so that it stays inside [0, 1]
+    (``<metric>_sd``, ``_low``, ``_high``); each run's own row in ``runs``."""
+    from vitkit.stats import describe, describe_accuracy
 
     runs = []
     for repeat in variant.repeats:
@@ -167,12 +173,13 @@ def collect(variant: Variant) -> dict[str, Any]:
         runs.append({"repeat": repeat.tag, **run_row(repeat.run_dir)})
     first = runs[0]
     row: dict[str, Any] = {"name": variant.label, "model": first["model"], "repeats": len(runs)}
-    for metric in RANK_METRICS:
+    for metric in METRICS:
         values = [run[metric] for run in runs]
-        summary = describe(values)
+        split = ACCURACIES.get(metric)
+        summary = describe_accuracy(values, [run[f"{split}_images"] for run in runs]) if split else describe(values)
         same = len(set(values)) == 1  # one run, or a size (params, FLOPs) every repeat shares
         row[metric] = values[0] if same else summary.mean
-        if metric in ACCURACIES:
+        if split:
             row.update({f"{metric}_sd": summary.sd, f"{metric}_low": summary.low, f"{metric}_high": summary.high})
     epochs = [run["epochs"] for run in runs]
     row["epochs"] = epochs[0] if len(set(epochs)) == 1 else describe(epochs).mean  # early stopping varies it
@@ -205,7 +212,7 @@ def compare(
     sources: list[str],
     vary: list[str] | None = None,
     overrides: list[str] | None = None,
-    rank_by: str = "test_acc",
+    rank_by: str | None = None,
     out: str | Path | None = None,
     plugins: list[str] | tuple[str, ...] = (),
     entry_points: bool = True,
@@ -216,11 +223,12 @@ def compare(
     """Train each variant (or read finished runs), rank them, write the report; returns its folder.
 
     ``seeds``/``folds`` repeat every recipe variant (matched pairs); ``jobs`` trains that many runs
-    at once. ``plugins`` (modules or ``.py`` paths) and entry-point plugins are loaded for every run."""
+    at once. ``plugins`` (modules or ``.py`` paths) and entry-point plugins are loaded for every run.
+    Variants are ranked on ``rank_by``: validation accuracy (``RANK_DEFAULT``) unless given, never test."""
     from vitkit.apps.compare_report import write_report
 
-    if rank_by not in RANK_METRICS:
-        raise UserError(f"--rank-by {rank_by!r}: expected one of {', '.join(RANK_METRICS)}")
+    rank_by = rank_by or RANK_DEFAULT
+    check_rank_metric(rank_by)
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: expected a positive number of processes")
     variants = plan(sources, vary or [])

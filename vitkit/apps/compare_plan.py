@@ -1,6 +1,7 @@
 """What a comparison is made of, shared by ``compare``, ``compare_jobs`` and ``compare_report``: the
 variants and their repeats (seeds or folds), the ``--set`` keys of each run, the metrics it ranks
-by, and the verdict lines (paired t-test over matched repeats, ``vitkit.stats``)."""
+by (validation by default; never test), and the verdict lines (paired t-test over matched repeats,
+``vitkit.stats``)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from typing import Any
 from vitkit.errors import UserError
 from vitkit.recipe import parse_override
 
-ACCURACIES = ("test_acc", "best_val_acc")
+#: accuracy metric -> the split it is measured on (its image count is summary.json's split_sizes[split])
+ACCURACIES = {"best_val_acc": "val", "test_acc": "test"}
 
-#: metric -> True when higher is better
-RANK_METRICS = {
-    "test_acc": True,
+#: every metric of a comparison row -> True when higher is better
+METRICS = {
     "best_val_acc": True,
+    "test_acc": True,
     "train_img_per_s": True,
     "infer_img_per_s": True,
     "params": False,
@@ -26,6 +28,21 @@ RANK_METRICS = {
     "gmacs": False,
     "wall_time_s": False,
 }
+
+#: variants are ranked on validation; test accuracy is shown beside it and never picks the winner
+RANK_DEFAULT = "best_val_acc"
+RANK_METRICS = [metric for metric in METRICS if metric != "test_acc"]
+
+
+def check_rank_metric(metric: str) -> None:
+    """Refuse a ``--rank-by`` that is unknown, or the test split (choosing a winner on test is selection on test)."""
+    if metric == "test_acc":
+        raise UserError(
+            "--rank-by test_acc: choosing the winner on the test split is selection on test; variants are "
+            "ranked on validation (best_val_acc, the default) and test accuracy is shown beside it"
+        )
+    if metric not in METRICS:
+        raise UserError(f"--rank-by {metric!r}: expected one of {', '.join(RANK_METRICS)}")
 
 
 @dataclass
@@ -149,15 +166,16 @@ def run_overrides(variant: Variant, repeat: Repeat, overrides: list[str], out_di
     return [*overrides, *variant.overrides, *repeat.overrides, *extra]
 
 
-def rank(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+def rank(rows: list[dict[str, Any]], metric: str = RANK_DEFAULT) -> list[dict[str, Any]]:
     """Rows best first by ``metric`` (the mean over repeats), each with its ``rank``."""
-    higher = RANK_METRICS[metric]
+    higher = METRICS[metric]
     ordered = sorted(rows, key=lambda r: -r[metric] if higher else r[metric])
     return [{"rank": i, **row} for i, row in enumerate(ordered, start=1)]
 
 
-def verdicts(rows: list[dict[str, Any]], metric: str, repeats: str = "seeds") -> list[str]:
-    """The best variant against each other one over matched repeats (paired t-test), one line each."""
+def verdicts(rows: list[dict[str, Any]], metric: str = RANK_DEFAULT, repeats: str = "seeds") -> list[str]:
+    """The best variant against each other one over matched repeats (paired t-test on ``metric``), one
+    line each; the test accuracies follow, for information (they do not enter the verdict)."""
     from vitkit.stats import verdict
 
     best, lines = rows[0], []
@@ -165,9 +183,10 @@ def verdicts(rows: list[dict[str, Any]], metric: str, repeats: str = "seeds") ->
         a = [run[metric] for run in best["runs"]]
         b = [run[metric] for run in other["runs"]]
         if len(a) != len(b):
-            lines.append(f"{best['name']} vs {other['name']}: {len(a)} and {len(b)} runs cannot be paired")
-        elif RANK_METRICS[metric]:
-            lines.append(verdict(best["name"], other["name"], a, b, metric in ACCURACIES, repeats))
+            line = f"{best['name']} vs {other['name']}: {len(a)} and {len(b)} runs cannot be paired"
+        elif METRICS[metric]:
+            line = verdict(best["name"], other["name"], a, b, metric in ACCURACIES, repeats)
         else:  # lower is better: test the other's excess
-            lines.append(verdict(best["name"], other["name"], b, a, False, repeats).replace("beats", "undercuts"))
+            line = verdict(best["name"], other["name"], b, a, False, repeats).replace("beats", "undercuts")
+        lines.append(f"{metric}: {line}; test acc {best['test_acc']:.4f} vs {other['test_acc']:.4f} (not ranked on)")
     return lines

@@ -89,7 +89,7 @@ def write_compare_html(report: dict[str, Any], plots: Sequence[Path], path: Path
     rows = report["rows"]
     repeats = max(row["repeats"] for row in rows)
     headers = ["#", "name", "runs", "params", "GFLOPs/img", "GMACs/img", "train img/s", "infer img/s"]
-    headers += ["best val acc", "test acc", "wall s"]
+    headers += ["best val acc", "test acc (not ranked on)", "wall s"]
     spread = " (mean ± sd [95% interval])" if repeats > 1 else ""
     if spread:
         headers[-3:-1] = [h + spread for h in headers[-3:-1]]
@@ -124,8 +124,10 @@ def write_compare_html(report: dict[str, Any], plots: Sequence[Path], path: Path
 <p class="muted">{esc(" ".join(command))} · {esc(report["created"])}</p>
 <h2>Verdicts</h2>
 <ul class="verdicts">{verdicts}</ul>
-<p class="muted">Paired t-test over matched runs (the same seed or fold for every variant); p &lt; 0.05 is
-called a difference, its margin given with a 95% interval.</p>
+<p class="muted">Ranked on {esc(report["rank_by"])}; test accuracy is shown beside it and never picks the
+winner. Paired t-test over matched runs (the same seed or fold for every variant); p &lt; 0.05 is called a
+difference, its margin given with a 95% interval; paired differences that are all equal cannot be tested.
+Accuracy intervals: Student-t on the logit scale, mapped back, so they stay inside [0, 1].</p>
 <h2>Variants</h2>
 {table(headers, main, text_columns=2, best=0)}
 <h2>Curves</h2>
