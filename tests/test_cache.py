@@ -99,6 +99,30 @@ def test_i22_8_new_caches_evict_the_least_recently_used_beyond_the_cap(tmp_path,
     assert sum(p.stat().st_size for p in cache_dir.glob("*.u8")) <= cap_gb * 2**30
 
 
+def test_i22_8_vitkit_cache_lists_and_clears_a_data_roots_caches(cli, tmp_path):
+    root = tiny_folder(tmp_path / "photos", per_class=4)
+    ImageFolder(16, root=str(root), cache="disk", num_workers=0).load()
+    cache_dir = root / ".vitkit-cache"
+    (name,) = _caches(cache_dir)
+    leftover = cache_dir / f".{'0' * 24}.{socket.gethostname()}.{_gone_pid()}.tmp"  # a killed decode's
+    leftover.write_bytes(b"x" * 10)
+    old = cache_dir / f"{'c' * 24}.json"  # a cache written by an older vitkit (no version): never reused
+    old.write_text(json.dumps({"shape": [1, 3, 18, 18], "bad": {}}))
+    old.with_suffix(".u8").write_bytes(bytes(3 * 18 * 18))
+    code, out, err = cli("cache", root)
+    assert code == 0, err
+    assert name in out and " 12 " in out  # the cache and its number of files
+    code, out, err = cli("cache", "--clear", root)
+    assert code == 0, err
+    assert f"removed {cache_dir / name}" in out and f"removed {leftover}" in out and f"removed {old}" in out
+    assert "4 removed" in out
+    assert list(cache_dir.iterdir()) == []
+    code, out, _ = cli("cache", "--clear", cache_dir)  # the cache folder itself works too
+    assert code == 0 and "no caches" in out
+    code, _, err = cli("cache", tmp_path / "missing")
+    assert code == 2 and "is not a folder" in err and "Traceback" not in err
+
+
 def _meminfo(free_kb: int, available_kb: int) -> str:
     return f"MemTotal:       33554432 kB\nMemFree:        {free_kb} kB\nMemAvailable:   {available_kb} kB\n"
 
