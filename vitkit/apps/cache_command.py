@@ -1,4 +1,4 @@
-"""``vitkit cache``: list the decoded-image caches of a folder, or remove them (no torch needed)."""
+"""``vitkit cache``: list the decoded-image caches of a folder, or remove them."""
 
 from __future__ import annotations
 

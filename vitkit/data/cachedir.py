@@ -1,4 +1,4 @@
-"""The folder of disk image caches (``data.cache_dir``): names, metadata, lookup, eviction (no torch).
+"""The folder of disk image caches (``data.cache_dir``): names, metadata, lookup, eviction (imports no torch itself).
 
 A cache is two files. ``<key>.u8`` holds the base images, ``(M, C, S, S)`` uint8, one row per file in
 sorted order. ``<key>.json`` holds how they were made (S, channels, interpolation), every file as
