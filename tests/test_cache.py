@@ -150,7 +150,7 @@ def test_i22_9_torchrun_ranks_of_a_machine_share_one_cache_file(tmp_path):
         ["run", str(recipe), "--set", 'data.cache="memory"', "--set", "data.num_workers=0"], tmp_path
     )
     assert code == 0, err[-3000:]
-    assert "shared by the 2 processes of this machine" in out and out.count("written") == 1
+    assert "shared by the 2 processes of this machine" in out and out.count("written") == 1, out[-3000:] + err[-3000:]
     cache_dir = root / ".vitkit-cache"
     (name,) = _caches(cache_dir)  # one copy, which both ranks mapped (rank 1 reads it after the barrier)
     meta = json.loads((cache_dir / name).with_suffix(".json").read_text())
