@@ -149,6 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     np_.add_argument("name", help="package folder to create (its name is the distribution name)")
     np_.add_argument("--attention", metavar="NAME", help="registered attention name (default: from the package name)")
     _add_runs(sub)
+    from vitkit.apps.cache_command import add_cache_command
+
+    add_cache_command(sub)
 
     pl = sub.add_parser("plugins", help="list loaded plugins and the components each registered")
     pl.add_argument("recipe", nargs="?", help="also load this recipe's `plugins`")
@@ -248,6 +251,12 @@ def _lr_find(args: argparse.Namespace) -> int:
     recipe = _recipe_for(args.recipe, args.overrides)
     manager, _ = _load_plugins(args, recipe)
     return lr_find_command(recipe, args.steps, args.start, args.end, args.out, manager)
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from vitkit.apps.cache_command import cache_command
+
+    return cache_command(args)
 
 
 def _recipe_for(source: str, overrides: list[str]) -> Recipe:
@@ -427,6 +436,7 @@ COMMANDS = {
     "bench": _bench,
     "runs": _runs,
     "lr-find": _lr_find,
+    "cache": _cache,
 }
 
 

@@ -57,6 +57,7 @@ class DataConfig:
     cache: str = _f("auto", choices=("auto", "memory", "disk", "off"), doc="imagefolder: decoded-image cache")
     cache_dir: str = _f("", doc="imagefolder: folder of disk caches (default <root>/.vitkit-cache)")
     cache_limit_gb: float = _f(4.0, min=0.0, doc='imagefolder: largest cache "auto" keeps in memory')
+    cache_max_gb: float = _f(50.0, min=0.0, doc="imagefolder: cache_dir kept under this size (least recently used go)")
     balance: str = _f("none", choices=("none", "sampler", "loss"), doc="class imbalance: weighted draws or loss")
     fold: str = _f("", doc='"k/K": K-fold cross-validation, fold k of train+val as val ("": the usual split)')
 

@@ -58,12 +58,20 @@ def train_variant(
     return run_dir
 
 
-SPLIT_FILES: dict[tuple, str] = {}  # (dataset, root, labels, split keys) -> the first variant's split.json
+SPLIT_FILES: dict[tuple, str] = {}  # (dataset, root, labels, split keys, fold) -> the first variant's split.json
 
 
 def _data_key(recipe: Any) -> tuple:
     d = recipe.data
-    return (str(d.dataset), str(Path(d.root).resolve()), d.labels, d.val_fraction, d.test_fraction, d.split_seed)
+    return (
+        str(d.dataset),
+        str(Path(d.root).resolve()),
+        d.labels,
+        d.val_fraction,
+        d.test_fraction,
+        d.split_seed,
+        d.fold,
+    )
 
 
 def _tag(repeat: Repeat) -> str:

@@ -245,6 +245,7 @@ class ImageFolder(ImageDataset):
         cache: str = "auto",
         cache_dir: str = "",
         cache_limit_gb: float = 4.0,
+        cache_max_gb: float = 50.0,
         decode_device: str = "cpu",
         fold: str = "",
         **kwargs: Any,
@@ -259,7 +260,7 @@ class ImageFolder(ImageDataset):
         self.split_file, self.fold = split_file, fold
         self.crop_pct, self.interpolation = crop_pct, interpolation
         self.base_size = max(img_size, round(img_size / crop_pct))
-        self.cache, self.cache_limit_gb = cache, cache_limit_gb
+        self.cache, self.cache_limit_gb, self.cache_max_gb = cache, cache_limit_gb, cache_max_gb
         self.decode_device = torch.device(decode_device)  # cuda: the cache's first pass decodes JPEGs with nvjpeg
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".vitkit-cache"
         self.bad_images: list[str] = []
@@ -315,7 +316,7 @@ class ImageFolder(ImageDataset):
         files = sorted({path for samples in decode.values() for path, _ in samples})  # a file once, in one order
         cached = build_cache(
             files, self.in_chans, self.base_size, self.interpolation, self.cache, self.cache_dir,
-            self.cache_limit_gb, self.num_workers, self.decode_device,
+            self.cache_limit_gb, self.num_workers, self.decode_device, self.cache_max_gb,
         )  # fmt: skip
         bad = cached[2] if cached is not None else find_bad_images(files, self.num_workers)
         dropped = self._drop_bad(decode, bad, layout)
