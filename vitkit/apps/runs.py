@@ -25,8 +25,8 @@ from typing import Any
 import tomllib
 
 from vitkit.engine.failed import FAILED
-from vitkit.engine.run_dirs import is_run_dir
 from vitkit.errors import UserError
+from vitkit.run_dirs import is_run_dir
 
 COLUMNS = ("name", "time", "model", "dataset", "epochs", "best_val_acc", "test_acc", "wall_time_s", "status")
 DESCENDING = {"epochs", "best_val_acc", "test_acc", "wall_time_s"}  # --sort puts the largest first

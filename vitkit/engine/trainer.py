@@ -31,10 +31,10 @@ from vitkit.engine.faults import NonFiniteWatch, divergence_error, scaler_step, 
 from vitkit.engine.hooks import GuardedHooks
 from vitkit.engine.resume import capture_rng
 from vitkit.engine.run import Run
-from vitkit.engine.run_dirs import mark_output_dir
 from vitkit.errors import UserError
 from vitkit.plugins import new_manager
 from vitkit.recipe import Recipe, dump_toml
+from vitkit.run_dirs import mark_output_dir
 
 METRIC_COLUMNS = [
     "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "ema_val_loss", "ema_val_acc", "lr", "time", "img_per_s"
