@@ -68,7 +68,7 @@ def eval_batch(files: list[Path], meta: dict) -> torch.Tensor:
     from vitkit.data.imageio import load_base
     from vitkit.data.loaders import BatchTransform
 
-    size = max(meta["img_size"], round(meta["img_size"] / meta["crop_pct"]))
+    size = max(meta["img_size"], round(meta["img_size"] / meta["crop_pct"]))  # imageio.base_size (not in older trees)
     bases = torch.stack([load_base(f, meta["in_chans"], size, meta.get("interpolation", "bilinear")) for f in files])
     transform = BatchTransform(meta["img_size"], meta["mean"], meta["std"], crop="center")
     return transform(bases, torch.zeros(len(files), dtype=torch.long))[0]
