@@ -20,6 +20,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from PIL import Image
+
     from vitkit.data.loaders import BatchTransform
 
 
@@ -31,7 +35,11 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def eval_view(
-    image: Any, in_chans: int, img_size: int, crop_pct: float, interpolation: str = "bilinear"
+    image: str | Path | Image.Image | torch.Tensor,
+    in_chans: int,
+    img_size: int,
+    crop_pct: float,
+    interpolation: str = "bilinear",
 ) -> torch.Tensor:
     """``(in_chans, img_size, img_size)`` uint8: what evaluation sees of ``image`` (a path, a PIL image or a
     tensor): its base image (``vitkit.data.imageio.base_image``, side ``base_size(img_size, crop_pct)``),

@@ -9,7 +9,7 @@ the centred ``size x size`` square. ``vitkit.data.crops.eval_view`` crops it to 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -88,7 +88,9 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array[..., 0] if image.shape[0] == 1 else array, MODES[image.shape[0]])
 
 
-def base_image(image: Any, in_chans: int, size: int, interpolation: str = "bilinear") -> torch.Tensor:
+def base_image(
+    image: str | Path | Image.Image | torch.Tensor, in_chans: int, size: int, interpolation: str = "bilinear"
+) -> torch.Tensor:
     """``(in_chans, size, size)`` uint8, the stored form of every image of an imagefolder: decoded
     (a path: reduced-size JPEG decoding, EXIF orientation applied), grey or RGB, short side resized to
     ``size``, centre square kept. ``image``: a path, a PIL image or a tensor (see ``tensor_to_pil``)."""
