@@ -267,22 +267,6 @@ def test_streamed_folder_resumes_bit_identical_after_a_kill(cli, tmp_path):
     )
 
 
-def test_predict_prepares_an_image_as_evaluation_does(tmp_path):
-    from vitkit.apps.predict import Predictor
-    from vitkit.data.imageio import load_base, open_image, to_uint8_tensor
-    from vitkit.data.loaders import BatchTransform
-
-    draw_photo("triangle", 90, 50, __import__("random").Random(3)).save(tmp_path / "wide.jpg", quality=95)
-    meta = {"classes": ["a"], "in_chans": 3, "img_size": 16, "mean": [0, 0, 0], "std": [1, 1, 1], "crop_pct": 0.875}
-    predictor = Predictor(torch.nn.Identity(), meta)
-    seen = predictor.to_input([to_uint8_tensor(open_image(tmp_path / "wide.jpg", "RGB")).float() / 255])
-    evaluated, _ = BatchTransform(16, (0, 0, 0), (1, 1, 1), crop="center")(
-        load_base(tmp_path / "wide.jpg", 3, 18)[None], torch.zeros(1, dtype=torch.long)
-    )
-    assert seen.shape == evaluated.shape == (1, 3, 16, 16)
-    assert (seen - evaluated).abs().mean() < 0.03  # the same view; PIL vs torch resampling differ slightly
-
-
 def test_compare_scores_every_variant_on_the_first_variants_split(cli, tmp_path):
     import tomllib
 

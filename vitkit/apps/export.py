@@ -160,16 +160,15 @@ class ExportReport:
 
 def load_test_split(recipe_data: dict[str, Any], meta: dict[str, Any], source: Path) -> tuple[Any, torch.Tensor]:
     """The run's test-split loader on the CPU and one batch from it (for speed and parity)."""
-    from vitkit.data import BatchTransform, build_loader
+    from vitkit.data import build_loader
+    from vitkit.data.crops import eval_transform
     from vitkit.engine import build
     from vitkit.recipe import recipe_from_dict
 
     recipe = recipe_from_dict(recipe_data, source=source)
     run_dir = source.parent.parent if source.parent.name == "checkpoints" else None
     data = build.load_dataset(recipe, meta["img_size"], run_dir=run_dir, only=("test",))
-    transform = BatchTransform(
-        meta["img_size"], meta["mean"], meta["std"], crop="center" if meta.get("crop_pct") else None
-    )
+    transform = eval_transform(meta)  # the evaluation view of training, eval and predict
     loader = build_loader(data.test, 256, transform, torch.device("cpu"), False, recipe.data.num_workers)
     return loader, next(iter(loader))[0][:64]
 

@@ -1,22 +1,25 @@
 """Prediction with a trained model: load a run, turn images (files, PIL, tensors) into its input, classify.
 
 The model's input (channels, size, normalisation) comes from the checkpoint's ``data`` metadata, so a
-user never re-types it. Images are prepared as the run's evaluation split was: for imagefolder runs
-(``crop_pct`` in the metadata) the short side is resized to ``img_size / crop_pct`` and the centre
-cropped (aspect ratio kept); in-memory datasets' models get the image resized to their square input.
+user never re-types it. Images are prepared as the run's evaluation split was, by the same functions:
+for imagefolder runs (``crop_pct`` in the metadata) ``vitkit.data.crops.eval_view`` (the stored base
+image, centre-cropped: an image file gives exactly the bytes ``vitkit eval`` feeds the model) and
+``eval_transform``; in-memory datasets' models get the image resized to their square input by
+``eval_transform``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from vitkit.data.crops import eval_transform, eval_view
 from vitkit.engine.checkpoint import load_checkpoint, load_safetensors
 from vitkit.engine.device import select_device
 from vitkit.errors import UserError
@@ -141,23 +144,30 @@ def collect_images(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def read_image(path: Path) -> Image.Image:
-    """Decode a whole image file, EXIF rotation applied; unreadable, truncated or non-image files raise
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Around decoding ``path``: a non-image suffix, an unreadable, truncated or non-image file raise
     ``UserError`` saying why."""
     from PIL import Image, UnidentifiedImageError
-
-    from vitkit.data.imageio import open_image
 
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise UserError(f"not an image file (suffix {path.suffix or 'none'!r}; expected {', '.join(IMAGE_SUFFIXES)})")
     try:
-        return open_image(path)  # the training reader: EXIF rotation applied, upright as in viewers
+        yield
     except UnidentifiedImageError:
         raise UserError("not a readable image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as err:
         raise UserError(f"image too large ({err})") from None
     except (OSError, SyntaxError, ValueError) as err:  # truncated data, bad headers, unreadable file
         raise UserError(f"unreadable image ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+
+
+def read_image(path: Path) -> Image.Image:
+    """Decode a whole image file, EXIF rotation applied (the training reader); errors as ``reading``."""
+    from vitkit.data.imageio import open_image
+
+    with reading(path):
+        return open_image(path)
 
 
 def pil_to_tensor(img: Image.Image, in_chans: int) -> torch.Tensor:
@@ -218,8 +228,9 @@ class Predictor:
         self.classes: list[str] = list(data["classes"])
         self.in_chans: int = data["in_chans"]
         self.img_size: int = data["img_size"]
-        self.mean = torch.tensor(data["mean"], dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(data["std"], dtype=torch.float32).view(-1, 1, 1)
+        self.crop_pct: float = data.get("crop_pct") or 0.0  # imagefolder runs; 0: in-memory datasets
+        self.interpolation: str = data.get("interpolation") or "bilinear"
+        self.transform = eval_transform(data)
         self.data = dict(data)
         self.source = source
         self.name = name or Path(source).stem or "model"
@@ -241,7 +252,8 @@ class Predictor:
     # ---- input conversion
 
     def image_tensor(self, image: Any) -> torch.Tensor:
-        """One image (path, PIL image or tensor) as float ``(in_chans, H, W)`` in [0, 1], at its own size."""
+        """One image (path, PIL image or tensor) as float ``(in_chans, H, W)`` in [0, 1], at its own size
+        (the whole picture: what grids and attention maps are drawn on)."""
         from PIL import Image
 
         if isinstance(image, (str, Path)):
@@ -252,37 +264,35 @@ class Predictor:
             return tensor_image(image, self.in_chans)
         raise UserError(f"cannot predict on a {type(image).__name__}: pass paths, PIL images or tensors")
 
-    def to_input(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Float ``(C, H, W)`` images in [0, 1] -> the model's normalised ``(B, C, S, S)`` batch on its device."""
-        size = (self.img_size, self.img_size)
-        crop_pct = self.data.get("crop_pct")
-        if crop_pct:  # imagefolder models: short side to img_size / crop_pct, then the centred crop
-            batch = [self._center_view(img, crop_pct) for img in images]
-        else:
-            batch = [
-                img
-                if tuple(img.shape[-2:]) == size
-                else F.interpolate(img[None], size, mode="bilinear", antialias=True)[0]
-                for img in images
-            ]
-        return ((torch.stack(batch) - self.mean) / self.std).to(self.device)
+    def view(self, image: Any) -> torch.Tensor:
+        """What the model is given of one image (path, PIL image or tensor), before normalisation.
 
-    def _center_view(self, img: torch.Tensor, crop_pct: float) -> torch.Tensor:
-        """The evaluation view of training: aspect ratio kept, short side resized, centre crop."""
-        h, w = img.shape[-2:]
-        short = max(self.img_size, round(self.img_size / crop_pct))
-        scale = short / min(h, w)
-        new = (max(short, round(h * scale)), max(short, round(w * scale)))
-        mode = "bicubic" if self.data.get("interpolation") == "bicubic" else "bilinear"
-        if new != (h, w):
-            img = F.interpolate(img[None], new, mode=mode, antialias=True)[0].clamp(0, 1)
-        top, left = (new[0] - self.img_size) // 2, (new[1] - self.img_size) // 2
-        return img[:, top : top + self.img_size, left : left + self.img_size]
+        imagefolder runs: ``eval_view``, uint8 ``(in_chans, img_size, img_size)`` (a tensor is rounded to
+        uint8 first, as a PNG of it would be); other runs: the image as ``image_tensor`` gives it (float,
+        own size), resized by ``to_input``."""
+        from PIL import Image
+
+        if not self.crop_pct:
+            return self.image_tensor(image)
+        if isinstance(image, (str, Path)):
+            with reading(Path(image)):
+                return eval_view(Path(image), self.in_chans, self.img_size, self.crop_pct, self.interpolation)
+        if isinstance(image, (Image.Image, torch.Tensor)):
+            return eval_view(image, self.in_chans, self.img_size, self.crop_pct, self.interpolation)
+        raise UserError(f"cannot predict on a {type(image).__name__}: pass paths, PIL images or tensors")
+
+    def to_input(self, views: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Views (``view``) -> the model's normalised ``(B, C, S, S)`` batch on its device, by the run's
+        evaluation transform (``eval_transform``), run on the device as evaluation runs it."""
+        labels = torch.zeros(1, dtype=torch.long, device=self.device)
+        if self.crop_pct:  # all (C, S, S) uint8: one batch, exactly as evaluation's
+            return self.transform(torch.stack(list(views)).to(self.device), labels)[0]
+        return torch.cat([self.transform(v[None].to(self.device), labels)[0] for v in views])
 
     @torch.no_grad()
-    def probabilities(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Class probabilities ``(B, classes)`` on the CPU for float ``(C, H, W)`` images."""
-        return self.model(self.to_input(images)).float().softmax(dim=1).cpu()
+    def probabilities(self, views: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Class probabilities ``(B, classes)`` on the CPU for views (``view``) of images."""
+        return self.model(self.to_input(views)).float().softmax(dim=1).cpu()
 
     def topk(self, probs: torch.Tensor, k: int) -> list[list[tuple[str, float]]]:
         values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
@@ -316,14 +326,15 @@ class Predictor:
         return results
 
     def read_batch(self, items: Sequence[tuple[str, Any]]) -> tuple[list[torch.Tensor | None], list[Prediction]]:
-        """Decode ``(name, image)`` pairs; each gets an empty ``Prediction`` (true label from a class folder)."""
+        """Views (``view``) of ``(name, image)`` pairs, ``None`` for an unreadable one; each gets an empty
+        ``Prediction`` (true label from a class folder, error set for an unreadable image)."""
         tensors: list[torch.Tensor | None] = []
         results = []
         for name, image in items:
             parent = Path(name).parent.name if isinstance(image, (str, Path)) else ""
             result = Prediction(name, [], true_label=parent if parent in self.classes else None)
             try:
-                tensors.append(self.image_tensor(image))
+                tensors.append(self.view(image))
             except UserError as err:
                 tensors.append(None)
                 result.error = str(err)
@@ -338,8 +349,9 @@ class Predictor:
         """
         from vitkit.apps.attention_maps import attention_maps
 
-        tensors = [self.image_tensor(image) for _, image in _as_items(images)]
-        return attention_maps(self.model, self.to_input(tensors), [tuple(t.shape[-2:]) for t in tensors])
+        items = [image for _, image in _as_items(images)]
+        sizes = [tuple(self.image_tensor(image).shape[-2:]) for image in items]
+        return attention_maps(self.model, self.to_input([self.view(image) for image in items]), sizes)
 
 
 def _as_items(images: Any) -> Iterable[tuple[str, Any]]:

@@ -74,23 +74,27 @@ def predict_files(
                 for i, top in zip(ok, predictor.topk(predictor.probabilities(images), topk), strict=True):
                     results[i].topk = top
                 kept = ok[: max(0, keep - len(outcome.thumbs))]
+                pictures = [predictor.image_tensor(chunk[i][1]) for i in kept]  # whole images, for the grid
                 maps: list[Any] = [None] * len(kept)
                 if attention and kept and outcome.attention_note is None:
-                    maps = _attention(predictor, [tensors[i] for i in kept], outcome) or maps
-                for i, amap in zip(kept, maps, strict=True):
-                    outcome.thumbs.append((results[i], _thumbnail(tensors[i]), amap))
+                    maps = _attention(predictor, [tensors[i] for i in kept], pictures, outcome) or maps
+                for i, picture, amap in zip(kept, pictures, maps, strict=True):
+                    outcome.thumbs.append((results[i], _thumbnail(picture), amap))
             outcome.predictions += results
             progress.advance(task, len(chunk))
     return outcome
 
 
-def _attention(predictor: Predictor, images: list[torch.Tensor], outcome: Outcome) -> list[Any] | None:
-    """Attention maps at thumbnail size; a model that cannot give them leaves a note instead."""
+def _attention(
+    predictor: Predictor, views: list[torch.Tensor], pictures: list[torch.Tensor], outcome: Outcome
+) -> list[Any] | None:
+    """Attention maps for the model's ``views`` at the size of the ``pictures``' thumbnails; a model that
+    cannot give them leaves a note instead."""
     from vitkit.apps.attention_maps import attention_maps
 
     try:
-        sizes = [tuple(_thumbnail(t).shape[-2:]) for t in images]
-        maps = attention_maps(predictor.model, predictor.to_input(images), sizes)
+        sizes = [tuple(_thumbnail(t).shape[-2:]) for t in pictures]
+        maps = attention_maps(predictor.model, predictor.to_input(views), sizes)
     except UserError as err:
         outcome.attention_note = str(err)
         return None

@@ -8,7 +8,8 @@ from typing import Any
 
 from rich.table import Table
 
-from vitkit.data import BatchTransform, build_loader
+from vitkit.data import build_loader
+from vitkit.data.crops import eval_transform
 from vitkit.engine import build
 from vitkit.engine.checkpoint import load_checkpoint
 from vitkit.engine.console import console
@@ -57,9 +58,7 @@ def reevaluate(
     model = build.build_model(recipe, len(meta["classes"]), meta["in_chans"], pretrained=False)
     model.load_state_dict(state["model"])
     model.to(dev)
-    transform = BatchTransform(
-        meta["img_size"], meta["mean"], meta["std"], crop="center" if meta.get("crop_pct") else None
-    )
+    transform = eval_transform(meta)  # the evaluation view of training, eval and predict
     from vitkit.engine.autobatch import resolved_batch_size
 
     batch = recipe.data.eval_batch_size or 4 * resolved_batch_size(recipe, state.get("batch_size"))

@@ -155,15 +155,19 @@ class _Read(Dataset):
 
 
 def _gpu_base(image: torch.Tensor, size: int, interpolation: str) -> torch.Tensor:
-    """A decoded ``(C, H, W)`` uint8 image on the GPU -> its ``(C, size, size)`` base, like ``load_base``."""
+    """A decoded ``(C, H, W)`` uint8 image on the GPU -> its ``(C, size, size)`` base: the geometry of
+    ``base_image`` (same resized shape, same centre square), resampled by torch instead of PIL from a
+    full-size decode instead of a reduced-size one, so the bytes differ slightly from the CPU reader's
+    (and from ``vitkit predict``'s): mean 0.58 of 255 at ``size`` 256 on 1200x900 JPEGs, measured with
+    torchvision's CPU decoder (``benchmarks/eval_view.py``)."""
     import torch.nn.functional as F
 
-    h, w = image.shape[-2:]
-    scale = size / min(h, w)
-    new = (max(size, round(h * scale)), max(size, round(w * scale)))
+    from vitkit.data.crops import center_crop
+    from vitkit.data.imageio import short_side_shape
+
+    new = short_side_shape(*image.shape[-2:], size)
     x = F.interpolate(image[None].float(), new, mode=interpolation, antialias=True)[0]
-    top, left = (new[0] - size) // 2, (new[1] - size) // 2
-    return x[:, top : top + size, left : left + size].round_().clamp_(0, 255).to(torch.uint8)
+    return center_crop(x, size).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _decode_cuda(

@@ -259,7 +259,9 @@ class ImageFolder(ImageDataset):
         self.labels, self.test_fraction, self.split_seed = labels, test_fraction, split_seed
         self.split_file, self.fold = split_file, fold
         self.crop_pct, self.interpolation = crop_pct, interpolation
-        self.base_size = max(img_size, round(img_size / crop_pct))
+        from vitkit.data.imageio import base_size
+
+        self.base_size = base_size(img_size, crop_pct)
         self.cache, self.cache_limit_gb, self.cache_max_gb = cache, cache_limit_gb, cache_max_gb
         self.decode_device = torch.device(decode_device)  # cuda: the cache's first pass decodes JPEGs with nvjpeg
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".vitkit-cache"

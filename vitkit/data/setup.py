@@ -18,8 +18,11 @@ def batch_transforms(
     """(train, eval) transforms. imagefolder bases (``data.crop_pct`` set): training takes a random-resized
     crop (``data.crop_scale``) or the centre (``data.train_crop``), then a flip (``data.hflip``), then
     the recipe's augmentations; evaluation takes the centred ``img_size`` crop."""
+    from vitkit.data.crops import eval_transform
+
+    evaluation = eval_transform({"img_size": img_size, "mean": data.mean, "std": data.std, "crop_pct": data.crop_pct})
     if not data.crop_pct:
-        return BatchTransform(img_size, data.mean, data.std, augments), BatchTransform(img_size, data.mean, data.std)
+        return BatchTransform(img_size, data.mean, data.std, augments), evaluation
     from vitkit.data.augment import HorizontalFlip
     from vitkit.data.crops import BatchRandomResizedCrop
 
@@ -29,7 +32,7 @@ def batch_transforms(
     )
     flips = [HorizontalFlip(cfg.hflip)] if cfg.hflip > 0 else []
     train = BatchTransform(img_size, data.mean, data.std, [*flips, *augments], crop=crop)
-    return train, BatchTransform(img_size, data.mean, data.std, crop="center")
+    return train, evaluation
 
 
 def class_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
