@@ -207,6 +207,11 @@ def _collate_list(items: list[tuple[torch.Tensor, str]]) -> list[torch.Tensor]:
     return [item[0] for item in items]
 
 
+def _nvjpeg(device: torch.device | None) -> bool:
+    """Whether images decoded for ``device`` go through nvjpeg (CUDA) rather than PIL."""
+    return device is not None and device.type == "cuda" and torch.cuda.is_available()
+
+
 def decode_all(
     files: list[Path],
     in_chans: int,
@@ -220,7 +225,7 @@ def decode_all(
     On a CUDA ``device`` JPEGs are decoded by nvjpeg (``torchvision.io.decode_jpeg``)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    if device is not None and device.type == "cuda" and torch.cuda.is_available():
+    if _nvjpeg(device):
         columns = (TextColumn("decoding images (nvjpeg)"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console, transient=True, disable=console.quiet) as progress:
             task = progress.add_task("decode", total=len(files))
@@ -348,8 +353,9 @@ def _disk_cache(
     import numpy as np
 
     stats = cachedir.file_stats(files)
-    key = cachedir.cache_key(stats, in_chans, size, interpolation)
-    found = cachedir.find_covering(cache_dir, key, stats, in_chans, size, interpolation)
+    made = interpolation + ("+nvjpeg" if _nvjpeg(device) else "")  # nvjpeg's bases differ a little from PIL's
+    key = cachedir.cache_key(stats, in_chans, size, made)
+    found = cachedir.find_covering(cache_dir, key, stats, in_chans, size, made)
     if found is not None:
         cache, rows = found
         try:
@@ -384,7 +390,7 @@ def _disk_cache(
         "version": cachedir.VERSION,
         "in_chans": in_chans,
         "size": size,
-        "interpolation": interpolation,
+        "interpolation": made,
         "shape": list(shape),
         "files": [list(stat) for stat in unique],
         "bad": {str(path): why for path, why in bad.items()},
