@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from vitkit.data.folds import apply_fold, stratified_folds
+from vitkit.data.fold_splits import apply_fold
+from vitkit.data.folds import stratified_folds
 from vitkit.engine import build
 from vitkit.recipe import load_recipe
 

@@ -161,7 +161,7 @@ class ExportReport:
 def load_test_split(recipe_data: dict[str, Any], meta: dict[str, Any], source: Path) -> tuple[Any, torch.Tensor]:
     """The run's test-split loader on the CPU and one batch from it (for speed and parity)."""
     from vitkit.data import build_loader
-    from vitkit.data.crops import eval_transform
+    from vitkit.data.loaders import eval_transform
     from vitkit.engine import build
     from vitkit.recipe import recipe_from_dict
 

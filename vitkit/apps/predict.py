@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from vitkit.data.crops import eval_transform, eval_view
+from vitkit.data.crops import eval_view
+from vitkit.data.loaders import eval_transform
 from vitkit.engine.checkpoint import load_checkpoint, load_safetensors
 from vitkit.engine.device import select_device
 from vitkit.errors import UserError

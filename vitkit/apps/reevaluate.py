@@ -9,7 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from vitkit.data import build_loader
-from vitkit.data.crops import eval_transform
+from vitkit.data.loaders import eval_transform
 from vitkit.engine import build
 from vitkit.engine.checkpoint import load_checkpoint
 from vitkit.engine.console import console

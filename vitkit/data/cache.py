@@ -162,8 +162,7 @@ def _gpu_base(image: torch.Tensor, size: int, interpolation: str) -> torch.Tenso
     torchvision's CPU decoder (``benchmarks/eval_view.py``)."""
     import torch.nn.functional as F
 
-    from vitkit.data.crops import center_crop
-    from vitkit.data.imageio import short_side_shape
+    from vitkit.data.imageio import center_crop, short_side_shape
 
     new = short_side_shape(*image.shape[-2:], size)
     x = F.interpolate(image[None].float(), new, mode=interpolation, antialias=True)[0]

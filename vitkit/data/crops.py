@@ -4,8 +4,8 @@ Training: a random-resized crop per image (torchvision's sampling of area and as
 resampled in one ``torchvision.ops.roi_align`` call (bilinear, averaging several samples per output
 pixel when shrinking, so it antialiases). Evaluation: the centred ``img_size`` crop.
 
-The evaluation view is defined once, here: ``eval_view`` (one image: its base, centre-cropped) and
-``eval_transform`` (batches: to float, centre crop or resize, normalise). Training's evaluation and
+The evaluation view is defined once: ``eval_view`` here (one image: its base, centre-cropped) and
+``vitkit.data.loaders.eval_transform`` (batches: to float, centre crop or resize, normalise). Training's evaluation and
 ``vitkit eval`` crop cached bases with the transform on the device; ``vitkit predict``, the Python API
 (and so ``serve``) and ``vitkit export`` go through the same two functions, so a file gives the same
 model input bytes everywhere.
@@ -14,8 +14,8 @@ model input bytes everywhere.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,15 +23,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from PIL import Image
-
-    from vitkit.data.loaders import BatchTransform
-
-
-def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
-    """The centred ``size x size`` region of each image (images at least that large)."""
-    h, w = images.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return images[..., top : top + size, left : left + size]
 
 
 def eval_view(
@@ -44,17 +35,9 @@ def eval_view(
     """``(in_chans, img_size, img_size)`` uint8: what evaluation sees of ``image`` (a path, a PIL image or a
     tensor): its base image (``vitkit.data.imageio.base_image``, side ``base_size(img_size, crop_pct)``),
     centre-cropped. For a file these are the bytes of its evaluation batch (before normalisation)."""
-    from vitkit.data.imageio import base_image, base_size
+    from vitkit.data.imageio import base_image, base_size, center_crop
 
     return center_crop(base_image(image, in_chans, base_size(img_size, crop_pct), interpolation), img_size)
-
-
-def eval_transform(data: Mapping[str, Any]) -> BatchTransform:
-    """The evaluation transform of a run's data metadata (``img_size``, ``mean``, ``std``, ``crop_pct``):
-    uint8 bases or views are centre-cropped (imagefolder runs); other images are resized to ``img_size``."""
-    from vitkit.data.loaders import BatchTransform
-
-    return BatchTransform(data["img_size"], data["mean"], data["std"], crop="center" if data.get("crop_pct") else None)
 
 
 class BatchRandomResizedCrop:

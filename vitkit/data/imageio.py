@@ -88,14 +88,19 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array[..., 0] if image.shape[0] == 1 else array, MODES[image.shape[0]])
 
 
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The centred ``size x size`` region of each image (images at least that large)."""
+    h, w = images.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top : top + size, left : left + size]
+
+
 def base_image(
     image: str | Path | Image.Image | torch.Tensor, in_chans: int, size: int, interpolation: str = "bilinear"
 ) -> torch.Tensor:
     """``(in_chans, size, size)`` uint8, the stored form of every image of an imagefolder: decoded
     (a path: reduced-size JPEG decoding, EXIF orientation applied), grey or RGB, short side resized to
     ``size``, centre square kept. ``image``: a path, a PIL image or a tensor (see ``tensor_to_pil``)."""
-    from vitkit.data.crops import center_crop
-
     mode = "L" if in_chans == 1 else "RGB"
     if isinstance(image, (str, Path)):
         img = open_image(image, mode, draft=size)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +44,7 @@ class BatchTransform:
         if callable(self.crop) and train:
             x = self.crop(x)
         elif self.crop is not None and min(x.shape[-2:]) >= self.img_size:
-            from vitkit.data.crops import center_crop
+            from vitkit.data.imageio import center_crop
 
             x = center_crop(x, self.img_size)
         if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
@@ -219,3 +220,9 @@ def build_loader(
     if data.in_memory:
         return InMemoryLoader(data, batch_size, transform, device, train, seed, rank, world_size)
     return FileLoader(data, batch_size, transform, device, train, num_workers, seed, rank, world_size)
+
+
+def eval_transform(data: Mapping[str, Any]) -> BatchTransform:
+    """The evaluation transform of a run's data metadata (``img_size``, ``mean``, ``std``, ``crop_pct``):
+    uint8 bases or views are centre-cropped (imagefolder runs); other images are resized to ``img_size``."""
+    return BatchTransform(data["img_size"], data["mean"], data["std"], crop="center" if data.get("crop_pct") else None)

@@ -18,7 +18,7 @@ def batch_transforms(
     """(train, eval) transforms. imagefolder bases (``data.crop_pct`` set): training takes a random-resized
     crop (``data.crop_scale``) or the centre (``data.train_crop``), then a flip (``data.hflip``), then
     the recipe's augmentations; evaluation takes the centred ``img_size`` crop."""
-    from vitkit.data.crops import eval_transform
+    from vitkit.data.loaders import eval_transform
 
     evaluation = eval_transform({"img_size": img_size, "mean": data.mean, "std": data.std, "crop_pct": data.crop_pct})
     if not data.crop_pct:

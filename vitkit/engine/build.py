@@ -204,7 +204,7 @@ def load_dataset(
     try:
         splits = dataset.load(only=only) if "only" in takes else dataset.load()
         if recipe.data.fold and getattr(dataset, "fold", None) != recipe.data.fold:  # in-memory sets fold here
-            from vitkit.data.folds import apply_fold
+            from vitkit.data.fold_splits import apply_fold
 
             splits = apply_fold(splits, recipe.data.fold)
         return splits
