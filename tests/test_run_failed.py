@@ -121,7 +121,7 @@ def _closed(writer) -> bool:
 
 
 def _logged_lr_steps(run_dir: Path) -> list[int]:
-    """The ``step/lr`` steps that reached the event file (a writer never flushed or closed has none)."""
+    """The ``step/lr`` steps in the run's event file."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
