@@ -17,7 +17,10 @@ from .conftest import ROOT
 MY_ATTENTION = ROOT / "plugins" / "my_attention.py"
 vitkit.load_plugins(extra=[str(MY_ATTENTION)])
 BUILTIN = ["cosine", "linear", "lsa", "softmax", "talking_heads"]
-ALL_CHECKS = ["signature", "shapes", "gradients", "state_dict", "eval_deterministic", "attention_map", "train_step"]
+ALL_CHECKS = [
+    "signature", "shapes", "gradients", "state_dict", "eval_deterministic", "batch_independent", "attention_map",
+    "train_step",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -79,6 +82,20 @@ class MapNotApplied(SoftmaxAttention):
         return super().scores(q, k).flip(-1)
 
 
+class MixesTheBatch(SoftmaxAttention):
+    """Adds the batch mean: each image's output depends on the other images of its batch."""
+
+    def forward(self, x):
+        return super().forward(x + x.mean(dim=0, keepdim=True))
+
+
+class WithDropout(SoftmaxAttention):
+    """Softmax attention whose dropouts are always on in training."""
+
+    def __init__(self, dim, num_heads=8, **kwargs):
+        super().__init__(dim, num_heads, **{**kwargs, "attn_drop": 0.5, "proj_drop": 0.5})
+
+
 class NoKwargs(nn.Module):
     def __init__(self, dim, num_heads=8, qkv_bias=True, attn_drop=0.0, proj_drop=0.0):
         super().__init__()
@@ -105,6 +122,14 @@ class WrongShape(SoftmaxAttention):
 def test_check_attention_rejects_broken_attentions(attention, message):
     with pytest.raises(AssertionError, match=message):
         check_attention(attention, compile=False, train_step=False)
+
+
+def test_i22_10_check_attention_rejects_an_attention_that_mixes_the_batch():
+    message = r"output for sample 0 of a batch differs from its output alone .* mixes the samples of a batch"
+    with pytest.raises(AssertionError, match=message):
+        check_attention(MixesTheBatch, compile=False, train_step=False)
+    # dropout is off in the check (eval mode): a per-sample attention with dropout passes
+    assert "batch_independent" in check_attention(WithDropout, compile=False, train_step=False)
 
 
 def test_check_attention_requires_kwargs():

@@ -56,6 +56,18 @@ def vitkit_on_run_end(run: Run, summary: dict[str, Any]) -> None:
     """Called once after the test evaluation, with the dict written to ``summary.json``."""
 
 
+@hookspec
+def vitkit_on_run_failed(run: Run, error: BaseException, interrupted: bool) -> None:
+    """Called once, instead of ``vitkit_on_run_end``, when a run that ``vitkit_on_run_start`` announced stops
+    on an error or Ctrl-C, before that error reaches the caller.
+
+    ``error`` is the exception the run stopped on (a ``KeyboardInterrupt`` for Ctrl-C); ``interrupted`` is
+    True for Ctrl-C, False for an error. ``run.history`` holds the epochs that finished. Trackers mark the
+    run failed or killed and close what they opened. What this hook raises is reported once and never
+    replaces the run's own error. (A process killed outright, ``SIGKILL`` or a power cut, calls nothing.)
+    """
+
+
 def new_manager() -> pluggy.PluginManager:
     """A plugin manager that knows vitkit's hook specifications."""
     import sys

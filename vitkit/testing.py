@@ -63,6 +63,9 @@ def check_attention(
     - ``state_dict``: a second instance loading the first one's state dict (strictly) gives the
       same output;
     - ``eval_deterministic``: two forward passes in ``eval()`` give identical outputs;
+    - ``batch_independent``: in ``eval()`` (no dropout), in float64, each sample's output is the
+      one it gets alone (``f(x)[i:i+1] == f(x[i:i+1])``): attention mixes the tokens of one image,
+      never the images of a batch;
     - ``attention_map`` (when it has one): ``(B, heads, N, N)``, finite, with rows as ``rows``
       says: ``"softmax"`` (default) non-negative and summing to 1, ``"nonnegative"`` (ReLU or
       sigmoid attention, say), or ``"any"``. On a ``vitkit.Attention`` variant, the map must
@@ -114,6 +117,8 @@ def check_attention(
         twin.load_state_dict(module.state_dict())
         torch.testing.assert_close(twin(x), y, msg=lambda m: f"{fail}: a state-dict copy differs: {m}")
         passed += ["state_dict", "eval_deterministic"]
+        _check_batch_independent(module, x, fail)
+        passed.append("batch_independent")
         if callable(getattr(module, "attention_map", None)):
             _check_map(module, x, rows, fail)
             passed.append("attention_map")
@@ -131,6 +136,27 @@ def check_attention(
         _check_train_step(factory, dim, num_heads, fail)
         passed.append("train_step")
     return passed
+
+
+def _check_batch_independent(module: nn.Module, x: torch.Tensor, fail: str) -> None:
+    """Each sample's output, in a batch, equals its output alone (float64, so kernels' rounding is far below
+    the tolerance; what the module was is restored)."""
+    module.double()
+    try:
+        x = x.double()
+        together = module(x)
+        for i in range(len(x)):
+            torch.testing.assert_close(
+                together[i : i + 1],
+                module(x[i : i + 1]),
+                msg=lambda m, i=i: (
+                    f"{fail}: the output for sample {i} of a batch differs from its output alone (f(x)[{i}:{i + 1}] "
+                    f"!= f(x[{i}:{i + 1}])): it mixes the samples of a batch, where it must mix only the tokens of "
+                    f"each: {m}"
+                ),
+            )
+    finally:
+        module.float()
 
 
 def _check_map(module: nn.Module, x: torch.Tensor, rows: Rows, fail: str) -> None:

@@ -4,10 +4,11 @@ The choice (documented in docs/own_images.md):
 
 - data: ``imagefolder`` on DIR (any layout it reads: ``DIR/<class>/``, ``DIR/train|val|test/<class>/``,
   or ``DIR/labels.csv``), the missing splits carved out of train;
-- model: a pretrained ViT when its weights are in the Hugging Face cache or can be downloaded:
+- model: a pretrained ViT when its weights are in the Hugging Face cache or the hub has them:
   ViT-S/16 at 224 px on a GPU, ViT-Ti/16 at 224 px on CPU (4x fewer FLOPs), fine-tuned as
   ``recipes/folder_finetune.toml``; otherwise (offline without cached weights) the small-data ViT
-  from scratch at 64 px, as ``recipes/folder_scratch.toml``;
+  from scratch at 64 px, as ``recipes/folder_scratch.toml``; also when the weights, once chosen,
+  fail to download (``run_folder`` fetches them before training and says why it switched);
 - epochs: enough for about 1,000 updates when fine-tuning (5-30 epochs) or 3,000 from scratch
   (20-100 epochs), counted at the chosen batch size (64 when the GPU picks it: ``auto``);
 - batch size: ``auto`` on a GPU (the largest that fits, halved), 64 on CPU; smaller for tiny folders;
@@ -84,9 +85,13 @@ def _hub_file(name: str) -> tuple[str, tuple[str, ...]] | None:
 
 
 def weights_available(name: str, cache_dir: str | None = None, probe_timeout: float = 2.0) -> tuple[bool, str]:
-    """(whether timm's pretrained weights for ``name`` can be had, why): cached, or the hub is reachable
-    (no download happens here). ``HF_HUB_OFFLINE`` forbids the network probe."""
-    from huggingface_hub import constants, try_to_load_from_cache
+    """(whether timm's pretrained weights for ``name`` can be had, why): cached, or the hub answers for the
+    file (one HEAD request through huggingface_hub's own HTTP stack, so ``HF_ENDPOINT``, ``HTTPS_PROXY``
+    and ``NO_PROXY`` count as for the download; nothing is downloaded). ``HF_HUB_OFFLINE`` forbids it."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from vitkit.models.pretrained import hub_http_error
 
     source = _hub_file(name)
     if source is None:
@@ -97,15 +102,61 @@ def weights_available(name: str, cache_dir: str | None = None, probe_timeout: fl
             return True, f"weights cached: {repo}"
     if constants.HF_HUB_OFFLINE:
         return False, f"offline: HF_HUB_OFFLINE is set and {repo} is not in the Hugging Face cache"
-    import socket
     from urllib.parse import urlparse
 
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=probe_timeout).close()
-    except OSError:
-        return False, f"offline: {url.hostname} is unreachable and {repo} is not in the Hugging Face cache"
-    return True, f"weights {repo}, downloaded into the Hugging Face cache on first use"
+    host = urlparse(constants.ENDPOINT).hostname
+    for filename in files:
+        try:
+            get_hf_file_metadata(hf_hub_url(repo, filename), timeout=probe_timeout)
+        except (OSError, hub_http_error()) as err:
+            if _no_such_file(err):
+                continue  # the next candidate file
+            if isinstance(err, HfHubHTTPError):  # the hub (or a proxy) answered with an error
+                return False, f"{host} answered {_first_line(err)} for {repo}, which is not in the Hugging Face cache"
+            return (
+                False,
+                f"offline: {host} is unreachable ({_first_line(err)}) and {repo} is not in the Hugging Face cache",
+            )
+        return True, f"weights {repo}, downloaded into the Hugging Face cache on first use"
+    return False, f"{host} has no weights file {' or '.join(files)} for {repo}"
+
+
+def fetch_weights(name: str, cache_dir: str | None = None) -> str | None:
+    """Download timm's pretrained weights for ``name`` into the Hugging Face cache (nothing when cached);
+    ``None`` when they are there (or timm names no file to fetch: building the model says so), else why not."""
+    from huggingface_hub import constants, hf_hub_download
+
+    from vitkit.models.pretrained import hub_http_error
+
+    source = _hub_file(name)
+    if source is None:
+        return None
+    repo, files = source
+    failure = f"{constants.ENDPOINT} has no weights file {' or '.join(files)} for {repo}"
+    for filename in files:
+        try:
+            hf_hub_download(repo, filename, cache_dir=cache_dir)
+        except (OSError, hub_http_error()) as err:
+            if _no_such_file(err):
+                continue  # the next candidate file
+            failure = f"fetching {repo} ({filename}) from {constants.ENDPOINT} failed: {_first_line(err)}"
+            break
+        return None
+    return failure
+
+
+def _no_such_file(err: BaseException) -> bool:
+    """Whether the hub answered that the file does not exist (not: it could not be reached, which
+    huggingface_hub reports as a missing *local* entry)."""
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    return isinstance(err, EntryNotFoundError) and not isinstance(err, LocalEntryNotFoundError)
+
+
+def _first_line(err: BaseException) -> str:
+    """An error's first sentence, for a one-line message."""
+    lines = str(err).strip().splitlines()
+    return lines[0].split(". ")[0].rstrip(".") if lines else type(err).__name__
 
 
 def _power_of_two_at_most(n: int) -> int:
@@ -116,15 +167,17 @@ def choose(
     root: str | Path,
     device: str | None = None,
     cache_dir: str | None = None,
+    weights: tuple[bool, str] | None = None,
 ) -> Choice:
-    """The recipe ``vitkit run DIR`` trains for the images under ``root`` on ``device`` (``None``: this machine's)."""
+    """The recipe ``vitkit run DIR`` trains for the images under ``root`` on ``device`` (``None``: this machine's);
+    ``weights``: (whether pretrained weights can be had, why) when already known, else ``weights_available``."""
     info = survey(root)
     if device is None:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     kind = "cuda" if device.startswith("cuda") else "cpu"
-    pretrained, why = weights_available(PRETRAINED[kind], cache_dir)
+    pretrained, why = weights or weights_available(PRETRAINED[kind], cache_dir)
     # batch: tiny folders get a few updates per epoch, not one
     small = _power_of_two_at_most(max(2, info.train // 3))
     batch: int | str = min(64, small) if kind == "cpu" or info.train < 256 else "auto"
@@ -170,9 +223,11 @@ def _name(root: Path) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def folder_recipe(root: str | Path, overrides: list[str] | None = None) -> tuple[Recipe, Choice]:
-    """The chosen recipe for ``root`` with ``--set`` overrides applied, validated."""
-    choice = choose(root)
+def folder_recipe(
+    root: str | Path, overrides: list[str] | None = None, weights: tuple[bool, str] | None = None
+) -> tuple[Recipe, Choice]:
+    """The chosen recipe for ``root`` with ``--set`` overrides applied, validated (``weights``: see ``choose``)."""
+    choice = choose(root, weights=weights)
     data = apply_overrides(choice.recipe, overrides or [])
     return recipe_from_dict(data), Choice(data, choice.line)
 
@@ -224,6 +279,12 @@ def run_folder(root: str, overrides: list[str], dry_run: bool, lr_auto: bool, lo
     from vitkit.engine.console import console
 
     console.print(f"vitkit run {choice.line}", soft_wrap=True)
+    if recipe.model.get("pretrained") is True:  # fetch now: if that fails, train from scratch instead
+        failure = fetch_weights(str(recipe.model["name"]))
+        if failure is not None:
+            why = f"{failure}; to fine-tune, run again once it downloads, or set model.checkpoint_path"
+            recipe, choice = folder_recipe(root, overrides, weights=(False, why))
+            console.print(f"vitkit run {choice.line}", soft_wrap=True)
     out = Path(recipe.output.dir).resolve()
     if out.is_relative_to(Path(root).resolve()):
         console.print(

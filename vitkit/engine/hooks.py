@@ -10,6 +10,10 @@ vitkit's own internal plugins (early stopping, defined in ``vitkit.*``) are not 
 raise is a user error (a bad ``train.early_stopping.metric``) or a bug, and stops the run as before.
 Hooks with a wrapper implementation (``wrapper=True`` / ``hookwrapper=True``) are called through
 pluggy itself, unguarded, since only pluggy can drive wrappers.
+
+``call_on_failure`` calls a hook while the run is already stopping on another error
+(``vitkit_on_run_failed``): there nothing escapes, internal plugins and wrappers included, so the run's
+own error is the one that reaches the user.
 """
 
 from __future__ import annotations
@@ -45,6 +49,19 @@ class GuardedHooks:
 
     def call(self, name: str, **kwargs: Any) -> list[Any]:
         """Call hook ``name`` with ``kwargs``; returns the non-None results, as pluggy does."""
+        return self._call(name, kwargs, failing=False)
+
+    def call_on_failure(self, name: str, **kwargs: Any) -> None:
+        """Call hook ``name`` while the run stops on another error: whatever any implementation raises
+        (vitkit's own and wrappers too) is reported once, never raised."""
+        try:
+            self._call(name, kwargs, failing=True)
+        except Exception as err:  # only from wrappers, which pluggy drives
+            impls = getattr(self.manager.hook, name).get_hookimpls()
+            wrappers = ", ".join(impl.plugin_name for impl in impls if impl.wrapper or impl.hookwrapper)
+            self._report(wrappers, name, err, failing=True)
+
+    def _call(self, name: str, kwargs: dict[str, Any], failing: bool) -> list[Any]:
         caller = getattr(self.manager.hook, name)
         impls = caller.get_hookimpls()
         if any(impl.wrapper or impl.hookwrapper for impl in impls):
@@ -52,27 +69,28 @@ class GuardedHooks:
         results = []
         for impl in reversed(impls):  # pluggy's call order: last registered (and tryfirst) first
             args = [kwargs[arg] for arg in impl.argnames]
-            if is_internal(impl.plugin):
+            if is_internal(impl.plugin) and not failing:
                 result = impl.function(*args)
             else:
                 try:
                     result = impl.function(*args)
                 except Exception as err:
-                    self._report(impl.plugin_name, name, err)
+                    self._report(impl.plugin_name, name, err, failing)
                     continue
             if result is not None:
                 results.append(result)
         return results
 
-    def _report(self, plugin: str, hook: str, err: Exception) -> None:
+    def _report(self, plugin: str, hook: str, err: Exception, failing: bool = False) -> None:
         self.failures[plugin, hook] += 1
         if self.failures[plugin, hook] > 1:
             return
         message = " ".join(str(err).split())
         cause = f"{type(err).__name__}: {message}" if message else type(err).__name__
+        then = "the run's own error follows" if failing else "the run goes on"
         print(
             f"vitkit: warning: plugin {plugin!r} failed in {hook}: {cause} "
-            "(the run goes on; further failures of this hook are not reported)",
+            f"({then}; further failures of this hook are not reported)",
             file=sys.stderr,
             flush=True,
         )

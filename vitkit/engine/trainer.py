@@ -282,7 +282,19 @@ class Trainer:
 
         ``resume``: a ``checkpoints/last.pt`` state of ``run_dir`` to continue from (see ``engine.resume``).
         Under torchrun every rank trains; rank 0 alone writes the run directory, prints and calls hooks.
+        A run that stops on an error or Ctrl-C after ``vitkit_on_run_start`` calls ``vitkit_on_run_failed``.
         """
+        self.announced = False  # vitkit_on_run_start was called and no end hook yet
+        try:
+            return self._train(run_dir, resume)
+        except BaseException as err:
+            if self.announced:
+                self.announced = False
+                interrupted = isinstance(err, KeyboardInterrupt)
+                self.hooks.call_on_failure("vitkit_on_run_failed", run=self.run, error=err, interrupted=interrupted)
+            raise
+
+    def _train(self, run_dir: Path | None, resume: dict[str, Any] | None) -> dict[str, Any]:
         recipe, main = self.recipe, self.dist.is_main
         if main:
             run_dir = run_dir or new_run_dir(recipe)
@@ -302,6 +314,7 @@ class Trainer:
         )
         if main:
             self.hooks.vitkit_on_run_start(run=run)
+            self.announced = True
         first_epoch, best_acc, best_loss, best_epoch = 1, -1.0, math.inf, 0
         self.best_state, self.best_weights = None, "model"
         if resume is not None:
@@ -473,6 +486,7 @@ class Trainer:
         # last: a run directory with summary.json is finished (``--resume`` refuses it)
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         elastic.unmark(run_dir)
+        self.announced = False
         self.hooks.vitkit_on_run_end(run=run, summary=summary)
         print_summary(summary)
         dist.shutdown()

@@ -90,6 +90,14 @@ def _missing_weights(source: str, err: Exception, filename: str = "model.safeten
     )
 
 
+def hub_http_error() -> type[Exception]:
+    """The base class of the errors huggingface_hub's HTTP library raises (httpx's since huggingface_hub 1.0:
+    a refused connection, a timeout, a download cut off), which are not ``OSError``s."""
+    from huggingface_hub import errors
+
+    return getattr(errors, "HTTPError", OSError)
+
+
 def create_timm_pretrained(source: str, **kwargs: Any) -> nn.Module:
     """``timm.create_model(source, pretrained=True, **kwargs)``; a file timm cannot get is a ``UserError``."""
     import timm
@@ -97,7 +105,7 @@ def create_timm_pretrained(source: str, **kwargs: Any) -> nn.Module:
 
     try:
         return timm.create_model(source, pretrained=True, **kwargs)
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, ConnectionError) as err:
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, ConnectionError, hub_http_error()) as err:
         raise _missing_weights(source, err) from None
     except (RuntimeError, ValueError, OSError) as err:
         if "offline" in str(err).lower() or "connect" in str(err).lower() or "not found" in str(err).lower():

@@ -13,12 +13,15 @@ else the recipe's name. Each run gets:
   and the best weights as ``model/model.safetensors`` (load with ``vitkit.load``);
 - tags: ``vitkit.run_dir``, ``vitkit.model``, ``vitkit.dataset``.
 
-The MLflow run id is kept in ``<run dir>/mlflow_run.json``, so ``vitkit run --resume`` continues
-the same MLflow run. Rank 0 only.
+A run that stops on an error ends ``FAILED`` (its message in the tag ``vitkit.error``), one stopped
+with Ctrl-C ``KILLED``; a process killed outright stays ``RUNNING``. The MLflow run id is kept in
+``<run dir>/mlflow_run.json``, so ``vitkit run --resume`` continues the same MLflow run (``RUNNING``
+again). Rank 0 only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -30,6 +33,7 @@ RUN_FILE = "mlflow_run.json"
 ARTIFACTS = ("summary.json", "metrics.csv", "recipe.toml", "report_test.json", "report.html")
 SUMMARY_METRICS = ("test_acc", "test_top5", "test_loss", "best_val_acc", "wall_time_s", "train_img_per_s")
 MAX_PARAM = 6000  # MLflow's limit on a param value
+ERROR_TAG, MAX_TAG = "vitkit.error", 5000  # the error a failed run stopped on; MLflow's limit on a tag value
 _runs: dict[Path, tuple[Any, str]] = {}  # run directory -> (MlflowClient, MLflow run id)
 
 
@@ -70,6 +74,8 @@ def _open_run(client: Any, run: Any, uri: str) -> str:
                 pass
             else:
                 client.update_run(record["run_id"], status="RUNNING")
+                with contextlib.suppress(Exception):  # the error of an earlier attempt, if it failed
+                    client.delete_tag(record["run_id"], ERROR_TAG)
                 return record["run_id"]
     experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or run.recipe.name
     experiment = client.get_experiment_by_name(experiment_name)
@@ -139,3 +145,18 @@ def vitkit_on_run_end(run: Any, summary: dict[str, Any]) -> None:
     if (run_dir / "model.safetensors").is_file():
         client.log_artifact(run_id, str(run_dir / "model.safetensors"), "model")
     client.set_terminated(run_id, "FINISHED")
+
+
+@vitkit.hookimpl(optionalhook=True)  # vitkit versions without this hook still load the plugin
+def vitkit_on_run_failed(run: Any, error: BaseException, interrupted: bool) -> None:
+    """The run ends ``KILLED`` after Ctrl-C, else ``FAILED`` with the error in the tag ``vitkit.error``."""
+    opened = _runs.pop(Path(run.run_dir), None)
+    if opened is None:
+        return
+    client, run_id = opened
+    if not interrupted:
+        message = " ".join(str(error).split())
+        client.set_tag(
+            run_id, ERROR_TAG, (f"{type(error).__name__}: {message}" if message else type(error).__name__)[:MAX_TAG]
+        )
+    client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")

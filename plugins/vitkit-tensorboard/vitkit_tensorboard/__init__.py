@@ -10,6 +10,7 @@ Through vitkit's lifecycle hooks it writes, into ``<run dir>/tb/`` (or
   and the resolved recipe as hparams with ``hparam/test_acc`` and ``hparam/best_val_acc`` as metrics,
   so TensorBoard's HParams tab compares runs.
 
+A run that stops on an error or Ctrl-C flushes and closes its writer: what was logged stays readable.
 It writes on rank 0 only. Set ``VITKIT_TENSORBOARD=0`` to switch it off without uninstalling it.
 """
 
@@ -162,4 +163,12 @@ def vitkit_on_run_end(run: Any, summary: dict[str, Any]) -> None:
         metrics = {f"hparam/{key}": float(summary[key]) for key in ("test_acc", "best_val_acc") if key in summary}
         writer.add_hparams(flatten(run.recipe.to_dict()), metrics, run_name=".", global_step=step)
     finally:
+        writer.close()
+
+
+@vitkit.hookimpl(optionalhook=True)  # vitkit versions without this hook still load the plugin
+def vitkit_on_run_failed(run: Any) -> None:
+    """Flush and close the writer of a run that stopped on an error or Ctrl-C."""
+    writer = _writers.pop(Path(run.run_dir), None)
+    if writer is not None:
         writer.close()
