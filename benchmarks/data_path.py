@@ -79,7 +79,7 @@ def digits_case(batch: int) -> tuple[Any, str]:
 
     recipe = load_recipe(ROOT / "recipes" / "digits.toml")
     img_size = build.model_img_size(recipe)
-    data = build.build_dataset(recipe, img_size).load()
+    data = build.load_dataset(recipe, img_size)
     transform = BatchTransform(img_size, data.mean, data.std, build.build_augments(recipe))
     loader = InMemoryLoader(data.train, batch, transform, _cpu(), train=True)
     return loader, recipe.model["name"]

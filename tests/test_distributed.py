@@ -270,7 +270,7 @@ def _surviving_rank_run(monkeypatch, tmp_path, cli, message: str):
     from vitkit.engine import fit
 
     class SurvivingRank:
-        def __init__(self, recipe, plugins=None):
+        def __init__(self, recipe, plugins=None, data=None):
             self.dist = dist.Dist(rank=1, world_size=2)
             self.run, self.saved_epoch = SimpleNamespace(run_dir=tmp_path / "run"), 3
 
