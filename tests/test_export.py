@@ -1,6 +1,9 @@
 """``vitkit export``: TorchScript/ONNX parity with PyTorch, int8 accuracy, pruning, on a tiny digits run."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,7 +12,7 @@ import vitkit
 from vitkit.apps.export import PARITY_ATOL, export, load_test_split, run_export
 from vitkit.apps.predict import load_model
 
-from .conftest import TINY_DIGITS
+from .conftest import ROOT, TINY_DIGITS
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated:FutureWarning")  # torch.jit.load
 
@@ -116,3 +119,24 @@ def test_item20_export_never_overwrites_the_runs_outputs(run_dir, cli):
     assert (run_dir / "model.safetensors").read_bytes() == produced[run_dir / "model.safetensors"]
     code, _, err = cli("export", run_dir, "--force")
     assert code == 0, err
+
+
+def test_i23_2_onnx_without_its_packages_names_the_extra(run_dir, tmp_path):
+    """Issue 23 snag 2: after the README's plain install (no onnx), ``vitkit export RUN --format onnx`` is
+    one line naming the extra to install, exit 2. An ``onnx.py`` that fails to import, first on the
+    subprocess's path, hides the installed package the way a missing one is missing."""
+    hide = tmp_path / "hide_onnx"
+    hide.mkdir()
+    (hide / "onnx.py").write_text("raise ImportError(\"No module named 'onnx'\")\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hide), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "vitkit", "export", str(run_dir), "--format", "onnx"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 2, done.stderr
+    line = 'vitkit: error: --format onnx needs onnx and onnxscript, not installed: pip install "vitkit[onnx]"'
+    assert done.stderr.splitlines() == [line]  # onnxscript imports onnx, so it is missing too
+    assert not list(run_dir.rglob("*.onnx"))

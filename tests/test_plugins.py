@@ -3,6 +3,9 @@
 import importlib.metadata
 import json
 import math
+import os
+import subprocess
+import sys
 import textwrap
 import uuid
 from types import SimpleNamespace
@@ -245,3 +248,30 @@ def test_installed_example_plugin_trains_two_epochs(tmp_path, cli, write_recipe)
     assert summary["epochs_run"] == 2 and math.isfinite(summary["final_train_loss"])
     code, out, _ = cli("list", "attention", "gated")
     assert code == 0 and "gated" in out.split("│")[2]
+
+
+@pytest.mark.skipif(not _installed("vitkit-gated-attention"), reason="plugins/vitkit-gated-attention not installed")
+def test_i23_10_no_plugins_names_the_plugin_that_provides_the_name(tmp_path):
+    """Issue 23 snag 10: ``vitkit run RECIPE --no-plugins`` with a recipe naming the installed plugin's
+    attention says which plugin has it and that --no-plugins switched it off (it said only "unknown
+    attention 'gated'"); the ``--plugin`` it suggests loads just that one."""
+    recipe = tmp_path / "gated.toml"
+    recipe.write_text(TINY_DIGITS.replace("depth = 2", 'depth = 2\nattention = "gated"'))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+    def vitkit(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "vitkit", *args], capture_output=True, text=True, cwd=tmp_path, env=env
+        )
+
+    done = vitkit("run", str(recipe), "--no-plugins", "--set", f'output.dir="{tmp_path}"')
+    assert done.returncode == 2 and not (tmp_path / "tiny").exists()
+    assert done.stderr.splitlines() == [
+        f"vitkit: error: {recipe}: model: unknown attention 'gated': it comes from the plugin 'gated' "
+        f"(entry point gated = vitkit_gated_attention in vitkit-gated-attention "
+        f"{importlib.metadata.version('vitkit-gated-attention')}), which --no-plugins switched off; "
+        "run without --no-plugins, or load just that one with --plugin vitkit_gated_attention"
+    ]
+    done = vitkit("run", str(recipe), "--no-plugins", "--plugin", "vitkit_gated_attention", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "recipe valid" in done.stdout

@@ -2,11 +2,16 @@
 
 import importlib.metadata
 import json
+import os
+import re
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
-from .conftest import TINY_DIGITS
+from .conftest import ROOT, TINY_DIGITS
 from .test_plugin_runs import fresh, vitkit_cli
 
 
@@ -72,3 +77,25 @@ def test_new_plugin_does_not_overwrite(cli, tmp_path):
     code, _, err = cli("new-plugin", tmp_path / "taken")
     assert code == 2 and "already exists and is not empty" in err
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+
+
+def _tutorial_command(start: str) -> str:
+    """The first line of docs/plugins.md (a command of its tutorial) that starts with ``start``."""
+    return re.search(rf"^{re.escape(start)}.*$", (ROOT / "docs" / "plugins.md").read_text(), re.M)[0]
+
+
+@pytest.mark.slow
+def test_i23_3_the_tutorials_pytest_runs_before_the_plugin_is_installed(tmp_path):
+    """Issue 23 snag 3: the tutorial's ``vitkit new-plugin ...`` then ``cd vitkit-sigmoid-attention && pytest``,
+    run verbatim in a shell, pass: the plugin is not installed yet, so the scaffold's pytest settings put
+    its folder on the path."""
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),  # vitkit, pytest
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),  # this vitkit
+    }
+    for command in (_tutorial_command("vitkit new-plugin "), _tutorial_command("cd vitkit-sigmoid-attention && ")):
+        done = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{command}: {(done.stdout + done.stderr)[-3000:]}"
+    assert "1 passed" in done.stdout
+    assert "vitkit_sigmoid_attention" not in [ep.value for ep in importlib.metadata.entry_points(group="vitkit")]

@@ -7,6 +7,7 @@ functions are called). Any failure is a ``UserError`` naming the plugin, its sou
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import importlib.metadata
@@ -64,9 +65,7 @@ def load_plugins(
     loaded: list[LoadedPlugin] = []
     targets: list[tuple[str, Any]] = []  # (where it came from, what to load)
     if entry_points:
-        for ep in sorted(importlib.metadata.entry_points(group=PROJECT), key=lambda e: e.name):
-            package = f" in {ep.dist.name} {ep.dist.version}" if ep.dist is not None else ""
-            targets.append((f"entry point {ep.name} = {ep.value}{package}", ep))
+        targets += [(_entry_point_label(ep), ep) for ep in _installed_entry_points()]
     targets += [(f"{recipe_file}: plugins = {p}", p) for p in recipe_plugins]
     targets += [(f"--plugin {p}", p) for p in cli_plugins]
     if targets:
@@ -79,6 +78,18 @@ def load_plugins(
         if record not in loaded:
             loaded.append(record)
     return manager, loaded
+
+
+def _installed_entry_points() -> list[Any]:
+    """The entry points in group ``vitkit`` of the installed distributions, sorted by name."""
+    return sorted(importlib.metadata.entry_points(group=PROJECT), key=lambda e: e.name)
+
+
+def _entry_point_label(ep: Any) -> str:
+    """Where an entry-point plugin comes from, e.g. ``entry point gated = vitkit_gated_attention in
+    vitkit-gated-attention 0.1.0``."""
+    package = f" in {ep.dist.name} {ep.dist.version}" if ep.dist is not None else ""
+    return f"entry point {ep.name} = {ep.value}{package}"
 
 
 def _is_entry_point(target: Any) -> bool:
@@ -196,6 +207,67 @@ def load_entry_points() -> bool:
     return len(_IMPORTED) > before
 
 
+def switched_off_provider(kind: str, name: str) -> str | None:
+    """After ``--no-plugins``: which installed entry-point plugin registers ``name`` in registry ``kind``,
+    as the line an unknown-name error gives; read from the plugins' source, none of them imported."""
+    if _ENTRY_POINTS_ON_DEMAND[0]:
+        return None
+    for ep in _installed_entry_points():
+        if name in _registered_in_source(ep.value.split(":")[0].strip()).get(kind, set()):
+            module = ep.value.split(":")[0].strip()
+            return (
+                f"it comes from the plugin {ep.name!r} ({_entry_point_label(ep)}), which --no-plugins "
+                f"switched off; run without --no-plugins, or load just that one with --plugin {module}"
+            )
+    return None
+
+
+def _registered_in_source(module: str) -> dict[str, set[str]]:
+    """Registry kind -> names that ``module``'s source registers with vitkit's ``register_<kind>``
+    decorators (a string argument, or the decorated name when used bare); the module is not imported."""
+    kinds = {alias: fn.__self__.kind for alias, fn in vars(registry).items() if alias.startswith("register_")}
+    found: dict[str, set[str]] = {}
+    for path in _source_files(module):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            for dec in getattr(node, "decorator_list", []) if isinstance(node, ast.ClassDef | ast.FunctionDef) else []:
+                if _called_name(dec) in kinds:  # bare: @vitkit.register_attention
+                    found.setdefault(kinds[_called_name(dec)], set()).add(node.name)
+            if isinstance(node, ast.Call) and _called_name(node.func) in kinds:
+                arg = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "name"), None)
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    found.setdefault(kinds[_called_name(node.func)], set()).add(arg.value)
+    return found
+
+
+def _called_name(node: ast.AST) -> str | None:
+    """``register_attention`` for ``vitkit.register_attention`` or ``register_attention``."""
+    return node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+
+
+def _source_files(module: str) -> list[Path]:
+    """The ``.py`` files of a module (every one under it for a package), found without importing it."""
+    top, *rest = module.split(".")
+    try:
+        spec = importlib.util.find_spec(top)  # a top-level name: nothing is imported
+    except (ImportError, ValueError):
+        return []
+    if spec is None:
+        return []
+    places = [Path(p) for p in spec.submodule_search_locations or []]
+    if not places:
+        return [Path(spec.origin)] if not rest and spec.origin and spec.origin.endswith(".py") else []
+    for part in rest:  # walk down to the submodule by path
+        nested = [place / part for place in places if (place / part).is_dir()]
+        if not nested:
+            return [place / f"{part}.py" for place in places if (place / f"{part}.py").is_file()]
+        places = nested
+    return sorted(f for place in places for f in place.rglob("*.py"))
+
+
 def load_run_plugins(plugins: Iterable[str] | None, source: str | Path) -> None:
     """Import what a saved run or model file needs to rebuild its model: the plugins its recipe
     named (``.py`` paths are absolute there) and, unless ``--no-plugins``, the installed entry points."""
@@ -212,3 +284,4 @@ def record_cli_plugins(recipe: Any, cli_plugins: Iterable[str]) -> None:
 
 
 registry.ON_UNKNOWN_NAME.append(load_entry_points)  # an unknown name imports the installed plugins first
+registry.UNKNOWN_NAME_HINTS.append(switched_off_provider)  # ... or, after --no-plugins, names the one that has it

@@ -40,6 +40,11 @@ ON_UNKNOWN_NAME: list[Callable[[], bool]] = []
 (``vitkit.plugin_loader`` adds the import of installed entry-point plugins)."""
 
 
+UNKNOWN_NAME_HINTS: list[Callable[[str, str], str | None]] = []
+"""Called with (kind, name) when a name stays unknown; the first line returned replaces the generic
+advice (``vitkit.plugin_loader`` names an installed plugin that ``--no-plugins`` switched off)."""
+
+
 class Registry:
     """Maps names to factories for one kind of component.
 
@@ -101,6 +106,10 @@ class Registry:
         raise UnknownNameError(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:
+        for hint in UNKNOWN_NAME_HINTS:
+            line = hint(self.kind, name)
+            if line:
+                return f"unknown {self.kind} {name!r}: {line}"
         close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.6)
         hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
         return f"unknown {self.kind} {name!r}{hint}; see `vitkit list {self.kind}`"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import json
 import statistics
 import time
@@ -28,6 +29,8 @@ from vitkit.errors import UserError
 
 PARITY_ATOL = 1e-4  # max |logit difference| allowed between an exported model and the PyTorch one (fp32)
 SUFFIXES = {"safetensors": ".safetensors", "torchscript": ".torchscript.pt", "onnx": ".onnx"}
+#: What a format needs beyond vitkit's dependencies; vitkit's extra of the format's name installs it.
+FORMAT_PACKAGES = {"onnx": ("onnx", "onnxscript")}
 
 
 @contextlib.contextmanager
@@ -96,16 +99,27 @@ def write_torchscript(model: nn.Module, x: torch.Tensor, path: Path, metadata: d
         return torch.jit.load(str(path))
 
 
+def require_format_packages(fmt: str) -> None:
+    """Raise a one-line ``UserError`` naming the extra to install when a package ``fmt`` needs is missing."""
+    missing = []
+    for package in FORMAT_PACKAGES.get(fmt, ()):
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise UserError(f'--format {fmt} needs {" and ".join(missing)}, not installed: pip install "vitkit[{fmt}]"')
+
+
 def write_onnx(model: nn.Module, x: torch.Tensor, path: Path, metadata: dict[str, Any]) -> tuple[Any, str]:
     """ONNX (dynamo exporter, dynamic batch), checked by ``onnx.checker``, metadata as model properties.
 
     Returns a runner ``x -> logits`` and what runs it: onnxruntime when importable, else onnx's reference
     evaluator (pure Python, slow, fine for a parity check).
     """
-    try:
-        import onnx
-    except ImportError:
-        raise UserError("--format onnx needs the onnx and onnxscript packages (pip install onnx onnxscript)") from None
+    require_format_packages("onnx")
+    import onnx
+
     with quiet():
         program = torch.onnx.export(
             model,
@@ -199,6 +213,7 @@ def export(
         raise UserError(f"--quantize int8 cannot be saved as {fmt} (packed int8 weights); use --format torchscript")
     if prune is not None and not 0.0 < prune < 1.0:
         raise UserError(f"--prune: expected a share of weights in (0, 1), got {prune}")
+    require_format_packages(fmt)
     loaded = load_model(target)
     model, meta = loaded.model, loaded.data
     tags = (f".pruned{round(prune * 100)}" if prune else "") + (".int8" if quantize else "")

@@ -29,6 +29,10 @@ test = ["pytest"]
 
 [tool.setuptools]
 packages = ["{module}"]
+
+[tool.pytest.ini_options]
+pythonpath = ["."]  # `pytest` here imports {module} from this folder, installed or not
+testpaths = ["tests"]
 """
 
 MODULE = '''\
