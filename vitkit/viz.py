@@ -18,6 +18,13 @@ def _pyplot() -> Any:
     return plt
 
 
+def save(fig: Any, path: Path, **kwargs: Any) -> Path:
+    """Write ``fig`` to ``path`` (PNG) and close it."""
+    fig.savefig(path, **kwargs)
+    _pyplot().close(fig)
+    return Path(path)
+
+
 def plot_curves(
     history: Sequence[dict[str, Any]], out_dir: Path, title: str = "", best: int | None = None
 ) -> list[Path]:
