@@ -218,7 +218,7 @@ SUGGESTION_STYLE = {"valley": ("C3", "o"), "steepest": ("C2", "D")}  # colour, m
 def lr_find_figure(result: LRFindResult, title: str = "") -> Any:
     """The figure of ``lr_find.png``: raw and smoothed loss against the learning rate (log scale), each
     suggestion a marker drawn above the curves and named with its LR in the legend, the recipe's LR dashed."""
-    from vitkit.viz import _pyplot
+    from vitkit.viz import _pyplot, fit_titles
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110, layout="constrained")
@@ -246,7 +246,7 @@ def lr_find_figure(result: LRFindResult, title: str = "") -> Any:
     ax.set_title(f"{title} — LR range test" if title else "LR range test")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return fig
+    return fit_titles(fig)
 
 
 def plot_lr_find(result: LRFindResult, path: Path, title: str = "") -> Path:
