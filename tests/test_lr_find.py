@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import math
+import os
+import pty
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from matplotlib.colors import to_rgba
 
 import vitkit
-from tests.conftest import RECIPES, TINY_DIGITS
+from tests.conftest import RECIPES, ROOT, TINY_DIGITS
 from vitkit.apps.lr_find import range_test, steepest_index, suggest, valley_index
 from vitkit.engine.trainer import Trainer
 from vitkit.recipe import load_recipe
@@ -99,3 +106,66 @@ def test_digits_suggestion_is_near_the_tuned_lr(tmp_path):
     for name in ("valley", "steepest"):
         assert 2e-3 / 3 <= result.suggestions[name] <= 2e-3 * 3, (name, result.suggestions)
     assert (tmp_path / "lr_find.png").is_file()
+
+
+def _in_a_terminal(args: list[str], cwd: Path) -> str:
+    """What ``args`` prints on a terminal (a pseudo-terminal, 120 columns): stdout and stderr as the user sees them."""
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120", "TERM": "xterm"}
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert proc.wait(timeout=300) == 0, b"".join(chunks).decode(errors="replace")
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+
+
+def test_i23_5_lr_find_shows_progress_and_writes_under_the_output_dir_saying_where(tmp_path):
+    """On a terminal: a progress bar while it sweeps; then the plot and CSV in a new folder under output.dir
+    (runs/digits/lr_find-<time>/), each path printed, nothing written into the current folder."""
+    recipe = RECIPES / "digits.toml"
+    text = _in_a_terminal(
+        [sys.executable, "-m", "vitkit", "lr-find", str(recipe), "--steps", "20", "--set", "model.depth=1"], tmp_path
+    )
+    assert re.search(r"lr-find .*\d+/20 .*lr \d\.\de-\d\d", text), text  # the bar: updates done, the LR now
+    written = re.findall(r"^wrote (\S+)\s*$", text, re.MULTILINE)
+    assert [Path(p).name for p in written] == ["lr_find.png", "lr_find.csv"], text
+    (folder,) = {Path(p).parent for p in written}
+    assert folder.parent == Path("runs/digits") and folder.name.startswith("lr_find-"), text
+    assert (tmp_path / folder / "lr_find.png").stat().st_size > 10_000
+    rows = (tmp_path / folder / "lr_find.csv").read_text().splitlines()
+    assert rows[0] == "step,lr,loss,smoothed_loss" and len(rows) == 21
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # nothing else in the current folder
+
+
+def test_i23_5_lr_find_plot_draws_both_suggestions_above_the_curves_labelled_with_their_lr():
+    from vitkit.apps.lr_find import LRFindResult, lr_find_figure
+
+    lrs = [10 ** (-6 + 6 * i / 99) for i in range(100)]
+    losses = [2.0 - 1.5 / (1 + math.exp(-3 * (math.log10(lr) + 3))) for lr in lrs]
+    result = LRFindResult(lrs, losses, losses, 100, lrs[0], lrs[-1], recipe_lr=lrs[50])
+    result.points = suggest(lrs, losses, 100)
+    fig = lr_find_figure(result, "t")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    marks = {name: lines[f"{name} {lrs[i]:.1e}"] for name, i in result.points.items()}
+    assert set(marks) == {"valley", "steepest"}
+    others = [line for line in ax.get_lines() if line not in marks.values()]
+    assert {"loss per update", "smoothed loss", f"recipe lr {lrs[50]:.1e}"} <= {line.get_label() for line in others}
+    assert min(m.get_zorder() for m in marks.values()) > max(line.get_zorder() for line in others)
+    colours = [to_rgba(line.get_color()) for line in [*marks.values(), *others]]
+    assert len(set(colours[:2])) == 2 and not set(colours[:2]) & set(colours[2:])  # apart from each other and the rest
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert f"valley {lrs[result.points['valley']]:.1e}" in legend
+    assert f"steepest {lrs[result.points['steepest']]:.1e}" in legend
+    for name, mark in marks.items():  # each marker sits on the smoothed curve at its suggestion
+        assert mark.get_xdata()[0] == lrs[result.points[name]] and mark.get_ydata()[0] == losses[result.points[name]]

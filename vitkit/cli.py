@@ -241,7 +241,11 @@ def _add_lr_find(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     lrf.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"updates (default {DEFAULT_STEPS})")
     lrf.add_argument("--start", type=float, default=DEFAULT_START, help=f"first LR (default {DEFAULT_START:g})")
     lrf.add_argument("--end", type=float, default=DEFAULT_END, help=f"last LR (default {DEFAULT_END:g})")
-    lrf.add_argument("--out", metavar="DIR", default=".", help="folder for lr_find.png and lr_find.csv (default .)")
+    lrf.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder for lr_find.png and lr_find.csv (default <output.dir>/<name>/lr_find-<time>/)",
+    )
     return lrf
 
 

@@ -18,48 +18,109 @@ def _pyplot() -> Any:
     return plt
 
 
+def fit_text(text: str, width: float, font: Any, renderer: Any, wrap: bool = True) -> str:
+    """``text`` with each line broken at spaces (``wrap``) or cut short in the middle with "…" so it is at most
+    ``width`` pixels wide when drawn in ``font`` (a ``FontProperties``) by ``renderer``."""
+
+    def fits(line: str) -> bool:
+        return renderer.get_text_width_height_descent(line, font, ismath=False)[0] <= width
+
+    def cut(line: str) -> str:  # from the middle: a file name's suffix and a caption's "(93%)" stay
+        keep = len(line) - 1
+        while keep > 1 and not fits(line[: (keep + 1) // 2] + "…" + line[len(line) - keep // 2 :]):
+            keep -= 1
+        return line[: (keep + 1) // 2] + "…" + line[len(line) - keep // 2 :]
+
+    out = []
+    for line in text.split("\n"):
+        if fits(line):
+            out.append(line)
+        elif not wrap:
+            out.append(cut(line))
+        else:
+            current = ""
+            for word in line.split(" "):
+                joined = f"{current} {word}" if current else word
+                if fits(joined):
+                    current = joined
+                    continue
+                if current:
+                    out.append(current)
+                current = word if fits(word) else cut(word)
+            out.append(current)
+    return "\n".join(out)
+
+
+def fit_titles(fig: Any) -> Any:
+    """Wrap the titles of ``fig``'s axes so each lies inside the figure (centred over its axes as the
+    layout placed them); the figure's constrained layout then makes room for their height."""
+    originals = {ax: ax.get_title() for ax in fig.axes if ax.get_title()}
+    for _ in range(4):  # a wrapped title changes the layout, which can move the axes: until it settles
+        fig.canvas.draw()  # the layout places the axes
+        renderer, right, changed = fig.canvas.get_renderer(), fig.bbox.x1, False
+        for ax, original in originals.items():
+            box = ax.get_window_extent(renderer)
+            centre = (box.x0 + box.x1) / 2
+            room = 2 * min(centre - fig.bbox.x0, right - centre) - 8
+            text = fit_text(original, room, ax.title.get_fontproperties(), renderer)
+            changed |= text != ax.get_title()
+            ax.set_title(text)
+        if not changed:
+            break
+    return fig
+
+
+def save(fig: Any, path: Path, **kwargs: Any) -> Path:
+    """Write ``fig`` to ``path`` (PNG) and close it."""
+    fig.savefig(path, **kwargs)
+    _pyplot().close(fig)
+    return Path(path)
+
+
+def curve_figure(
+    history: Sequence[dict[str, Any]], metric: str, label: str, title: str = "", best: int | None = None
+) -> Any:
+    """Train vs validation ``metric`` (``loss`` or ``acc``) per epoch; the ``best`` epoch marked when given."""
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110, layout="constrained")
+    for split in ("train", "val"):
+        values = [row.get(f"{split}_{metric}") for row in history]
+        if any(v is not None for v in values):
+            ax.plot(
+                epochs,
+                values,
+                marker="o" if len(epochs) < 30 else None,
+                markersize=3,
+                label="train" if split == "train" else "validation",
+            )
+    if best is not None:
+        ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(label)
+    ax.set_title(f"{title} — {label}" if title else label)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fit_titles(fig)
+
+
 def plot_curves(
     history: Sequence[dict[str, Any]], out_dir: Path, title: str = "", best: int | None = None
 ) -> list[Path]:
     """``loss.png`` and ``accuracy.png``: train vs validation per epoch; ``best`` epoch marked when given."""
-    plt = _pyplot()
-    epochs = [row["epoch"] for row in history]
-    written = []
-    for metric, label, filename in (("loss", "loss", "loss.png"), ("acc", "accuracy", "accuracy.png")):
-        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-        for split, style in (("train", "-"), ("val", "-")):
-            values = [row.get(f"{split}_{metric}") for row in history]
-            if any(v is not None for v in values):
-                ax.plot(
-                    epochs,
-                    values,
-                    style,
-                    marker="o" if len(epochs) < 30 else None,
-                    markersize=3,
-                    label="train" if split == "train" else "validation",
-                )
-        if best is not None:
-            ax.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best})")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.set_title(f"{title} — {label}" if title else label)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        path = Path(out_dir) / filename
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
-    return written
+    return [
+        save(curve_figure(history, metric, label, title, best), Path(out_dir) / filename)
+        for metric, label, filename in (("loss", "loss", "loss.png"), ("acc", "accuracy", "accuracy.png"))
+    ]
 
 
-def plot_lr(history: Sequence[dict[str, Any]], out_dir: Path, title: str = "") -> Path | None:
-    """``lr.png``: the learning rate at the end of each epoch (as logged in ``metrics.csv``)."""
+def lr_figure(history: Sequence[dict[str, Any]], title: str = "") -> Any:
+    """The learning rate at the end of each epoch (as logged in ``metrics.csv``); ``None`` when none was."""
     rows = [row for row in history if row.get("lr") not in (None, "")]
     if not rows:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110, layout="constrained")
     epochs = [int(row["epoch"]) for row in rows]
     ax.plot(
         epochs,
@@ -74,14 +135,16 @@ def plot_lr(history: Sequence[dict[str, Any]], out_dir: Path, title: str = "") -
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(out_dir) / "lr.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fit_titles(fig)
 
 
-def plot_confusion(matrix: Any, classes: Sequence[str], path: Path, title: str = "") -> Path:
+def plot_lr(history: Sequence[dict[str, Any]], out_dir: Path, title: str = "") -> Path | None:
+    """``lr.png``: the learning rate at the end of each epoch (as logged in ``metrics.csv``)."""
+    fig = lr_figure(history, title)
+    return None if fig is None else save(fig, Path(out_dir) / "lr.png")
+
+
+def confusion_figure(matrix: Any, classes: Sequence[str], title: str = "") -> Any:
     """A confusion matrix (rows: true class, columns: predicted), counts written in the cells when few."""
     import numpy as np
 
@@ -89,7 +152,7 @@ def plot_confusion(matrix: Any, classes: Sequence[str], path: Path, title: str =
     counts = np.asarray(matrix)
     n = len(classes)
     side = min(max(4.8, 0.45 * n + 2.0), 16.0)
-    fig, ax = plt.subplots(figsize=(side + 1.0, side), dpi=110)
+    fig, ax = plt.subplots(figsize=(side + 1.0, side), dpi=110, layout="constrained")
     image = ax.imshow(counts, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="images")
     if n <= 30:
@@ -112,10 +175,12 @@ def plot_confusion(matrix: Any, classes: Sequence[str], path: Path, title: str =
     ax.set_ylabel("true class")
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     ax.set_title(f"{title} — confusion matrix (accuracy {accuracy:.3f}, {counts.sum()} images)".lstrip(" —"))
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return fit_titles(fig)
+
+
+def plot_confusion(matrix: Any, classes: Sequence[str], path: Path, title: str = "") -> Path:
+    """``confusion_figure`` saved to ``path``."""
+    return save(confusion_figure(matrix, classes, title), path)
 
 
 @dataclass
@@ -130,14 +195,16 @@ class Panel:
 
 @dataclass
 class GridLayout:
-    """Where the panels went: ``rows`` x ``cols`` cells of ``panel_px`` pixels under a ``header_px`` title."""
+    """Where the panels went: ``rows`` x ``cols`` cells of ``panel_px`` pixels under a ``header_px`` title
+    (taller when the title wraps onto more lines), each cell a ``caption_px`` caption above its image."""
 
-    path: Path
     panels: int
     rows: int
     cols: int
     panel_px: int = 160
     header_px: int = 40
+    caption_px: int = 32
+    path: Path | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -146,26 +213,41 @@ class GridLayout:
 
 
 GREEN, RED = "#1a7f37", "#cf222e"
+TITLE_PT, CAPTION_PT, GRID_DPI = 11, 8, 100
 
 
-def plot_grid(panels: Sequence[Panel], path: Path, title: str = "", cols: int | None = None) -> GridLayout:
-    """Images in a grid, each with its caption above; exact pixel size ``GridLayout.size``."""
+def grid_figure(panels: Sequence[Panel], title: str = "", cols: int | None = None) -> tuple[Any, GridLayout]:
+    """Images in a grid, each with its caption above (lines cut short to the cell's width),
+    under the title (wrapped to the figure's width); exact pixel size ``GridLayout.size``."""
     import numpy as np
+    from matplotlib.font_manager import FontProperties
 
     plt = _pyplot()
     n = max(len(panels), 1)
     cols = cols or min(8, math.ceil(math.sqrt(n)))
-    rows = math.ceil(n / cols)
-    layout = GridLayout(Path(path), len(panels), rows, cols)
-    dpi = 100
+    layout = GridLayout(len(panels), math.ceil(n / cols), cols)
+    fig = plt.figure(dpi=GRID_DPI)
+    renderer = fig.canvas.get_renderer()
+    title_font, caption_font = FontProperties(size=TITLE_PT), FontProperties(size=CAPTION_PT)
+    title = fit_text(title, layout.size[0] - 16, title_font, renderer)
+    captions = [fit_text(p.caption, 0.96 * layout.panel_px - 4, caption_font, renderer, wrap=False) for p in panels]
+
+    def line_px(font: Any) -> float:
+        return 1.2 * renderer.get_text_width_height_descent("Ag", font, ismath=False)[1]
+
+    layout.header_px = max(40, math.ceil(title.count("\n") * line_px(title_font) + line_px(title_font) + 20))
+    lines = max((c.count("\n") + 1 for c in captions), default=1)
+    layout.caption_px = math.ceil(lines * line_px(caption_font) + 8)
     width, height = layout.size
-    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    fig.suptitle(title, y=1 - 0.5 * layout.header_px / height, va="center", fontsize=11)
-    top = 1 - layout.header_px / height
-    for index, panel in enumerate(panels):
+    fig.set_size_inches(width / GRID_DPI, height / GRID_DPI)
+    fig.suptitle(title, y=1 - 0.5 * layout.header_px / height, va="center", fontsize=TITLE_PT)
+    cell, image_px = layout.panel_px, layout.panel_px - layout.caption_px - 4
+    for index, (panel, caption) in enumerate(zip(panels, captions, strict=True)):
         r, c = divmod(index, cols)
-        # axes box in figure fractions, inside the cell, leaving room for a two-line caption above
-        ax = fig.add_axes([(c + 0.06) / cols, top - (r + 0.97) * (top / rows), 0.88 / cols, 0.72 * top / rows])
+        bottom = layout.header_px + r * cell + cell - 2  # pixels from the top
+        ax = fig.add_axes(
+            [(c * cell + 0.06 * cell) / width, 1 - bottom / height, 0.88 * cell / width, image_px / height]
+        )
         image = np.asarray(panel.image, dtype=np.float32)
         grey = image.ndim == 2 or image.shape[-1] == 1
         small = max(image.shape[:2]) < 64
@@ -178,11 +260,16 @@ def plot_grid(panels: Sequence[Panel], path: Path, title: str = "", cols: int | 
         )
         if panel.overlay is not None:
             ax.imshow(np.asarray(panel.overlay), cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0, interpolation="bilinear")
-        ax.set_title(panel.caption, color=panel.color, fontsize=8, pad=2)
+        ax.set_title(caption, color=panel.color, fontsize=CAPTION_PT, pad=2)
         ax.set_xticks([])
         ax.set_yticks([])
     if not panels:
-        fig.text(0.5, 0.5 * top, "nothing to show", ha="center", va="center", fontsize=10)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+        fig.text(0.5, 0.5 * (1 - layout.header_px / height), "nothing to show", ha="center", va="center", fontsize=10)
+    return fig, layout
+
+
+def plot_grid(panels: Sequence[Panel], path: Path, title: str = "", cols: int | None = None) -> GridLayout:
+    """``grid_figure`` saved to ``path``; returns where the panels went."""
+    fig, layout = grid_figure(panels, title, cols)
+    layout.path = save(fig, path, dpi=GRID_DPI)
     return layout

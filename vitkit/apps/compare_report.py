@@ -169,40 +169,46 @@ def mean_band(
     )
 
 
-def plot_overlaid(histories: dict[str, list[list[dict[str, float]]]], out_dir: Path) -> list[Path]:
-    """One colour per variant: the mean over its runs of train (solid) and validation (dashed) curves,
+def overlaid_figure(histories: dict[str, list[list[dict[str, float]]]], metric: str, label: str) -> Any:
+    """One colour per variant: the mean over its runs of train (solid) and validation (dashed) ``metric``,
     with a band from the lowest to the highest run at each epoch."""
-    from vitkit.viz import _pyplot
+    from vitkit.viz import _pyplot, fit_titles
 
     plt = _pyplot()
-    written = []
     most = max((len(runs) for runs in histories.values()), default=1)
-    for metric, label, filename in (("loss", "loss", "compare_loss.png"), ("acc", "accuracy", "compare_accuracy.png")):
-        fig, ax = plt.subplots(figsize=(7.2, 4.6), dpi=110)
-        for i, (name, runs) in enumerate(histories.items()):
-            color = f"C{i % 10}"
-            for split, style in (("train", "-"), ("val", "--")):
-                epochs, mean, low, high = mean_band(runs, f"{split}_{metric}")
-                if not epochs:
-                    continue
-                marker = "o" if len(epochs) < 30 else None
-                legend = name if split == "train" else "_nolegend_"  # one entry per variant: its colour
-                if len(runs) > 1:
-                    legend = f"{name} ({len(runs)} runs)" if split == "train" else legend
-                    ax.fill_between(epochs, low, high, color=color, alpha=0.15, linewidth=0)
-                ax.plot(epochs, mean, style, color=color, marker=marker, markersize=3, label=legend)
-        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        title = f"compare: {label} (solid: train, dashed: validation)"
-        if most > 1:
-            title = f"compare: {label}, mean of runs, band min-max (solid: train, dashed: val)"
-        ax.set_title(title, fontsize="medium")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-        fig.tight_layout()
-        path = out_dir / filename
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
-    return written
+    fig, ax = plt.subplots(figsize=(7.2, 4.6), dpi=110, layout="constrained")
+    for i, (name, runs) in enumerate(histories.items()):
+        color = f"C{i % 10}"
+        for split, style in (("train", "-"), ("val", "--")):
+            epochs, mean, low, high = mean_band(runs, f"{split}_{metric}")
+            if not epochs:
+                continue
+            marker = "o" if len(epochs) < 30 else None
+            legend = name if split == "train" else "_nolegend_"  # one entry per variant: its colour
+            if len(runs) > 1:
+                legend = f"{name} ({len(runs)} runs)" if split == "train" else legend
+                ax.fill_between(epochs, low, high, color=color, alpha=0.15, linewidth=0)
+            ax.plot(epochs, mean, style, color=color, marker=marker, markersize=3, label=legend)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(label)
+    title = f"compare: {label} (solid: train, dashed: validation)"
+    if most > 1:
+        title = f"compare: {label}, mean of runs, band min-max (solid: train, dashed: val)"
+    ax.set_title(title, fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fit_titles(fig)
+
+
+def plot_overlaid(histories: dict[str, list[list[dict[str, float]]]], out_dir: Path) -> list[Path]:
+    """``compare_loss.png`` and ``compare_accuracy.png`` (``overlaid_figure``)."""
+    from vitkit.viz import save
+
+    return [
+        save(overlaid_figure(histories, metric, label), out_dir / filename)
+        for metric, label, filename in (
+            ("loss", "loss", "compare_loss.png"),
+            ("acc", "accuracy", "compare_accuracy.png"),
+        )
+    ]

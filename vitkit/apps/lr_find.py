@@ -3,7 +3,8 @@
 The recipe's model, data, loss, optimizer and precision train for a few hundred updates while the
 learning rate grows exponentially from ``start`` to ``end``; the loss is smoothed (EMA, bias
 corrected) and the sweep stops once it diverges. The weights, optimizer and grad-scaler state are
-restored afterwards and no run directory is created. Two suggestions are read off the smoothed curve:
+restored afterwards and no run directory is created (``vitkit lr-find`` writes its plot and CSV into
+``<output.dir>/<name>/lr_find-<time>/``, or ``--out``). Two suggestions are read off the smoothed curve:
 
 - ``valley``: about halfway down the longest stretch where the loss keeps falling (fastai's default);
 - ``steepest``: where the smoothed loss falls fastest per decade of learning rate.
@@ -126,7 +127,16 @@ def range_test(
     """Sweep ``trainer``'s optimizer LR from ``start`` to ``end`` over ``steps`` updates of its model on its
     training data; model, optimizer and scaler are restored exactly afterwards."""
     import torch
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
+    from vitkit.engine.console import console
     from vitkit.engine.device import autocast
     from vitkit.engine.faults import scaler_step
 
@@ -144,11 +154,24 @@ def range_test(
     lrs, losses, smoothed = [], [], []
     stop, best, average = None, math.inf, 0.0
     started = time.perf_counter()
+    progress = Progress(
+        TextColumn("lr-find"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("lr {task.fields[lr]:.1e}  loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=console.quiet or not console.is_terminal,
+    )
     try:
         model.train()
         if isinstance(trainer.loss_fn, torch.nn.Module):
             trainer.loss_fn.train()
         batches = _batches(trainer.train_loader)
+        progress.start()
+        task = progress.add_task("lr-find", total=steps, lr=start, loss="-")
         for i, lr in enumerate(exponential_lrs(start, end, steps)):
             for group, scale in zip(optimizer.param_groups, scales, strict=True):
                 group["lr"] = lr * scale
@@ -165,6 +188,7 @@ def range_test(
             value = float(total)  # one sync per update: the sweep must see divergence at once
             lrs.append(lr)
             losses.append(value)
+            progress.update(task, completed=i + 1, lr=lr, loss=f"{value:.3f}")
             if not math.isfinite(value):
                 smoothed.append(math.nan)
                 stop = f"the loss became {value} at lr {lr:.2e}"
@@ -176,6 +200,7 @@ def range_test(
                 stop = f"the smoothed loss passed {diverge:g}x its best at lr {lr:.2e}"
                 break
     finally:
+        progress.stop()
         optimizer.zero_grad(set_to_none=True)
         model.load_state_dict(saved_model)
         optimizer.load_state_dict(saved_optimizer)
@@ -187,21 +212,29 @@ def range_test(
     return result
 
 
-def plot_lr_find(result: LRFindResult, path: Path, title: str = "") -> Path:
-    """``lr_find.png``: the raw and smoothed loss against the learning rate (log scale), suggestions marked."""
-    from vitkit.viz import _pyplot
+SUGGESTION_STYLE = {"valley": ("C3", "o"), "steepest": ("C2", "D")}  # colour, marker: apart from the curves
+
+
+def lr_find_figure(result: LRFindResult, title: str = "") -> Any:
+    """The figure of ``lr_find.png``: raw and smoothed loss against the learning rate (log scale), each
+    suggestion a marker drawn above the curves and named with its LR in the legend, the recipe's LR dashed."""
+    from vitkit.viz import _pyplot, fit_titles
 
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110, layout="constrained")
     ax.plot(result.lrs, result.losses, color="0.75", linewidth=0.8, label="loss per update")
     ax.plot(result.lrs, result.smoothed, color="C0", label="smoothed loss")
-    for (name, index), color in zip(result.points.items(), ("C3", "C2"), strict=False):
-        lr = result.lrs[index]
-        ax.plot(lr, result.smoothed[index], "o", color=color, markersize=7, label=f"{name} {lr:.1e}")
     if result.recipe_lr:
         ax.axvline(
             result.recipe_lr, color="0.4", linestyle="--", linewidth=1, label=f"recipe lr {result.recipe_lr:.1e}"
         )
+    for name, index in result.points.items():
+        color, marker = SUGGESTION_STYLE[name]
+        lr = result.lrs[index]
+        ax.plot(
+            lr, result.smoothed[index], marker, color=color, markersize=9, markeredgecolor="white",
+            markeredgewidth=1.2, zorder=5, label=f"{name} {lr:.1e}",
+        )  # fmt: skip
     finite = [v for v in result.smoothed if math.isfinite(v)]
     if finite:  # the raw loss and a blow-up would otherwise flatten the interesting part
         low, high = min(finite), min(max(finite), 2.0 * finite[0])
@@ -213,10 +246,14 @@ def plot_lr_find(result: LRFindResult, path: Path, title: str = "") -> Path:
     ax.set_title(f"{title} — LR range test" if title else "LR range test")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return fit_titles(fig)
+
+
+def plot_lr_find(result: LRFindResult, path: Path, title: str = "") -> Path:
+    """``lr_find.png`` (``lr_find_figure``) saved to ``path``."""
+    from vitkit.viz import save
+
+    return save(lr_find_figure(result, title), path)
 
 
 def write_csv(result: LRFindResult, path: Path) -> Path:
@@ -229,6 +266,16 @@ def write_csv(result: LRFindResult, path: Path) -> Path:
     return Path(path)
 
 
+def write_outputs(result: LRFindResult, folder: str | Path, title: str = "") -> list[Path]:
+    """``lr_find.png`` and ``lr_find.csv`` in ``folder`` (created); returns their paths."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"lr-find: cannot create the output folder {folder}: {err.strerror}") from None
+    return [plot_lr_find(result, folder / "lr_find.png", title), write_csv(result, folder / "lr_find.csv")]
+
+
 def lr_find(
     recipe: Recipe,
     steps: int = DEFAULT_STEPS,
@@ -237,7 +284,7 @@ def lr_find(
     out: str | Path | None = None,
     plugins: Any = None,
 ) -> LRFindResult:
-    """Run the range test on ``recipe`` (nothing written to runs/); ``out``: folder for ``lr_find.png``
+    """Run the range test on ``recipe`` (no run directory made); ``out``: folder for ``lr_find.png``
     and ``lr_find.csv`` (``None``: write nothing)."""
     from vitkit.engine.trainer import Trainer
 
@@ -247,13 +294,7 @@ def lr_find(
     lr = recipe.optimizer.get("lr")
     result.recipe_lr = float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None
     if out is not None:
-        folder = Path(out)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UserError(f"lr-find: cannot create the output folder {folder}: {err.strerror}") from None
-        plot_lr_find(result, folder / "lr_find.png", recipe.name)
-        write_csv(result, folder / "lr_find.csv")
+        write_outputs(result, out, recipe.name)
     return result
 
 
@@ -273,12 +314,18 @@ def report(result: LRFindResult) -> list[str]:
     return lines
 
 
-def lr_find_command(recipe: Recipe, steps: int, start: float, end: float, out: str | Path, plugins: Any = None) -> int:
-    """``vitkit lr-find``: run the sweep, print the suggestions, write ``lr_find.png`` into ``out``."""
+def lr_find_command(
+    recipe: Recipe, steps: int, start: float, end: float, out: str | Path | None = None, plugins: Any = None
+) -> int:
+    """``vitkit lr-find``: run the sweep, print the suggestions, write ``lr_find.png`` and ``lr_find.csv``
+    into ``out`` (``None``: a new ``<output.dir>/<name>/lr_find-<time>/``) and print their paths."""
     from vitkit.engine.console import console
+    from vitkit.engine.trainer import new_run_dir
 
-    result = lr_find(recipe, steps, start, end, out, plugins)
+    result = lr_find(recipe, steps, start, end, None, plugins)
     for line in report(result):
         console.print(line, soft_wrap=True)
-    console.print(f"wrote {Path(out) / 'lr_find.png'} and lr_find.csv")
+    folder = Path(out) if out is not None else new_run_dir(recipe, prefix="lr_find-")
+    for path in write_outputs(result, folder, recipe.name):
+        console.print(f"wrote {path}", soft_wrap=True)
     return 0

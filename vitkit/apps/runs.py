@@ -47,6 +47,7 @@ class RunInfo:
     wall_time_s: float | None
     status: str  # finished | interrupted | failed | incomplete
     run_dir: str
+    folder: str = ""  # run_dir relative to the folder listed (run_dir itself when that is the run)
     resume: str | None = None  # the command that continues it
     error: str | None = None
 
@@ -142,7 +143,11 @@ def list_runs(
     """The runs under ``root`` whose name and model match the fnmatch patterns, sorted by ``sort``."""
     if sort not in COLUMNS:
         raise UserError(f"vitkit runs: --sort {sort!r}: expected one of {', '.join(COLUMNS)}")
-    runs = [read_run(path) for path in find_runs(root)]
+    runs = []
+    for path in find_runs(root):
+        info = read_run(path)
+        info.folder = path.relative_to(root).as_posix() if path != root else str(path)
+        runs.append(info)
     runs = [r for r in runs if fnmatch.fnmatchcase(r.name, name) and fnmatch.fnmatchcase(r.model, model)]
     present = [r for r in runs if r.key(sort) is not None]
     present.sort(key=lambda r: (r.key(sort), r.time), reverse=(sort in DESCENDING) != reverse)
@@ -160,37 +165,79 @@ def _acc(value: float | None) -> str:
 
 
 STATUS_STYLE = {"finished": "green", "interrupted": "yellow", "failed": "red", "incomplete": "dim"}
+TABLE = {"run": "left", "model": "left", "dataset": "left", "epochs": "right", "best val": "right",
+         "test": "right", "wall": "right", "status": "left"}  # header: justify, in display order  # fmt: skip
+DROP_FIRST = ("dataset", "wall", "epochs", "model", "best val")  # left out in this order while the table is too wide
+
+
+def _cells(r: RunInfo) -> dict[str, str]:
+    planned = "?" if r.epochs_planned is None else r.epochs_planned
+    return {
+        "run": r.folder or r.run_dir, "model": r.model, "dataset": r.dataset, "epochs": f"{r.epochs_done}/{planned}",
+        "best val": _acc(r.best_val_acc), "test": _acc(r.test_acc), "wall": _duration(r.wall_time_s),
+        "status": r.status,
+    }  # fmt: skip
+
+
+def _table(rows: list[dict[str, str]], headers: list[str], terminal: bool, run_width: int) -> Any:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=box.SIMPLE_HEAD if terminal else None, show_edge=False, pad_edge=False)
+    for header in headers:  # only the run folder wraps (never truncated: it tells runs apart)
+        width = max(len(header), *(len(row[header]) for row in rows))
+        table.add_column(
+            header,
+            justify=TABLE[header],
+            no_wrap=header != "run",
+            overflow="fold",
+            min_width=run_width if header == "run" else width,
+        )
+    for row in rows:
+        table.add_row(
+            *(Text(v, style=STATUS_STYLE[v] if h == "status" else "") for h, v in row.items() if h in headers)
+        )
+    return table
 
 
 def print_runs(runs: Iterable[RunInfo], root: Path) -> None:
-    """A rich table of ``runs``, then the resume command of each interrupted run and the error of each failed one."""
+    """A table of ``runs`` that fits the console's width (``COLUMNS``; 80 when piped), plain text when
+    not on a terminal; then the resume command of each interrupted run and the error of each failed one."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
+    from rich.measure import Measurement
 
     runs = list(runs)
     console = Console(highlight=False)
-    table = Table(title=f"runs under {root} ({len(runs)})")
-    for column in ("name", "time", "model", "dataset", "epochs", "best val", "test", "wall", "status"):
-        table.add_column(column, justify="right" if column in ("epochs", "best val", "test", "wall") else "left")
-    for r in runs:
-        planned = "?" if r.epochs_planned is None else r.epochs_planned
-        status = "interrupted: resumable" if r.status == "interrupted" else r.status
-        table.add_row(
-            r.name, r.time, r.model, r.dataset, f"{r.epochs_done}/{planned}", _acc(r.best_val_acc),
-            _acc(r.test_acc), _duration(r.wall_time_s), f"[{STATUS_STYLE[r.status]}]{status}[/]",
-        )  # fmt: skip
-    console.print(table)
+    if not runs:
+        console.print(f"no runs under {escape(str(root))} (a run directory holds recipe.toml and checkpoints/)")
+        return
+    rows, headers = [_cells(r) for r in runs], list(TABLE)
+    run_width = min(max(len(row["run"]) for row in rows), max(16, console.width // 2))
+    unlimited = console.options.update_width(10_000)
+    for column in DROP_FIRST:
+        table = _table(rows, headers, console.is_terminal, run_width)
+        if Measurement.get(console, unlimited, table).maximum <= console.width:
+            break
+        headers.remove(column)
+    console.print(f"{len(runs)} run{'s' * (len(runs) != 1)} under {escape(str(root))}")
+    table = _table(rows, headers, console.is_terminal, run_width)
+    if console.is_terminal:
+        console.print(table)
+    else:  # plain text: no trailing blanks from the padded last column
+        with console.capture() as captured:
+            console.print(table)
+        console.out("\n".join(line.rstrip() for line in captured.get().splitlines()))
     for r in runs:
         if r.resume:
-            console.print(f"[yellow]resume[/] {r.name} ({r.time}):  {r.resume}", soft_wrap=True)
+            console.print(f"[yellow]resume[/] {escape(r.resume)}", soft_wrap=True)  # one line: copied whole
         elif r.error:
-            console.print(f"[red]failed[/] {r.name} ({r.time}) {r.run_dir}: {r.error}", soft_wrap=True)
-    if not runs:
-        console.print("no runs found (a run directory holds recipe.toml and checkpoints/)")
+            console.print(f"[red]failed[/] {escape(r.folder or r.run_dir)}: {escape(r.error)}")
 
 
 def runs_command(root: str, name: str, model: str, sort: str, reverse: bool, as_json: bool) -> int:
-    """``vitkit runs``: print the table (or ``--json``)."""
+    """``vitkit runs``: print the table (or ``--json``: a list of objects, one per run, every field)."""
     path = Path(root)
     runs = list_runs(path, name, model, sort, reverse)
     if as_json:

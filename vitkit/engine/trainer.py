@@ -57,10 +57,10 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         pass
 
 
-def new_run_dir(recipe: Recipe) -> Path:
-    """``<output.dir>/<name>/<YYYYmmdd-HHMMSS>[-N]/``, created; unwritable locations are user errors."""
+def new_run_dir(recipe: Recipe, prefix: str = "") -> Path:
+    """``<output.dir>/<name>/<prefix><YYYYmmdd-HHMMSS>[-N]/``, created; unwritable locations are user errors."""
     parent = Path(recipe.output.dir) / recipe.name
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = prefix + datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
         parent.mkdir(parents=True, exist_ok=True)
         mark_output_dir(Path(recipe.output.dir))  # never read as images, even inside the data root
