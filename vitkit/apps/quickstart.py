@@ -18,7 +18,6 @@ The choice (documented in docs/own_images.md):
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +57,7 @@ def survey(root: str | Path) -> Survey:
     skip and split it with the default fractions; a folder it cannot read is a ``UserError``."""
     from vitkit.data.folder import LABELS_CSV, check_classes, class_folders, detect_layout, make_splits, scan
     from vitkit.data.imagecheck import find_bad_images
+    from vitkit.engine.threads import cores
     from vitkit.recipe import DataConfig
 
     root = Path(root)
@@ -72,7 +72,7 @@ def survey(root: str | Path) -> Survey:
     if len(classes) < 2:
         raise UserError(f"{root} holds one class ({classes[0]}); a classifier needs at least two class folders")
     files = sorted({path for samples in found.values() for path, _ in samples})
-    bad = find_bad_images(files, os.cpu_count() or 1, quick=True)  # the check the run's load makes, JPEGs at 1/8
+    bad = find_bad_images(files, cores(), quick=True)  # the check the run's load makes, JPEGs at 1/8
     check_classes(found, set(bad), classes, root, layout)
     found = {name: [s for s in samples if s[0] not in bad] for name, samples in found.items()}
     config = DataConfig()
