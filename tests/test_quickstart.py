@@ -67,10 +67,12 @@ def test_pretrained_when_the_weights_are_cached(tmp_path, offline):
     for model in PRETRAINED.values():
         _fill_cache(offline, model)
     folder = tmp_path / "many"
-    for name in ("a", "b", "c"):  # counting needs names, not pixels
+    jpeg = make_photo_folder(tmp_path / "one", "flat", classes=2, per_class=1, min_size=8, max_size=8)
+    pixels = next(jpeg.rglob("*.jpg")).read_bytes()
+    for name in ("a", "b", "c"):  # only readable images count: one small JPEG, copied
         (folder / name).mkdir(parents=True)
         for i in range(120):
-            (folder / name / f"{i}.jpg").touch()
+            (folder / name / f"{i}.jpg").write_bytes(pixels)
     cpu = choose(folder, device="cpu")
     assert cpu.recipe["model"] == {"name": PRETRAINED["cpu"], "pretrained": True, "drop_path_rate": 0.1}
     assert "weights cached" in cpu.line and "4x slower on CPU" in cpu.line

@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
         help="validate the recipe and build the model; no data, no training (a folder: print its recipe as TOML)",
     )
     run.add_argument("--lr", metavar="auto", help="auto: set optimizer.lr from the LR finder's valley first")
+    run.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads for torch (train.threads; default: one per core): limit it when runs share a machine",
+    )
 
     ev = sub.add_parser(
         "eval", help="re-evaluate a finished run's best checkpoint: accuracy, per-class table, confusion matrix"
@@ -287,6 +293,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.resume is not None:
         return _resume(args)
+    if args.threads is not None:
+        args.overrides.append(f"train.threads={args.threads}")
     if args.recipe is None:
         raise UserError("vitkit run: give a RECIPE file or a folder of images, or --resume RUN_DIR to continue a run")
     if args.lr not in (None, "auto"):
@@ -332,6 +340,10 @@ def _resume(args: argparse.Namespace) -> int:
     from vitkit.engine.resume import open_run
 
     recipe, state = open_run(args.resume)
+    if args.threads is not None:  # how fast, not what: a resumed run may use other threads
+        if args.threads < 0:
+            raise UserError(f"vitkit run --threads: expected a value >= 0, got {args.threads}")
+        recipe.train.threads = args.threads
     manager, _ = _load_plugins(args, recipe)
     fit_guarded(recipe, resume=state, run_dir=Path(args.resume), plugins=manager)
     return 0

@@ -102,6 +102,7 @@ class TrainConfig:
     strategy: str = _f("ddp", choices=("ddp", "fsdp"), doc="multi-process strategy under torchrun")
     compile: bool = _f(False, doc="torch.compile the model")
     log_every: int = _f(0, min=0, doc="progress refresh in steps (0: auto)")
+    threads: int = _f(0, min=0, doc="CPU threads for torch's ops (0: torch's default, one per core); --threads")
 
 
 @dataclass

@@ -38,8 +38,9 @@ def cpu_threads(jobs: int) -> int:
     """Torch threads per process when ``jobs`` processes share this machine's cores."""
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, torch.get_num_threads()) // jobs)
+    from vitkit.engine.threads import cores
+
+    return max(1, min(cores(), torch.get_num_threads()) // jobs)
 
 
 def run_command(

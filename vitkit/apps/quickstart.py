@@ -19,7 +19,7 @@ The choice (documented in docs/own_images.md):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,15 @@ SCRATCH = "vit_sd_tiny_patch4_32"
 
 @dataclass
 class Survey:
-    """What a folder holds: its layout, class names and how many images will train."""
+    """What a folder holds: its layout, class names, its readable images and how many of them will train."""
 
     root: Path
     layout: str  # flat | split | csv
     classes: list[str]
-    images: int  # all images found
-    train: int  # images in the train split once the missing splits are carved out
+    images: int  # readable images found
+    train: int  # readable images in the train split once the missing splits are carved out (default fractions)
+    unreadable: list[Path] = field(default_factory=list)  # files that do not decode; the run skips them
+    found: dict[str, list[tuple[Path, int]]] = field(default_factory=dict)  # readable (path, label) per split on disk
 
 
 @dataclass
@@ -52,9 +54,11 @@ class Choice:
 
 
 def survey(root: str | Path) -> Survey:
-    """Layout, classes and split sizes of a folder of images, as ``imagefolder`` will read and split it
-    with the default fractions; a folder it cannot read is a ``UserError``."""
-    from vitkit.data.folder import LABELS_CSV, class_folders, detect_layout, make_splits, scan
+    """Layout, classes, readable images and split sizes of a folder of images, as ``imagefolder`` will read,
+    skip and split it with the default fractions; a folder it cannot read is a ``UserError``."""
+    from vitkit.data.folder import LABELS_CSV, check_classes, class_folders, detect_layout, make_splits, scan
+    from vitkit.data.imagecheck import find_bad_images
+    from vitkit.engine.threads import cores
     from vitkit.recipe import DataConfig
 
     root = Path(root)
@@ -68,9 +72,13 @@ def survey(root: str | Path) -> Survey:
     classes, found, layout = scan(root)
     if len(classes) < 2:
         raise UserError(f"{root} holds one class ({classes[0]}); a classifier needs at least two class folders")
+    files = sorted({path for samples in found.values() for path, _ in samples})
+    bad = find_bad_images(files, cores(), quick=True)  # the check the run's load makes, JPEGs at 1/8
+    check_classes(found, set(bad), classes, root, layout)
+    found = {name: [s for s in samples if s[0] not in bad] for name, samples in found.items()}
     config = DataConfig()
     splits = make_splits(found, classes, config.val_fraction, config.test_fraction, config.split_seed)
-    return Survey(root, layout, classes, sum(map(len, splits.values())), len(splits["train"]))
+    return Survey(root, layout, classes, sum(map(len, splits.values())), len(splits["train"]), list(bad), found)
 
 
 def _hub_file(name: str) -> tuple[str, tuple[str, ...]] | None:
@@ -163,13 +171,10 @@ def _power_of_two_at_most(n: int) -> int:
     return 1 << max(1, int(math.log2(max(n, 2))))
 
 
-def choose(
-    root: str | Path,
-    device: str | None = None,
-    cache_dir: str | None = None,
-    weights: tuple[bool, str] | None = None,
-) -> Choice:
-    """The recipe ``vitkit run DIR`` trains for the images under ``root`` on ``device`` (``None``: this machine's);
+def _choose(
+    root: str | Path, device: str | None, cache_dir: str | None, weights: tuple[bool, str] | None = None
+) -> tuple[Survey, str, str, dict[str, Any]]:
+    """(the folder's survey, ``cuda`` or ``cpu``, why pretrained or not, the chosen recipe as plain data);
     ``weights``: (whether pretrained weights can be had, why) when already known, else ``weights_available``."""
     info = survey(root)
     if device is None:
@@ -192,30 +197,55 @@ def choose(
     if info.layout == "csv":
         recipe["data"]["labels"] = "labels.csv"  # the one CSV name vitkit run DIR looks for
     if pretrained:  # the settings of recipes/folder_finetune.toml
-        model = PRETRAINED[kind]
-        recipe["model"] = {"name": model, "pretrained": True, "drop_path_rate": 0.1}
+        recipe["model"] = {"name": PRETRAINED[kind], "pretrained": True, "drop_path_rate": 0.1}
         recipe["optimizer"] = {"name": "adamw", "lr": 1e-4, "weight_decay": 0.05, "layer_decay": 0.65}
         recipe["scheduler"] = {"name": "cosine", "warmup_epochs": 1, "min_lr_ratio": 0.01}
-        how = f"{model} pretrained at 224 px ({why}" + (
-            ")" if kind == "cuda" else "; ViT-Ti/16: ViT-S/16 is 4x slower on CPU)"
-        )
     else:  # the settings of recipes/folder_scratch.toml
-        model = SCRATCH
-        recipe["model"] = {"name": model, "img_size": 64, "patch_size": 8, "drop_path_rate": 0.1}
+        recipe["model"] = {"name": SCRATCH, "img_size": 64, "patch_size": 8, "drop_path_rate": 0.1}
         recipe["data"]["crop_scale"] = 0.35
         recipe["augment"] = {"train": [{"name": "randaugment", "num_ops": 2, "magnitude": 7}]}
         recipe["optimizer"] = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05}
         recipe["scheduler"] = {"name": "cosine", "warmup_epochs": max(1, epochs // 20), "min_lr_ratio": 0.01}
-        how = f"{model} from scratch at 64 px, no pretrained weights ({why})"
     recipe["loss"] = {"name": "cross_entropy", "label_smoothing": 0.1}
     recipe["train"] = {"epochs": epochs, "clip_grad": 1.0}
-    updates = f"~{per_epoch * epochs:,} updates" + ("" if isinstance(batch, int) else " at batch 64")
-    line = (
-        f"{info.root} chose: imagefolder ({info.layout}, {len(info.classes)} classes, {info.images:,} images, "
-        f"{info.train:,} to train) -> {how}; {epochs} epochs ({updates}), batch {batch}, "
-        f"lr {recipe['optimizer']['lr']:g} on {kind}"
+    return info, kind, why, recipe
+
+
+def choice_line(info: Survey, recipe: Recipe, kind: str, why: str) -> str:
+    """The one line ``vitkit run DIR`` prints: what the folder holds and what ``recipe`` (after ``--set``) runs;
+    ``why``: why its model was chosen (``""``: the model was named with ``--set``)."""
+    from vitkit.data.folder import make_splits
+
+    data = recipe.data
+    train = len(make_splits(info.found, info.classes, data.val_fraction, data.test_fraction, data.split_seed)["train"])
+    model, name = recipe.model, recipe.model["name"]
+    notes = [why] if why else []
+    if model.get("pretrained"):
+        if kind == "cpu" and name == PRETRAINED["cpu"]:
+            notes.append("ViT-Ti/16: ViT-S/16 is 4x slower on CPU")
+        how = f"{name} pretrained at {model.get('img_size', 224)} px" + (f" ({'; '.join(notes)})" if notes else "")
+    else:
+        size = f" at {model['img_size']} px" if "img_size" in model else ""
+        how = f"{name} from scratch{size}" + (f", no pretrained weights ({why})" if why else "")
+    batch = data.batch_size
+    per_epoch = max(1, train // (batch if isinstance(batch, int) else 64)) // recipe.train.grad_accum_steps
+    epochs = recipe.train.epochs
+    updates = f"~{max(1, per_epoch) * epochs:,} updates" + ("" if isinstance(batch, int) else " at batch 64")
+    skipped = f", {len(info.unreadable):,} unreadable skipped" if info.unreadable else ""
+    return (
+        f"{info.root} chose: imagefolder ({info.layout}, {len(info.classes)} classes, "
+        f"{info.images:,} images{skipped}, {train:,} to train) -> {how}; "
+        f"{epochs} epochs ({updates}), batch {batch}, lr {recipe.optimizer['lr']:g} on {kind}"
     )
-    return Choice(recipe, line)
+
+
+def choose(
+    root: str | Path, device: str | None = None, cache_dir: str | None = None, weights: tuple[bool, str] | None = None
+) -> Choice:
+    """The recipe ``vitkit run DIR`` trains for the images under ``root`` on ``device`` (``None``: this machine's);
+    ``weights``: see ``_choose``."""
+    info, kind, why, recipe = _choose(root, device, cache_dir, weights)
+    return Choice(recipe, choice_line(info, recipe_from_dict(recipe), kind, why))
 
 
 def _name(root: Path) -> str:
@@ -226,10 +256,13 @@ def _name(root: Path) -> str:
 def folder_recipe(
     root: str | Path, overrides: list[str] | None = None, weights: tuple[bool, str] | None = None
 ) -> tuple[Recipe, Choice]:
-    """The chosen recipe for ``root`` with ``--set`` overrides applied, validated (``weights``: see ``choose``)."""
-    choice = choose(root, weights=weights)
-    data = apply_overrides(choice.recipe, overrides or [])
-    return recipe_from_dict(data), Choice(data, choice.line)
+    """The chosen recipe for ``root`` with ``--set`` overrides applied, validated; the line says what it runs
+    (``weights``: see ``_choose``)."""
+    info, kind, why, chosen = _choose(root, None, None, weights)
+    data = apply_overrides(chosen, overrides or [])
+    recipe = recipe_from_dict(data)
+    same = all(data["model"].get(key) == chosen["model"].get(key) for key in ("name", "pretrained"))
+    return recipe, Choice(data, choice_line(info, recipe, kind, why if same else ""))
 
 
 def recipe_text(choice: Choice) -> str:

@@ -32,6 +32,13 @@ class ImageSet:
     def in_memory(self) -> bool:
         return self.files is None
 
+    def targets(self) -> list[int] | None:
+        """Every image's class index, in order (``None``: a file dataset that does not list its samples)."""
+        if self.labels is not None:
+            return self.labels.tolist()
+        samples = getattr(self.files, "samples", None)
+        return None if samples is None else [label for _, label in samples]
+
 
 @dataclass
 class DataSplits:
@@ -48,6 +55,24 @@ class DataSplits:
     bad_images: list[str] = field(default_factory=list)  # files skipped as unreadable (imagefolder)
     crop_pct: float = 0.0  # imagefolder: images are (S, S) bases, S = img_size / crop_pct, cropped on device
     split_record: dict | None = None  # imagefolder: what split.json holds
+
+    def seen(self, show: int = 10) -> dict[str, Any]:
+        """What a run read: data root and layout (imagefolder), the first ``show`` unreadable files skipped,
+        and the images per class in each split."""
+        record = self.split_record or {}
+        counts: dict[str, dict[str, int]] = {}
+        for name in ("train", "val", "test"):
+            targets = getattr(self, name).targets()
+            if targets is not None:
+                counts[name] = {cls: 0 for cls in self.classes}
+                for label in targets:
+                    counts[name][self.classes[label]] += 1
+        return {
+            "root": record.get("root"),
+            "layout": record.get("layout"),
+            "unreadable_files": self.bad_images[:show],
+            "class_counts": counts,
+        }
 
 
 class ImageDataset:

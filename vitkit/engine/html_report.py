@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
@@ -29,8 +31,18 @@ figcaption { color: #656d76; font-size: 0.85em; }
 """
 
 
+class Markup(str):
+    """HTML that is already escaped (a link, say): ``esc`` and ``table`` keep it as it is."""
+
+
 def esc(value: Any) -> str:
-    return html.escape(str(value))
+    return value if isinstance(value, Markup) else html.escape(str(value))
+
+
+def link(target: Path, text: str, base: Path) -> Markup:
+    """A link to ``target`` relative to the folder ``base`` (pages keep working when copied together)."""
+    rel = Path(os.path.relpath(target, base)).as_posix()
+    return Markup(f'<a href="{html.escape(quote(rel))}">{esc(text)}</a>')
 
 
 def figure(path: Path, caption: str) -> str:
@@ -84,15 +96,23 @@ def _acc(row: dict[str, Any], metric: str) -> str:
     return f"{row[metric]:.4f} ± {row[metric + '_sd']:.4f} [{row[metric + '_low']:.4f}, {row[metric + '_high']:.4f}]"
 
 
+def _run_report(run: dict[str, Any], text: str, base: Path) -> str | Markup:
+    """A link to a run's report.html, or ``text`` where the run has none."""
+    target = Path(run["run_dir"]) / "report.html"
+    return link(target, text, base) if target.is_file() else text
+
+
 def write_compare_html(report: dict[str, Any], plots: Sequence[Path], path: Path) -> Path:
-    """``compare.html``: the ranked table, the verdicts, the banded curves and each run's numbers."""
+    """``compare.html``: the ranked table (each variant linked to its runs' report.html), the verdicts, the
+    banded curves and each run's numbers."""
     rows = report["rows"]
     repeats = max(row["repeats"] for row in rows)
     headers = ["#", "name", "runs", "params", "GFLOPs/img", "GMACs/img", "train img/s", "infer img/s"]
-    headers += ["best val acc", "test acc (not ranked on)", "wall s"]
+    headers += ["best val acc", "test acc (not ranked on)", "wall s", "report"]
+    base = path.parent
     spread = " (mean ± sd [95% interval])" if repeats > 1 else ""
     if spread:
-        headers[-3:-1] = [h + spread for h in headers[-3:-1]]
+        headers[-4:-2] = [h + spread for h in headers[-4:-2]]
     main = [
         [
             row["rank"],
@@ -106,11 +126,13 @@ def write_compare_html(report: dict[str, Any], plots: Sequence[Path], path: Path
             _acc(row, "best_val_acc"),
             _acc(row, "test_acc"),
             _num(row["wall_time_s"], 1),
+            Markup(" ".join(esc(_run_report(run, run["repeat"] or "report.html", base)) for run in row["runs"])),
         ]
         for row in rows
     ]
     runs = [
-        [row["name"], run["repeat"] or "-", run["run_dir"], _num(run["best_val_acc"]), _num(run["test_acc"])]
+        [row["name"], run["repeat"] or "-", _run_report(run, run["run_dir"], base), _num(run["best_val_acc"])]
+        + [_num(run["test_acc"])]
         for row in rows
         for run in row["runs"]
     ]
@@ -144,6 +166,9 @@ SUMMARY_KEYS = (
     "model",
     "params",
     "test_acc",
+    "test_macro_precision",
+    "test_macro_recall",
+    "test_macro_f1",
     "test_top5",
     "test_loss",
     "best_val_acc",
@@ -156,7 +181,34 @@ SUMMARY_KEYS = (
     "precision",
     "seed",
     "stop_reason",
+    "threads",
 )
+
+
+def _data_section(summary: dict[str, Any]) -> str:
+    """What the run read: dataset, root and layout, split sizes, unreadable files skipped, images per class."""
+    data, sizes = summary.get("data") or {}, summary.get("split_sizes") or {}
+    facts = [["dataset", data.get("dataset")], ["root", data.get("root")], ["layout", data.get("layout")]]
+    facts.append(["split sizes", " · ".join(f"{name} {n:,}" for name, n in sizes.items())])
+    facts = [[key, value] for key, value in facts if value]
+    bad, shown = summary.get("bad_images", 0), data.get("unreadable_files", [])
+    skipped = f"<p>{bad:,} unreadable file{'s' * (bad != 1)} skipped</p>" if bad else ""
+    if bad:
+        items = "".join(f"<li>{esc(path)}</li>" for path in shown)
+        more = (
+            f'<p class="muted">and {bad - len(shown):,} more (listed as the run started)</p>'
+            if bad > len(shown)
+            else ""
+        )
+        skipped += f"<ul>{items}</ul>{more}"
+    counts = data.get("class_counts") or {}
+    per_class = ""
+    if counts:
+        splits = list(counts)
+        classes = list(counts[splits[0]])
+        rows = [[cls, *(counts[name][cls] for name in splits)] for cls in classes]
+        per_class = "<h3>Images per class</h3>" + table(["class", *splits], rows)
+    return f"{table(['', 'value'], facts, text_columns=2)}\n{skipped}\n{per_class}"
 
 
 def write_run_html(run_dir: Path, summary: dict[str, Any]) -> Path:
@@ -171,6 +223,10 @@ def write_run_html(run_dir: Path, summary: dict[str, Any]) -> Path:
             [r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", r["support"]]
             for r in report["per_class"]
         ]
+        macro = report.get("macro")
+        if macro:  # the unweighted mean over classes, as sklearn's average="macro"
+            support = sum(r["support"] for r in report["per_class"])
+            classes.append(["macro avg", *(f"{macro[k]:.3f}" for k in ("precision", "recall", "f1")), support])
         per_class = table(["class", "precision", "recall", "F1", "support"], classes)
     curves = figure(run_dir / "loss.png", "loss") + figure(run_dir / "accuracy.png", "accuracy")
     curves += figure(run_dir / "lr.png", "learning rate")
@@ -179,6 +235,8 @@ def write_run_html(run_dir: Path, summary: dict[str, Any]) -> Path:
 <p class="muted">{esc(run_dir)}</p>
 <h2>Summary</h2>
 {table(["", "value"], facts, text_columns=2)}
+<h2>Data</h2>
+{_data_section(summary)}
 <h2>Curves</h2>
 <div class="row">{curves or no_plots}</div>
 <h2>Test split: confusion matrix</h2>

@@ -51,6 +51,11 @@ def class_metrics(matrix: torch.Tensor, classes: Sequence[str]) -> list[dict[str
     ]
 
 
+def macro_average(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Precision, recall and F1 averaged over every class, unweighted (sklearn's ``average="macro"``)."""
+    return {k: sum(r[k] for r in rows) / max(len(rows), 1) for k in ("precision", "recall", "f1")}
+
+
 def split_image(split: ImageSet, index: int) -> Any:
     """Image ``index`` of a split as a numpy ``(H, W)`` or ``(H, W, 3)`` array in [0, 1], for plotting."""
     image = split.images[index] if split.in_memory else split.files[index][0]
@@ -90,7 +95,7 @@ def print_class_table(rows: list[dict[str, Any]], title: str) -> None:
         table.add_row(
             row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
         )
-    macro = {k: sum(r[k] for r in rows) / max(len(rows), 1) for k in ("precision", "recall", "f1")}
+    macro = macro_average(rows)
     table.add_row(
         "[bold]macro avg[/]",
         f"{macro['precision']:.3f}",
@@ -123,6 +128,7 @@ def write_report(
         "acc": result.acc,
         "top5": result.top5,
         "loss": result.loss,
+        "macro": macro_average(rows),
         "per_class": rows,
         "confusion": matrix.tolist(),
     }

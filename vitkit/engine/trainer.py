@@ -31,9 +31,11 @@ from vitkit.engine.faults import NonFiniteWatch, divergence_error, scaler_step, 
 from vitkit.engine.hooks import GuardedHooks
 from vitkit.engine.resume import capture_rng
 from vitkit.engine.run import Run
+from vitkit.engine.threads import busy_note, set_threads
 from vitkit.errors import UserError
 from vitkit.plugins import new_manager
 from vitkit.recipe import Recipe, dump_toml
+from vitkit.registry import split_spec
 from vitkit.run_dirs import mark_output_dir
 
 METRIC_COLUMNS = [
@@ -90,6 +92,10 @@ class Trainer:
         if not self.dist.is_main:
             console.quiet = True  # rank 0 alone prints
         seed_everything(recipe.seed, recipe.train.deterministic)
+        self.threads = set_threads(recipe.train.threads)
+        note = busy_note(self.threads) if self.dist.is_main else None
+        if note:
+            console.print(f"[yellow]{note}[/]", soft_wrap=True)
         try:
             self.device = dist.process_device(self.dist, select_device(recipe.train.device))
             self.precision = select_precision(recipe.train.precision, self.device)
@@ -308,7 +314,8 @@ class Trainer:
         console.print(
             f"[bold]vitkit run[/] {recipe.name}: {recipe.model['name']} "
             f"({self.params / 1e6:.2f} M params) on {self.device}{ranks} "
-            f"({self.precision}{', TF32 matmuls' if self.tf32 else ''}), "
+            f"({self.precision}{', TF32 matmuls' if self.tf32 else ''}"
+            f"{f', {self.threads} CPU thread' + 's' * (self.threads != 1) if self.device.type == 'cpu' else ''}), "
             f"{len(self.data.train)}/{len(self.data.val)}/{len(self.data.test)} train/val/test images "
             f"-> {run_dir}"
         )
@@ -453,12 +460,14 @@ class Trainer:
             "wall_time_s": wall,
             "train_img_per_s": sum(r["img_per_s"] for r in run.history) / len(run.history),
             "device": str(self.device),
+            "threads": self.threads,
             "precision": self.precision,
             "seed": self.recipe.seed,
             "stop_reason": run.stop_reason,
             "skipped_steps": sum(r.get("skipped_steps", 0) for r in run.history),
             "bad_images": len(self.data.bad_images),
             "split_sizes": {"train": len(self.data.train), "val": len(self.data.val), "test": len(self.data.test)},
+            "data": {"dataset": split_spec(self.recipe.data.dataset)[0], **self.data.seen()},
             "run_dir": str(run_dir),
         }
         if self.ema is not None:
@@ -477,9 +486,10 @@ class Trainer:
             plot_curves(run.history, run_dir, title=self.recipe.name, best=best_epoch)
         from vitkit.engine.report import write_run_report
 
-        write_run_report(
+        report = write_run_report(
             run_dir, self.recipe.name, test, self.data.test, self.data.classes, run.history, self.recipe.output.plots
         )
+        summary.update({f"test_macro_{key}": value for key, value in report["macro"].items()})
         from vitkit.engine.html_report import write_run_html
 
         write_run_html(run_dir, summary)  # report.html: the run on one self-contained page
