@@ -45,7 +45,7 @@ class DataConfig:
     eval_batch_size: int = _f(0, min=0, doc="images per evaluation batch (0: 4x batch_size)")
     num_workers: int = _f(2, min=0, doc="DataLoader workers for file-backed datasets")
     on_bad_image: str = _f("skip", choices=("skip", "error"), doc="imagefolder: skip unreadable files, or fail")
-    labels: str = _f("", doc="imagefolder: CSV listing (path,label; paths relative to the CSV) under root")
+    labels: str = _f("", doc="imagefolder: path,label CSV under root (default: root/labels.csv if present)")
     test_fraction: float = _f(0.1, min=0.0, max=0.5, above=True, doc="imagefolder: share carved for test")
     split_seed: int = _f(0, min=0, doc="imagefolder: seed of the carved splits (independent of seed)")
     split_file: str = _f("", doc="imagefolder: reuse a run's split.json (set by eval, compare, --resume)")
