@@ -101,7 +101,7 @@ def test_i22_8_new_caches_evict_the_least_recently_used_beyond_the_cap(tmp_path,
 
 def test_i22_8_vitkit_cache_lists_and_clears_a_data_roots_caches(cli, tmp_path):
     root = tiny_folder(tmp_path / "photos", per_class=4)
-    ImageFolder(16, root=str(root), cache="disk", num_workers=0).load()
+    ImageFolder(16, root=str(root), cache="disk").load()  # the default 2 decode workers
     cache_dir = root / ".vitkit-cache"
     (name,) = _caches(cache_dir)
     leftover = cache_dir / f".{'0' * 24}.{socket.gethostname()}.{_gone_pid()}.tmp"  # a killed decode's
@@ -147,7 +147,8 @@ def test_i22_9_torchrun_ranks_of_a_machine_share_one_cache_file(tmp_path):
     root = tiny_folder(tmp_path / "photos")
     recipe = folder_recipe(tmp_path, root)
     code, out, err = _torchrun(
-        ["run", str(recipe), "--set", 'data.cache="memory"', "--set", "data.num_workers=0"], tmp_path
+        ["run", str(recipe), "--set", 'data.cache="memory"'],
+        tmp_path,  # the default 2 workers per rank
     )
     assert code == 0, err[-3000:]
     assert "shared by the 2 processes of this machine" in out and out.count("written") == 1, out[-3000:] + err[-3000:]
@@ -203,7 +204,7 @@ def test_i22_11_an_interrupted_decode_leaves_no_temporary_file(monkeypatch, tmp_
         return load_base(*args, **kwargs)
 
     monkeypatch.setattr(cache_module, "load_base", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C reaches the main process: decode there (workers would re-raise it)
         ImageFolder(16, root=str(root), cache="disk", cache_dir=str(cache_dir), num_workers=0).load()
     assert len(calls) == 5 and list(cache_dir.iterdir()) == []
 
