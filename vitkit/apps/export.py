@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib
 import json
 import statistics
 import time
@@ -23,6 +22,7 @@ import torch
 from rich.table import Table
 from torch import nn
 
+from vitkit import extras
 from vitkit.apps.predict import load_model
 from vitkit.engine.console import console
 from vitkit.errors import UserError
@@ -101,14 +101,8 @@ def write_torchscript(model: nn.Module, x: torch.Tensor, path: Path, metadata: d
 
 def require_format_packages(fmt: str) -> None:
     """Raise a one-line ``UserError`` naming the extra to install when a package ``fmt`` needs is missing."""
-    missing = []
-    for package in FORMAT_PACKAGES.get(fmt, ()):
-        try:
-            importlib.import_module(package)
-        except ImportError:
-            missing.append(package)
-    if missing:
-        raise UserError(f'--format {fmt} needs {" and ".join(missing)}, not installed: pip install "vitkit[{fmt}]"')
+    if fmt in FORMAT_PACKAGES:
+        extras.require(fmt, *FORMAT_PACKAGES[fmt], what=f"--format {fmt}")
 
 
 def write_onnx(model: nn.Module, x: torch.Tensor, path: Path, metadata: dict[str, Any]) -> tuple[Any, str]:
