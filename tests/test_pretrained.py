@@ -53,10 +53,10 @@ def fill_cache(cache: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _run(args: list[str], cache: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+def _run(args: list[str], cache: Path, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "vitkit", *args],
-        env=_env(cache),
+        env={**_env(cache), **env},
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -139,3 +139,43 @@ def test_bad_pretrained_values_are_user_errors(cli, tmp_path, value):
     root = tiny_folder(tmp_path / "photos", per_class=4)
     code, _, err = cli("run", folder_recipe(tmp_path, root), "--set", f"model.pretrained={value!r}".replace("'", '"'))
     assert code == 2 and "model.pretrained" in err and err.count("\n") == 1
+
+
+def _unreachable_hub() -> dict[str, str]:
+    """A machine without internet, as the user had it: HF_HUB_OFFLINE unset, the hub (here a port on 127.0.0.1
+    where nothing listens) unreachable, no proxy."""
+    from .test_quickstart_network import closed_port_url
+
+    return {
+        "HF_HUB_OFFLINE": "0",
+        "HF_ENDPOINT": closed_port_url(),
+        "HTTP_PROXY": "",
+        "HTTPS_PROXY": "",
+        "ALL_PROXY": "",
+    }
+
+
+def test_i23_9_an_unreachable_hub_fails_a_pretrained_recipe_at_once_in_one_line(tmp_path):
+    root = tiny_folder(tmp_path / "photos", per_class=6)
+    recipe = folder_recipe(tmp_path, root)
+    recipe.write_text(recipe.read_text().replace('name = "vit_nano_patch4_16"\ndepth = 1', ""))
+    done = _run(["run", str(recipe), *PRETRAINED], tmp_path / "empty_hub", tmp_path, **_unreachable_hub())
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "Retrying" not in done.stderr + done.stdout  # huggingface_hub's backoff: ~50 s before the fix
+    (line,) = [line for line in done.stderr.splitlines() if line.strip()]
+    assert "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k (model.safetensors)" in line  # what was looked for
+    assert f"not in the Hugging Face cache {tmp_path / 'empty_hub'}" in line  # where
+    assert "is unreachable" in line and "model.checkpoint_path" in line  # why, and how to supply it
+
+
+def test_i23_9_going_offline_still_loads_cached_weights(tmp_path):
+    cache = tmp_path / "hub"
+    fill_cache(cache)
+    root = tiny_folder(tmp_path / "photos", per_class=6)
+    recipe = folder_recipe(tmp_path, root)
+    recipe.write_text(recipe.read_text().replace('name = "vit_nano_patch4_16"\ndepth = 1', ""))
+    done = _run(["run", str(recipe), *PRETRAINED], cache, tmp_path, **_unreachable_hub())
+    assert done.returncode == 0, done.stderr
+    assert "Retrying" not in done.stderr + done.stdout
+    (run_dir,) = (tmp_path / "runs" / "photos").iterdir()
+    assert json.loads((run_dir / "summary.json").read_text())["epochs_run"] == 1

@@ -19,6 +19,30 @@ from vitkit.errors import UserError
 
 HUB_PREFIX = "hf-hub:"
 TIMM_PREFIX = "timm/"
+PROBE_TIMEOUT_S = 2.0
+_offline_reason: list[str] = []  # why this process went offline (empty: online, or HF_HUB_OFFLINE set by the user)
+
+
+def ensure_hub_reachable_or_offline(timeout: float = PROBE_TIMEOUT_S) -> None:
+    """One quick request to the hub (``HF_ENDPOINT``, through huggingface_hub's own HTTP client, so proxies
+    count); when it cannot be reached, this process (and the processes it starts) goes offline, as with
+    ``HF_HUB_OFFLINE=1``: cached weights load at once, missing ones fail at once instead of after minutes of
+    retries. Any HTTP answer counts as reachable. Probes once per process."""
+    import os
+
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE or _offline_reason or getattr(ensure_hub_reachable_or_offline, "probed", False):
+        return
+    ensure_hub_reachable_or_offline.probed = True  # type: ignore[attr-defined]
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except (OSError, hub_http_error()) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        _offline_reason.append(f"{constants.ENDPOINT} is unreachable ({first}), so vitkit went offline")
+        constants.HF_HUB_OFFLINE = True
+        os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def wants_pretrained(value: Any) -> bool:
@@ -65,6 +89,7 @@ def _hub_cfg(source: str) -> dict[str, Any]:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
     from timm.models._hub import load_model_config_from_hf
 
+    ensure_hub_reachable_or_offline()
     try:
         parsed = load_model_config_from_hf(source.removeprefix(HUB_PREFIX))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, ConnectionError, OSError) as err:
@@ -83,7 +108,10 @@ def _missing_weights(source: str, err: Exception, filename: str = "model.safeten
         repo = (cfg.hf_hub_id or cfg.url or source) if cfg is not None else source
         filename = (cfg.hf_hub_filename or filename) if cfg is not None else filename
     first = str(err).splitlines()[0] if str(err) else type(err).__name__
-    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"the download failed ({first})"
+    if _offline_reason:
+        why = _offline_reason[0]
+    else:
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"the download failed ({first})"
     return UserError(
         f"pretrained weights {repo} ({filename}) are not in the Hugging Face cache {constants.HF_HUB_CACHE} and "
         f"{why}; run once with network to cache them, or set model.checkpoint_path to a local weights file"
@@ -103,6 +131,7 @@ def create_timm_pretrained(source: str, **kwargs: Any) -> nn.Module:
     import timm
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
+    ensure_hub_reachable_or_offline()
     try:
         return timm.create_model(source, pretrained=True, **kwargs)
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, ConnectionError, hub_http_error()) as err:
