@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
 
 NEAR_THRESHOLD = 14  # pHash bits (of 64) two images may differ by and still count as near copies (if correlated)
-NEAR_CORRELATION = 0.9  # least correlation (centred, cosine) of two near copies' 16x16 colour thumbnails
+NEAR_CORRELATION = 0.95  # least correlation (centred, cosine) of two near copies' 16x16 colour thumbnails
 THUMB_SIDE = 16
 HASH_SIDE = 32  # the grey thumbnail the DCT is taken of; its 8x8 lowest frequencies make the hash
 HELD_OUT = ("val", "test")
@@ -102,9 +102,9 @@ def near_pairs(
 ) -> list[tuple[int, int, int]]:
     """``(i, j, distance)`` for every pair ``i < j`` whose hashes differ by at most ``threshold`` bits and
     whose thumbnails correlate at least ``min_correlation`` (all pairs compared, in row blocks: fine up
-    to some 50,000 images)."""
+    to some 50,000 images); ``threshold < 0``: none."""
     hashes = sig.hashes
-    n = len(hashes)
+    n = len(hashes) if threshold >= 0 else 0
     pairs: list[tuple[int, int, int]] = []
     block = max(1, 2**22 // max(n, 1))
     for start in range(0, n, block):

@@ -17,6 +17,8 @@ from vitkit.audit.duplicates import (
     signatures,
 )
 
+RUN_NEAR_LIMIT = 20_000  # a run looks for near copies up to this many images (exact copies always)
+
 
 def read_signatures(data: Any, digests: bool) -> tuple[list[str], Signatures]:
     """(base-image digests or ``[]``, near-copy signatures) of the data's images, in ``items_of`` order."""
@@ -46,14 +48,16 @@ def settings(threshold: int, exact: str) -> dict[str, Any]:
 
 def fast_audit(data: Any) -> dict[str, Any] | None:
     """A run's audit of its folder: duplicate groups and leaks from the decode cache's base images (exact:
-    the same base image; near: pHash), no file read again. ``None``: not a folder, or streamed (no cache)."""
+    the same base image; near: pHash, up to ``RUN_NEAR_LIMIT`` images), no file read again. ``None``: not a
+    folder, or streamed (no cache)."""
     from vitkit.audit.source import cached, items_of
 
     if data.split_record is None or not cached(data):
         return None
     items = items_of(data)
     digests, sig = read_signatures(data, digests=True)
-    groups = duplicate_groups(items, data.classes, digests, sig)
+    near = len(items) <= RUN_NEAR_LIMIT  # comparing all pairs grows with the square of the images
+    groups = duplicate_groups(items, data.classes, digests, sig, NEAR_THRESHOLD if near else -1)
     return {
         "duplicates": groups,
         "leaks": leak_counts(groups),
