@@ -147,6 +147,7 @@ def test_i24_1_clean_folder_has_no_exact_duplicates(tmp_path: Path) -> None:
     assert sum(result["split_sizes"].values()) == 3 * 12 + 3
 
 
+@pytest.mark.slow
 def test_i24_1_audit_finds_flipped_labels(tmp_path: Path) -> None:
     root = tinted_folder(tmp_path / "photos", 50)
     rng = random.Random(1)
@@ -177,6 +178,7 @@ def test_i24_1_audit_finds_flipped_labels(tmp_path: Path) -> None:
     assert "likely label errors" in done.stdout
 
 
+@pytest.mark.slow
 def test_i24_1_fix_plan_with_data_exclude_drops_and_relabels(tmp_path: Path) -> None:
     root = photo_split_folder(tmp_path / "photos")
     planted = plant_copies(root)
