@@ -89,14 +89,16 @@ def main() -> None:
     result = json.loads((out / "audit" / "audit.json").read_text())
     groups = result["duplicates"]
     found = sum(any(c in g["paths"] and s in g["paths"] for g in groups) for c, s in planted.items())
-    true_groups = sum(any(p in planted for p in g["paths"]) for g in groups)
+    true_images = set(planted) | set(planted.values())
+    flagged = [p for g in groups for p in g["paths"]]
+    right = sum(p in true_images for p in flagged)
     issues = {i["path"] for i in result["label_issues"]}
     hits = len(issues & set(flipped))
     images = sum(result["split_sizes"].values())
     print(f"{images} images, wall {wall:.1f} s (vitkit audit, command start to exit)")
     print(
-        f"duplicates: recall {found}/{len(planted)} = {found / len(planted):.3f}, precision {true_groups}/"
-        f"{len(groups)} groups = {true_groups / max(1, len(groups)):.3f}"
+        f"duplicates: recall {found}/{len(planted)} = {found / len(planted):.3f}, precision {right}/{len(flagged)} "
+        f"images in {len(groups)} groups = {right / max(1, len(flagged)):.3f}"
     )
     print(
         f"label errors: recall {hits}/{len(flipped)} = {hits / max(1, len(flipped)):.3f}, precision {hits}/"
