@@ -112,6 +112,7 @@ def test_i24_1_audit_finds_planted_copies_and_leaks(tmp_path: Path) -> None:
     leak_precision = sum(g in true_groups for g in leaks) / len(leaks)
     # measured at the defaults: recall 1.0 (16/16 planted copies), precision 1.0 (16/16 groups), leaks 16/16
     assert recall == 1.0 and precision == 1.0 and leak_precision == 1.0, (recall, precision, groups)
+    assert all(len(g["paths"]) == 2 for g in groups)  # each a copy and its original, nothing else
     for copy, (_, kind) in planted.items():
         group = found[copy]
         assert group["kind"] == kind, (copy, group)  # a PNG re-save of a JPEG counts as exact
