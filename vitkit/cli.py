@@ -155,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     np_.add_argument("name", help="package folder to create (its name is the distribution name)")
     np_.add_argument("--attention", metavar="NAME", help="registered attention name (default: from the package name)")
     _add_runs(sub)
+    _add_audit(sub)
     from vitkit.apps.cache_command import add_cache_command
 
     add_cache_command(sub)
@@ -231,6 +232,29 @@ def _runs(args: argparse.Namespace) -> int:
     from vitkit.apps.runs import runs_command
 
     return runs_command(args.dir, args.name, args.model, args.sort, args.reverse, args.json)
+
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    audit = sub.add_parser(
+        "audit", help="check a folder's data: duplicates and train/test leaks, likely label errors, class balance"
+    )
+    audit.add_argument("target", metavar="DIR_OR_RECIPE_OR_RUN", help="folder of images, recipe, or run directory")
+    audit.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key"
+    )
+    audit.add_argument("--out", metavar="DIR", help="folder for audit.json/audit.html (default: RUN/audit/ or "
+                       "<output.dir>/<name>/audit-<time>/)")  # fmt: skip
+    audit.add_argument("--fix-plan", metavar="CSV", help="also write a path,action,label CSV for data.exclude")
+    audit.add_argument("--no-labels", action="store_true", help="skip the label-error check (needs no cleanlab)")
+    audit.add_argument("--folds", type=int, default=5, help="cross-validation folds for label errors (default 5)")
+    audit.add_argument("--threshold", type=int, help="near copies: pHash bits of 64 that may differ (default 14)")
+    audit.add_argument("--workers", type=int, help="threads decoding files (default: data.num_workers)")
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from vitkit.apps.audit import audit_command
+
+    return audit_command(args)
 
 
 def _add_lr_find(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -453,6 +477,7 @@ COMMANDS = {
     "runs": _runs,
     "lr-find": _lr_find,
     "cache": _cache,
+    "audit": _audit,
 }
 
 

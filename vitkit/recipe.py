@@ -59,6 +59,7 @@ class DataConfig:
     cache_limit_gb: float = _f(4.0, min=0.0, doc='imagefolder: largest cache "auto" keeps in memory')
     cache_max_gb: float = _f(50.0, min=0.0, doc="imagefolder: cache_dir kept under this size (least recently used go)")
     balance: str = _f("none", choices=("none", "sampler", "loss"), doc="class imbalance: weighted draws or loss")
+    exclude: str = _f("", doc="imagefolder: path,action,label CSV (under root) of files to drop/relabel (vitkit audit)")
     fold: str = _f("", doc='"k/K": K-fold cross-validation, fold k of train+val as val ("": the usual split)')
 
 

@@ -273,6 +273,7 @@ class ImageFolder(ImageDataset):
         cache_max_gb: float = 50.0,
         decode_device: str = "cpu",
         fold: str = "",
+        exclude: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(img_size, **kwargs)
@@ -282,7 +283,7 @@ class ImageFolder(ImageDataset):
             raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
         self.in_chans, self.on_bad_image = in_chans, on_bad_image
         self.labels, self.test_fraction, self.split_seed = labels, test_fraction, split_seed
-        self.split_file, self.fold = split_file, fold
+        self.split_file, self.fold, self.exclude = split_file, fold, exclude
         self.crop_pct, self.interpolation = crop_pct, interpolation
         from vitkit.data.imageio import base_size
 
@@ -338,6 +339,11 @@ class ImageFolder(ImageDataset):
                 found = fold_samples(found, self.fold)
         else:
             self.classes, found, layout = folder.scan(self.root, self.labels)
+            if self.exclude:  # a run's split.json (above) already holds the plan's result
+                plan_file = self.root / self.exclude
+                found = folder.apply_exclusions(
+                    found, self.classes, folder.read_exclusions(plan_file, self.root), plan_file
+                )
         folder.check_classes({"train": found["train"]}, set(), self.classes, self.root, layout)  # before decoding
         decode = {name: samples for name, samples in found.items() if not (fixed and only) or name in only}
         files = sorted({path for samples in decode.values() for path, _ in samples})  # a file once, in one order

@@ -14,7 +14,9 @@ run directory, or an ``output.dir`` holding runs: see ``vitkit.run_dirs``), so `
 inside the photo folder never trains on its plots. Whatever split is missing is carved out of train,
 stratified by class, with a fixed ``split_seed``: test first (``test_fraction``), then val
 (``val_fraction``), at least one image of every class in each carved split. ``data.fold = "k/K"``
-then re-cuts train+val into K folds (``vitkit.data.folds``). The split that picks the best epoch (val)
+then re-cuts train+val into K folds (``vitkit.data.folds``). ``data.exclude`` (a ``path,action,label`` CSV,
+``vitkit audit --fix-plan`` writes one) drops or relabels files right after the scan, before any split
+is carved (``apply_exclusions``). The split that picks the best epoch (val)
 is never the test split. ``split.json`` lists each split's files relative to the root (the fold
 applied, and recorded); a run writes it and ``vitkit eval``, ``vitkit export``, ``vitkit compare``
 and ``--resume`` read it back (``split_file``), so every command scores the same images.
@@ -95,6 +97,61 @@ def read_csv_listing(csv_path: Path) -> tuple[list[str], Samples]:
         raise UserError(f"imagefolder: {csv_path} lists no image files")
     index = {name: i for i, name in enumerate(classes)}
     return classes, [(path, index[label]) for path, (label, _) in entries.items()]
+
+
+EXCLUDE_ACTIONS = ("drop", "relabel", "keep", "")  # "keep"/empty: a row the user decided to leave as it is
+
+
+def read_exclusions(csv_path: Path, root: Path) -> dict[Path, tuple[str, str]]:
+    """``{file: (action, label)}`` of a ``path,action,label`` CSV (``data.exclude``); paths relative to
+    ``root``; ``drop`` removes a file, ``relabel`` gives it ``label``; ``keep`` or empty rows change nothing."""
+    if not csv_path.is_file():
+        raise UserError(f"imagefolder: data.exclude file {csv_path} does not exist")
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if rows and not {"path", "action"} <= set(rows[0]):
+        raise UserError(f"imagefolder: {csv_path} needs a header row with columns path,action,label")
+    plan: dict[Path, tuple[str, str]] = {}
+    for n, row in enumerate(rows, start=2):
+        rel = (row.get("path") or "").strip()
+        action, label = (row.get("action") or "").strip().lower(), (row.get("label") or "").strip()
+        if action not in EXCLUDE_ACTIONS:
+            raise UserError(f"imagefolder: {csv_path} line {n}: action {action!r} is not drop, relabel or keep")
+        if action == "relabel" and not label:
+            raise UserError(f"imagefolder: {csv_path} line {n}: relabel {rel} to which label? (label column empty)")
+        if rel and action in ("drop", "relabel"):
+            plan[Path(os.path.normpath(root / rel))] = (action, label)
+    return plan
+
+
+def apply_exclusions(
+    found: dict[str, Samples], classes: list[str], plan: dict[Path, tuple[str, str]], source: Path
+) -> dict[str, Samples]:
+    """``found`` with the ``plan`` of ``read_exclusions`` applied; a path the data does not hold, or a label
+    that is not a class, is an error (the plan was made for other data)."""
+    index = {name: i for i, name in enumerate(classes)}
+    out: dict[str, Samples] = {}
+    seen: set[Path] = set()
+    for name, samples in found.items():
+        kept: Samples = []
+        for path, label in samples:
+            action, new = plan.get(Path(os.path.normpath(path)), ("", ""))
+            seen.add(Path(os.path.normpath(path)))
+            if action == "drop":
+                continue
+            if action == "relabel":
+                if new not in index:
+                    raise UserError(
+                        f"imagefolder: {source}: {path} relabelled {new!r}, not a class ({', '.join(classes)})"
+                    )
+                label = index[new]
+            kept.append((path, label))
+        out[name] = kept
+    missing = [path for path in plan if path not in seen]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise UserError(f"imagefolder: {source} lists {missing[0]}{more}, not an image of this data")
+    return out
 
 
 def detect_layout(root: Path, labels: str = "") -> tuple[str, str]:

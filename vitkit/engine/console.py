@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from vitkit.audit.report import leak_note
+
 console = Console(highlight=False)
 
 
@@ -86,5 +88,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     ):
         value = summary.get(key)
         text = f"{value:.4f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+        if key == "test_acc" and leak_note(summary):  # duplicates of test images in train: say so right here
+            text += f"  [bold red]{leak_note(summary)}[/]"
         table.add_row(key, text)
     console.print(table)

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from vitkit.audit.report import leak_note
+
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
        padding: 0 1em; color: #1f2328; }
@@ -211,10 +213,37 @@ def _data_section(summary: dict[str, Any]) -> str:
     return f"{table(['', 'value'], facts, text_columns=2)}\n{skipped}\n{per_class}"
 
 
+def _audit_section(run_dir: Path, summary: dict[str, Any]) -> str:
+    """The run's duplicate groups and leaks (``audit.json``), leaks first; ``vitkit audit`` does the rest."""
+    path = run_dir / "audit.json"
+    if "audit" not in summary or not path.is_file():
+        return '<p class="muted">no audit (not a folder, or its images were streamed, not cached)</p>'
+    audit = json.loads(path.read_text())
+    groups, cfg = audit["duplicates"], audit["settings"]
+    note = leak_note(summary)
+    lines = f'<p><strong style="color:#cf222e">{esc(note)}</strong></p>' if note else "<p>no leaks</p>"
+    lines += (
+        f"<p>{len(groups)} duplicate group{'s' * (len(groups) != 1)} (exact: {cfg['exact']}; near: pHash within "
+        f"{cfg['near_threshold']} of 64 bits, thumbnails correlated at least {cfg['near_correlation']:g}). "
+        "<code>vitkit audit RUN</code> adds likely label errors, sizes and colour modes.</p>"
+    )
+    rows = [
+        [
+            g["kind"],
+            "LEAK" if g["leak"] else "",
+            ", ".join(f"{p} ({s})" for p, s in zip(g["paths"], g["splits"], strict=True)),
+        ]
+        for g in groups[:20]
+    ]
+    return lines + (table(["kind", "leak", "paths (split)"], rows, text_columns=3) if rows else "")
+
+
 def write_run_html(run_dir: Path, summary: dict[str, Any]) -> Path:
     """``report.html`` in a run directory: summary, curves, confusion matrix, per-class table, mistakes."""
     run_dir = Path(run_dir)
     facts = [[key, _num(summary[key])] for key in SUMMARY_KEYS if summary.get(key) is not None]
+    if leak_note(summary):  # beside the test accuracy it flatters
+        facts = [[key, f"{value}  {leak_note(summary)}" if key == "test_acc" else value] for key, value in facts]
     report_path = run_dir / "report_test.json"
     per_class = ""
     if report_path.is_file():
@@ -237,6 +266,8 @@ def write_run_html(run_dir: Path, summary: dict[str, Any]) -> Path:
 {table(["", "value"], facts, text_columns=2)}
 <h2>Data</h2>
 {_data_section(summary)}
+<h2>Data audit</h2>
+{_audit_section(run_dir, summary)}
 <h2>Curves</h2>
 <div class="row">{curves or no_plots}</div>
 <h2>Test split: confusion matrix</h2>

@@ -470,6 +470,11 @@ class Trainer:
             "data": {"dataset": split_spec(self.recipe.data.dataset)[0], **self.data.seen()},
             "run_dir": str(run_dir),
         }
+        from vitkit.audit.fast import run_audit
+
+        audit = run_audit(self.data, run_dir)  # duplicates and leaks of a folder (audit.json), from the cache
+        if audit is not None:
+            summary["audit"] = audit
         if self.ema is not None:
             summary["final_ema_val_acc"] = last["ema_val_acc"]
         if self.dist.enabled:
