@@ -187,3 +187,14 @@ def leaked_images(groups: Sequence[dict[str, Any]]) -> dict[str, int]:
                 if split in counts:
                     counts[split] += 1
     return counts
+
+
+def leak_note(summary: dict[str, Any]) -> str:
+    """``LEAK: ...`` when the run's audit found test or val images with a copy in train, else ``""``."""
+    leaks = (summary.get("audit") or {}).get("leaks") or {}
+    if not leaks.get("groups"):
+        return ""
+    return (
+        f"LEAK: {leaks['test']} test and {leaks['val']} val image{'s' * (leaks['test'] + leaks['val'] != 1)} "
+        "have a copy in train (audit.json); this accuracy flatters"
+    )

@@ -156,17 +156,6 @@ def leak_line(leaks: dict[str, int]) -> str:
     )
 
 
-def leak_note(summary: dict[str, Any]) -> str:
-    """``LEAK: ...`` when the run's audit found test or val images with a copy in train, else ``""``."""
-    leaks = (summary.get("audit") or {}).get("leaks") or {}
-    if not leaks.get("groups"):
-        return ""
-    return (
-        f"LEAK: {leaks['test']} test and {leaks['val']} val image{'s' * (leaks['test'] + leaks['val'] != 1)} "
-        "have a copy in train (audit.json); this accuracy flatters"
-    )
-
-
 def print_summary(result: dict[str, Any], written: list[Path]) -> None:
     """One screen: the findings, the first groups and issues, the files written."""
     from rich.table import Table

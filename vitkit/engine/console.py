@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from vitkit.audit.report import leak_note
+from vitkit.audit.duplicates import leak_note
 
 console = Console(highlight=False)
 
