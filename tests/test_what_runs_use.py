@@ -41,7 +41,7 @@ def photos(tmp_path_factory) -> tuple[Path, Path, Path]:
 def photo_run(photos) -> tuple[subprocess.CompletedProcess, Path]:
     """``vitkit run recipe.toml --threads 1`` on a quiet machine: (the process, its run directory)."""
     recipe = photos[2]
-    result = _vitkit("run", recipe, "--threads", "1", "--set", "output.plots=false", cwd=recipe.parent)
+    result = _vitkit("run", recipe, "--threads", "1", cwd=recipe.parent)
     assert result.returncode == 0, result.stderr
     (run_dir,) = (recipe.parent / "runs" / "photos").iterdir()
     return result, run_dir
@@ -53,7 +53,7 @@ def compared(tmp_path_factory, photos) -> Path:
     tmp = tmp_path_factory.mktemp("compare")
     out = tmp / "report"
     args = ["--vary", "model.depth=1,2", "--jobs", "2", "--out", out]
-    args += ["--set", "output.plots=false", "--set", f'output.dir="{tmp.as_posix()}"']
+    args += ["--set", f'output.dir="{tmp.as_posix()}"']
     result = _vitkit("compare", photos[2], *args, cwd=tmp)
     assert result.returncode == 0, result.stderr + result.stdout
     return out
@@ -80,7 +80,7 @@ def test_i23_6_train_threads_is_validated(photos, tmp_path):
 
 def test_i23_6_a_busy_machine_is_named_with_how_to_limit_threads(photos, tmp_path):
     recipe = folder_recipe(tmp_path, photos[0])
-    result = _vitkit("run", recipe, "--set", "output.plots=false", cwd=tmp_path, load=4.0 * CORES)
+    result = _vitkit("run", recipe, cwd=tmp_path, load=4.0 * CORES)
     assert result.returncode == 0, result.stderr
     (note,) = [line for line in result.stdout.splitlines() if "machine is busy" in line]
     assert f"note: this machine is busy (load {4.0 * CORES:.1f} on {CORES} cores)" in note
