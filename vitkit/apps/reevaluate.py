@@ -41,6 +41,7 @@ def reevaluate(
     by the run's temperature (1 for runs without one); ``tta`` (``engine.tta``) also scores the mean
     probabilities over test-time augmented views, reported beside the plain accuracy."""
     from vitkit.engine.calibration import calibration_report, expected_calibration_error, temperature_of
+    from vitkit.engine.mistakes import split_names
     from vitkit.engine.tta import TTAModel, TTAViews, check_tta
 
     check_tta(tta)
@@ -110,7 +111,10 @@ def reevaluate(
     from vitkit.engine.report import write_eval_report
 
     out_dir = run_dir or ckpt_path.parent
-    write_eval_report(out_dir, recipe.name, result, getattr(data, split), meta["classes"], split, temperature, extra)
+    names = split_names(data, split)
+    write_eval_report(
+        out_dir, recipe.name, result, getattr(data, split), meta["classes"], split, temperature, extra, names
+    )
     if run_dir is not None and (run_dir / "summary.json").is_file():  # report.html shows what eval wrote
         from vitkit.engine.html_report import write_run_html
 

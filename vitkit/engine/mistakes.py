@@ -17,6 +17,7 @@ import torch
 from rich.table import Table
 
 from vitkit.data import ImageSet
+from vitkit.data.datasets import DataSplits
 from vitkit.engine.console import console
 from vitkit.engine.evaluate import Evaluation
 
@@ -36,10 +37,16 @@ class ConfusedPair:
     indices: list[int]
 
 
-def example_name(split: ImageSet, index: int, name: str) -> str:
-    """An image of a split as the user finds it: its file path, or ``<split>[index]`` for in-memory data."""
-    samples = None if split.in_memory else getattr(split.files, "samples", None)
-    return str(samples[index][0]) if samples is not None else f"{name}[{index}]"
+def split_names(data: DataSplits, name: str) -> list[str] | None:
+    """The files of split ``name`` in order, relative to the data root as ``split.json`` records them
+    (imagefolder runs); ``None`` for in-memory datasets."""
+    record = data.split_record
+    return None if record is None or name not in record else [path for path, _ in record[name]]
+
+
+def example_name(names: Sequence[str] | None, index: int, name: str) -> str:
+    """Image ``index`` of a split as the user finds it: its file (``split_names``), or ``<split>[index]``."""
+    return names[index] if names is not None else f"{name}[{index}]"
 
 
 def confused_pairs(result: Evaluation, matrix: torch.Tensor, limit: int = MAX_PAIRS) -> list[ConfusedPair]:
@@ -89,9 +96,11 @@ def write_mistakes(
     matrix: torch.Tensor,
     name: str = "test",
     plots: bool = True,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Print the most confused pairs; with ``plots`` write ``confused<suffix>.png`` and
-    ``top_losses<suffix>.png``; returns both lists for ``report_<name>.json``."""
+    ``top_losses<suffix>.png``; returns both lists for ``report_<name>.json``, images named by ``names``
+    (``split_names``) or by their index."""
     pairs = confused_pairs(result, matrix)
     print_pairs(pairs, classes, f"{title}: {name} split, most confused class pairs")
     order, losses = top_losses(result)
@@ -101,13 +110,13 @@ def write_mistakes(
                 "true": classes[p.true],
                 "predicted": classes[p.predicted],
                 "count": p.count,
-                "examples": [example_name(split, i, name) for i in p.indices[:EXAMPLES_PER_PAIR]],
+                "examples": [example_name(names, i, name) for i in p.indices[:EXAMPLES_PER_PAIR]],
             }
             for p in pairs
         ],
         "top_losses": [
             {
-                "example": example_name(split, i, name),
+                "example": example_name(names, i, name),
                 "given": classes[int(result.targets[i])],
                 "predicted": classes[int(result.predictions[i])],
                 "probability": float(result.probabilities[i, result.predictions[i]]),
@@ -126,7 +135,9 @@ def write_mistakes(
             f"{title}: top losses of the {name} split (given label, prediction, probability, loss)",
         )
         plot_grid(
-            _pair_panels(result, split, classes, pairs[:GRID_PAIRS], name),
+            _pair_panels(
+                result, split, classes, pairs[:GRID_PAIRS], [example_name(names, i, name) for i in range(result.count)]
+            ),
             Path(out_dir) / f"confused{suffix}.png",
             f"{title}: most confused class pairs of the {name} split (one row each, true -> predicted)",
             EXAMPLES_PER_PAIR,
@@ -150,7 +161,7 @@ def _loss_panels(
 
 
 def _pair_panels(
-    result: Evaluation, split: ImageSet, classes: Sequence[str], pairs: Sequence[ConfusedPair], name: str
+    result: Evaluation, split: ImageSet, classes: Sequence[str], pairs: Sequence[ConfusedPair], names: Sequence[str]
 ) -> list[Any]:
     import numpy as np
 
@@ -162,7 +173,7 @@ def _pair_panels(
         shown = pair.indices[:EXAMPLES_PER_PAIR]
         for i in shown:
             prob = float(result.probabilities[i, pair.predicted])
-            where = Path(example_name(split, i, name)).name
+            where = Path(names[i]).name
             text = f"{classes[pair.true]} -> {classes[pair.predicted]} ({prob:.0%})\n{where}"
             panels.append(Panel(split_image(split, i), text, RED))
         blank = np.ones((8, 8))

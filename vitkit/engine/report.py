@@ -119,10 +119,12 @@ def write_report(
     plots: bool = True,
     temperature: float = 1.0,
     extra: dict[str, Any] | None = None,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Per-class table (printed), ``report_<name>.json`` and, with ``plots``, the confusion, example, mistake
     and reliability plots; ``temperature``: the run's (probabilities shown calibrated by it); ``extra``:
-    more entries for the JSON (test-time augmentation's accuracy, say)."""
+    more entries for the JSON (test-time augmentation's accuracy, say); ``names``: the split's files
+    (``mistakes.split_names``), to name the examples of mistakes."""
     from vitkit.engine.mistakes import write_mistakes
 
     out_dir = Path(out_dir)
@@ -144,7 +146,7 @@ def write_report(
         **({"calibration": calibration} if calibration else {}),
         **(extra or {}),
     }
-    report.update(write_mistakes(out_dir, title, result, split, classes, matrix, name, plots))
+    report.update(write_mistakes(out_dir, title, result, split, classes, matrix, name, plots, names))
     (out_dir / f"report_{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     if not plots:
         return report
@@ -202,6 +204,7 @@ def write_run_report(
     plots: bool = True,
     temperature: float = 1.0,
     val: Evaluation | None = None,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """What ``vitkit run`` adds at its end: the test split's report, ``lr.png`` and, given the ``val``
     evaluation, its calibration (``reliability_val.png``; returned as ``val_calibration``)."""
@@ -210,7 +213,7 @@ def write_run_report(
 
         plot_lr(history, run_dir, title)
     val_calibration = None if val is None else write_calibration(run_dir, title, val, "val", temperature, plots)
-    report = write_report(run_dir, title, result, split, classes, "test", plots, temperature)
+    report = write_report(run_dir, title, result, split, classes, "test", plots, temperature, None, names)
     return {**report, "val_calibration": val_calibration}
 
 
@@ -223,6 +226,7 @@ def write_eval_report(
     name: str = "test",
     temperature: float = 1.0,
     extra: dict[str, Any] | None = None,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """What ``vitkit eval`` adds: the split's report, and ``lr.png`` again from the run's ``metrics.csv``."""
     import csv
@@ -233,4 +237,4 @@ def write_eval_report(
 
         with open(metrics, newline="") as f:
             plot_lr(list(csv.DictReader(f)), out_dir, title)
-    return write_report(out_dir, title, result, split, classes, name, True, temperature, extra)
+    return write_report(out_dir, title, result, split, classes, name, True, temperature, extra, names)

@@ -506,11 +506,12 @@ class Trainer:
             from vitkit.viz import plot_curves
 
             plot_curves(run.history, run_dir, title=self.recipe.name, best=best_epoch)
+        from vitkit.engine.mistakes import split_names
         from vitkit.engine.report import write_run_report
 
         report = write_run_report(
             run_dir, self.recipe.name, test, self.data.test, self.data.classes, run.history,
-            self.recipe.output.plots, temperature, val,
+            self.recipe.output.plots, temperature, val, split_names(self.data, "test"),
         )  # fmt: skip
         summary.update({f"test_macro_{key}": value for key, value in report["macro"].items()})
         summary.update(calibration_summary(report, temperature))
