@@ -95,9 +95,9 @@ def reevaluate(
         ece = expected_calibration_error(augmented.probabilities, augmented.targets)
         report.update({"tta": tta, f"{split}_acc_tta": augmented.acc, f"{split}_ece_tta": ece})
         extra["tta"] = {"mode": tta, "acc": augmented.acc, "acc_without": result.acc, "ece": ece}
-    augmented = f", test-time augmentation: {tta}" if tta else ""
+    with_tta = f", test-time augmentation: {tta}" if tta else ""
     table = Table(
-        title=f"{recipe.name}: {split} split, best checkpoint (epoch {state.get('epoch')}){augmented}",
+        title=f"{recipe.name}: {split} split, best checkpoint (epoch {state.get('epoch')}){with_tta}",
         show_header=False,
     )
     keys = [f"{split}_acc", *[f"{split}_acc_tta"] * bool(tta), f"{split}_top5", f"{split}_loss", "count"]
