@@ -202,8 +202,9 @@ def test_run_report_html_renders_in_chromium(folded, tmp_path):
     per_class = dom.split("per class")[1].split("</table>")[0]
     assert per_class.count("<tr>") == 11  # header + the ten digits
     widths = _decoded(dom)
-    # loss, accuracy, lr, confusion, misclassified, predictions: all embedded and decoded
-    assert len(widths) == 6 and all(w > 100 for w in widths)
+    # loss, accuracy, lr, confusion, confused pairs, top losses, reliability (val, test), misclassified,
+    # predictions: all embedded and decoded
+    assert len(widths) == 10 and all(w > 100 for w in widths)
 
 
 @pytest.mark.slow

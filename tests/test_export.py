@@ -31,10 +31,13 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(run_dir):
-    """The PyTorch model and a batch of 64 normalised test images."""
+    """The PyTorch model with its logits divided by the run's temperature (as the exported graphs give
+    them, issue 24 part 3) and a batch of 64 normalised test images."""
+    from vitkit.engine.calibration import TemperatureScaled
+
     loaded = load_model(run_dir)
     _, x = load_test_split(loaded.recipe, loaded.data, loaded.source)
-    return loaded.model, x
+    return TemperatureScaled(loaded.model, loaded.temperature).eval(), x
 
 
 def test_torchscript_gives_the_pytorch_logits(run_dir, reference, cli, tmp_path):
@@ -64,6 +67,7 @@ def test_onnx_gives_the_pytorch_logits(run_dir, reference, tmp_path):
     onnx.checker.check_model(proto)
     meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
     assert meta["data"]["classes"] == [str(i) for i in range(10)]
+    assert meta["temperature"] == load_model(run_dir).temperature and meta["logits_divided_by_temperature"]
     model, x = reference
     logits = ReferenceEvaluator(proto).run(None, {"images": x[:7].numpy()})[0]  # batch size differs from export's
     with torch.no_grad():

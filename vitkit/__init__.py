@@ -128,15 +128,16 @@ def train(recipe: Recipe, plugins: list[str] | tuple[str, ...] = ()) -> dict[str
     return Trainer(recipe, plugins=load_plugins(recipe, plugins)).fit()
 
 
-def load(path: str | Path, device: str = "auto") -> Predictor:
+def load(path: str | Path, device: str = "auto", tta: str | None = None) -> Predictor:
     """A ``Predictor`` for a run directory, a ``best.pt``/``last.pt`` checkpoint or a ``model.safetensors``.
 
     ``vitkit.load("runs/digits/<run>").predict(["a.png", pil_image, tensor], topk=3)`` returns one
-    ``Prediction`` per image (``label``, ``probability``, ``topk``, ``error``).
+    ``Prediction`` per image (``label``, ``probability``, ``topk``, ``error``); probabilities are calibrated
+    by the run's temperature, and averaged over test-time augmented views with ``tta="flip"|"crops"``.
     """
     from vitkit.apps.predict import Predictor
 
-    return Predictor.load(path, device)
+    return Predictor.load(path, device, tta)
 
 
 def __getattr__(name: str) -> Any:

@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir", help="run directory (runs/<name>/<time>/) or checkpoint file")
     ev.add_argument("--split", choices=("test", "val"), default="test")
     ev.add_argument("--data", metavar="ROOT", help="read the dataset from ROOT instead of the recipe's data.root")
+    ev.add_argument("--tta", choices=("flip", "crops"), help="also score test-time augmentation (mean probabilities)")
 
     pr = sub.add_parser("predict", help="classify your own images with a trained run")
     pr.add_argument("model", help="run directory, checkpoint (best.pt / last.pt) or model.safetensors")
@@ -92,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--attention", action="store_true", help="overlay attention rollout and last-layer attention")
     pr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     pr.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    pr.add_argument("--tta", choices=("flip", "crops"), help="average probabilities over flipped or cropped views")
 
     ex = sub.add_parser("export", help="export a run's model: safetensors, TorchScript or ONNX; int8, pruning")
     ex.add_argument("model", help="run directory or checkpoint file")
@@ -377,7 +379,7 @@ def _eval(args: argparse.Namespace) -> int:
     from vitkit.apps.reevaluate import reevaluate
 
     _load_plugins(args)  # the run's own recipe plugins are loaded from its saved recipe
-    reevaluate(Path(args.run_dir), args.split, data_root=args.data)
+    reevaluate(Path(args.run_dir), args.split, data_root=args.data, tta=args.tta)
     return 0
 
 
@@ -386,8 +388,9 @@ def _predict(args: argparse.Namespace) -> int:
     from vitkit.apps.predict_command import run_predict
 
     return run_predict(
-        args.model, args.paths, args.topk, args.out, args.json_path, args.attention, args.device, args.batch_size
-    )
+        args.model, args.paths, args.topk, args.out, args.json_path, args.attention, args.device, args.batch_size,
+        args.tta,
+    )  # fmt: skip
 
 
 def _export(args: argparse.Namespace) -> int:

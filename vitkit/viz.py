@@ -273,3 +273,39 @@ def plot_grid(panels: Sequence[Panel], path: Path, title: str = "", cols: int | 
     fig, layout = grid_figure(panels, title, cols)
     layout.path = save(fig, path, dpi=GRID_DPI)
     return layout
+
+
+def reliability_figure(curves: dict[str, Any], title: str = "") -> Any:
+    """A reliability diagram: per confidence bin, accuracy against mean confidence (the diagonal is
+    perfect calibration), one line per entry of ``curves`` (label -> ``calibration.Reliability``, its ECE
+    in the legend), and below it the images per bin."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, (ax, hist) = plt.subplots(
+        2, 1, figsize=(5.6, 5.6), dpi=110, layout="constrained", sharex=True, height_ratios=(3, 1)
+    )
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    bins = len(next(iter(curves.values())).counts) if curves else 15
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    width = 1.0 / bins / max(len(curves), 1)
+    for k, (label, rel) in enumerate(curves.items()):
+        filled = rel.counts.numpy() > 0
+        conf, acc = rel.confidence.numpy()[filled], rel.accuracy.numpy()[filled]
+        ax.plot(conf, acc, marker="o", markersize=4, label=f"{label} (ECE {rel.ece:.3f})")
+        hist.bar(edges[:-1] + k * width, rel.counts.numpy(), width=width, align="edge", label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title} — reliability ({bins} confidence bins)" if title else f"reliability ({bins} bins)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    hist.set_xlabel("top-1 confidence")
+    hist.set_ylabel("images")
+    hist.grid(alpha=0.3)
+    return fit_titles(fig)
+
+
+def plot_reliability(curves: dict[str, Any], path: Path, title: str = "") -> Path:
+    """``reliability_figure`` saved to ``path``."""
+    return save(reliability_figure(curves, title), path)

@@ -3,6 +3,11 @@
 Each step reports what it changed: test accuracy before/after pruning and quantization, the int8 model's
 CPU speed against fp32, and for TorchScript/ONNX the largest logit difference from the PyTorch model
 (checked against ``PARITY_ATOL``).
+
+Calibration: the TorchScript and ONNX graphs include the run's temperature (their ``logits`` output is
+``model(x) / temperature``, so a softmax of it gives ``predict``'s probabilities; the argmax is unchanged);
+a safetensors export holds the raw weights and the temperature in its metadata, as ``model.safetensors``
+does. Every format's metadata states ``temperature`` and, for the graphs, ``logits_divided_by_temperature``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from torch import nn
 
 from vitkit import extras
 from vitkit.apps.predict import load_model
+from vitkit.engine.calibration import TemperatureScaled
 from vitkit.engine.console import console
 from vitkit.errors import UserError
 
@@ -216,6 +222,7 @@ def export(
         raise UserError(f"{path} exists; pass --force to overwrite it (or --out another file)")
     report = ExportReport(path, fmt)
     metadata = {"model": loaded.spec, "data": meta, "plugins": (loaded.recipe or {}).get("plugins", [])}
+    metadata["temperature"] = loaded.temperature
     loader = None
     if loaded.recipe is None:
         report.notes.append(f"{loaded.source.name} holds no recipe (no dataset): accuracies not measured")
@@ -236,12 +243,17 @@ def export(
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "safetensors":
         write_safetensors(model, path, metadata)
-    elif fmt == "torchscript":
-        loaded = write_torchscript(exported, x, path, metadata)
-        report.parity, report.parity_by = max_logit_diff(exported, loaded, x), "torch.jit.load"
+        return report
+    graph_metadata = {**metadata, "logits_divided_by_temperature": True}
+    report.notes.append(f"the graph's logits are divided by the run's temperature {loaded.temperature:.4g}")
+    if fmt == "torchscript":
+        graph = TemperatureScaled(exported, loaded.temperature).eval()
+        reloaded = write_torchscript(graph, x, path, graph_metadata)
+        report.parity, report.parity_by = max_logit_diff(graph, reloaded, x), "torch.jit.load"
     else:
-        runner, report.parity_by = write_onnx(model, x, path, metadata)
-        report.parity = max_logit_diff(model, runner, x)
+        graph = TemperatureScaled(model, loaded.temperature).eval()
+        runner, report.parity_by = write_onnx(graph, x, path, graph_metadata)
+        report.parity = max_logit_diff(graph, runner, x)
     if report.parity is not None and report.parity > PARITY_ATOL:
         raise RuntimeError(f"{path}: exported logits differ by {report.parity:.2e} (> {PARITY_ATOL:.0e})")
     return report

@@ -90,6 +90,7 @@ class LoadedModel:
     source: Path
     spec: dict[str, Any]
     recipe: dict[str, Any] | None
+    temperature: float = 1.0  # calibration fitted on val at the end of training; 1.0 for older runs
 
     @property
     def run_dir(self) -> Path:
@@ -99,6 +100,7 @@ class LoadedModel:
 def load_model(path: str | Path) -> LoadedModel:
     """The model of a run directory, a ``.pt`` checkpoint or a ``model.safetensors``."""
     from vitkit.engine.build import build_model
+    from vitkit.engine.calibration import temperature_of
     from vitkit.plugin_loader import load_run_plugins
     from vitkit.recipe import recipe_from_dict
 
@@ -108,13 +110,14 @@ def load_model(path: str | Path) -> LoadedModel:
         if "model" not in meta or "data" not in meta:
             raise UserError(f"{source}: no vitkit metadata (model spec and data); was it written by vitkit?")
         recipe_data, spec, data = None, meta["model"], meta["data"]
-        plugins = meta.get("plugins")
+        plugins, temperature = meta.get("plugins"), temperature_of(meta)
     else:
         state = load_checkpoint(source)
         if not {"model", "recipe", "data"} <= set(state):
             raise UserError(f"{source}: not a vitkit checkpoint (needs model, recipe and data entries)")
         weights, recipe_data, data = state["model"], state["recipe"], state["data"]
         spec, plugins = recipe_data["model"], recipe_data.get("plugins")
+        temperature = temperature_of(state)
     load_run_plugins(plugins, source)  # what the run was trained with: a plugin attention, say
     recipe = recipe_from_dict({"name": "predict", "model": spec}, source=source)
     model = build_model(recipe, len(data["classes"]), data["in_chans"], pretrained=False)
@@ -122,7 +125,7 @@ def load_model(path: str | Path) -> LoadedModel:
         model.load_state_dict(weights)
     except RuntimeError as err:
         raise UserError(f"{source}: weights do not fit the model spec ({str(err).splitlines()[0]})") from None
-    return LoadedModel(model.eval(), data, source, spec, recipe_data)
+    return LoadedModel(model.eval(), data, source, spec, recipe_data, temperature)
 
 
 # ----------------------------------------------------------------------------------------- images
@@ -213,7 +216,9 @@ def tensor_image(image: torch.Tensor, in_chans: int) -> torch.Tensor:
 class Predictor:
     """A trained model with its classes and input conversion; ``predict`` classifies images.
 
-    Build one with ``vitkit.load(run_dir_or_checkpoint)``.
+    Build one with ``vitkit.load(run_dir_or_checkpoint)``. Probabilities are calibrated:
+    ``softmax(logits / temperature)`` with the run's temperature (``engine.calibration``); ``tta``
+    (``"flip"`` or ``"crops"``, ``engine.tta``) averages them over augmented views of each image.
     """
 
     def __init__(
@@ -223,7 +228,11 @@ class Predictor:
         device: str | torch.device = "cpu",
         source: str = "",
         name: str = "",
+        temperature: float = 1.0,
+        tta: str | None = None,
     ) -> None:
+        from vitkit.engine.tta import check_tta
+
         self.device = torch.device(device) if not isinstance(device, str) or device != "auto" else select_device()
         self.model = model.to(self.device).eval()
         self.classes: list[str] = list(data["classes"])
@@ -235,9 +244,11 @@ class Predictor:
         self.data = dict(data)
         self.source = source
         self.name = name or Path(source).stem or "model"
+        self.temperature = float(temperature)
+        self.tta = check_tta(tta)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> Predictor:
+    def load(cls, path: str | Path, device: str = "auto", tta: str | None = None) -> Predictor:
         """From a run directory, a ``best.pt``/``last.pt`` checkpoint or a ``model.safetensors``."""
         try:
             dev = select_device(device)
@@ -245,7 +256,7 @@ class Predictor:
             raise UserError(str(err).replace("train.device", "device")) from None
         loaded = load_model(path)
         name = loaded.recipe["name"] if loaded.recipe else loaded.run_dir.name
-        return cls(loaded.model, loaded.data, dev, str(loaded.source), name)
+        return cls(loaded.model, loaded.data, dev, str(loaded.source), name, loaded.temperature, tta)
 
     def __repr__(self) -> str:
         return f"Predictor({self.source!r}, {len(self.classes)} classes, input {self.in_chans}x{self.img_size}^2)"
@@ -282,18 +293,25 @@ class Predictor:
             return eval_view(image, self.in_chans, self.img_size, self.crop_pct, self.interpolation)
         raise UserError(f"cannot predict on a {type(image).__name__}: pass paths, PIL images or tensors")
 
-    def to_input(self, views: Sequence[torch.Tensor]) -> torch.Tensor:
+    def to_input(self, views: Sequence[torch.Tensor], tta: str | None = None) -> torch.Tensor:
         """Views (``view``) -> the model's normalised ``(B, C, S, S)`` batch on its device, by the run's
-        evaluation transform (``eval_transform``), run on the device as evaluation runs it."""
+        evaluation transform (``eval_transform``), run on the device as evaluation runs it; with ``tta``
+        the ``(K, B, C, S, S)`` test-time augmented views of it (``engine.tta.TTAViews``)."""
+        from vitkit.engine.tta import TTAViews
+
+        transform = TTAViews(self.transform, tta) if tta else self.transform
         labels = torch.zeros(1, dtype=torch.long, device=self.device)
         if self.crop_pct:  # all (C, S, S) uint8: one batch, exactly as evaluation's
-            return self.transform(torch.stack(list(views)).to(self.device), labels)[0]
-        return torch.cat([self.transform(v[None].to(self.device), labels)[0] for v in views])
+            return transform(torch.stack(list(views)).to(self.device), labels)[0]
+        return torch.cat([transform(v[None].to(self.device), labels)[0] for v in views], dim=-4)
 
     @torch.no_grad()
     def probabilities(self, views: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Class probabilities ``(B, classes)`` on the CPU for views (``view``) of images."""
-        return self.model(self.to_input(views)).float().softmax(dim=1).cpu()
+        """Calibrated class probabilities ``(B, classes)`` on the CPU for views (``view``) of images,
+        averaged over the test-time augmented views with ``tta``."""
+        from vitkit.engine.tta import mean_probabilities
+
+        return mean_probabilities(self.model, self.to_input(views, self.tta), self.temperature).cpu()
 
     def topk(self, probs: torch.Tensor, k: int) -> list[list[tuple[str, float]]]:
         values, indices = probs.topk(min(k, probs.shape[1]), dim=1)

@@ -169,13 +169,15 @@ def run_predict(
     attention: bool = False,
     device: str = "auto",
     batch_size: int = 64,
+    tta: str | None = None,
 ) -> int:
-    """The command: 0 when at least one image was predicted, 1 when none was."""
+    """The command: 0 when at least one image was predicted, 1 when none was; ``tta``: average the
+    probabilities over test-time augmented views (``engine.tta``)."""
     if topk < 1:
         raise UserError(f"--topk must be >= 1, got {topk}")
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    predictor = Predictor.load(target, device)
+    predictor = Predictor.load(target, device, tta)
     files = collect_images(paths)
     if not files:
         raise UserError(f"no files found under {', '.join(paths)}")

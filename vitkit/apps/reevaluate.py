@@ -33,11 +33,18 @@ def find_checkpoint(path: Path) -> Path:
 
 
 def reevaluate(
-    path: Path, split: str = "test", device: str = "auto", data_root: str | None = None
+    path: Path, split: str = "test", device: str = "auto", data_root: str | None = None, tta: str | None = None
 ) -> tuple[Evaluation, dict[str, Any]]:
     """Rebuild the run's data and model from the checkpoint's recipe and evaluate ``split``.
 
-    ``data_root`` replaces the recipe's ``data.root`` (a dataset that moved)."""
+    ``data_root`` replaces the recipe's ``data.root`` (a dataset that moved). Probabilities are calibrated
+    by the run's temperature (1 for runs without one); ``tta`` (``engine.tta``) also scores the mean
+    probabilities over test-time augmented views, reported beside the plain accuracy."""
+    from vitkit.engine.calibration import calibration_report, expected_calibration_error, temperature_of
+    from vitkit.engine.mistakes import split_names
+    from vitkit.engine.tta import TTAModel, TTAViews, check_tta
+
+    check_tta(tta)
     ckpt_path = find_checkpoint(path)
     state = load_checkpoint(ckpt_path)
     if "recipe" not in state or "model" not in state:
@@ -64,6 +71,8 @@ def reevaluate(
     batch = recipe.data.eval_batch_size or 4 * resolved_batch_size(recipe, state.get("batch_size"))
     loader = build_loader(getattr(data, split), batch, transform, dev, False, recipe.data.num_workers)
     result = evaluate(model, loader, dev, precision)
+    temperature = temperature_of(state)
+    calibration = calibration_report(result.logits, result.targets, temperature)
     report = {
         "checkpoint": str(ckpt_path),
         "split": split,
@@ -73,11 +82,27 @@ def reevaluate(
         f"{split}_loss": result.loss,
         "count": result.count,
         "precision": precision,
+        "temperature": temperature,
+        f"{split}_ece": calibration["ece"],
+        f"{split}_ece_calibrated": calibration["ece_calibrated"],
     }
+    extra = {}
+    if tta:
+        tta_loader = build_loader(
+            getattr(data, split), batch, TTAViews(transform, tta), dev, False, recipe.data.num_workers
+        )
+        augmented = evaluate(TTAModel(model, temperature), tta_loader, dev, precision)  # probabilities: calibrated
+        ece = expected_calibration_error(augmented.probabilities, augmented.targets)
+        report.update({"tta": tta, f"{split}_acc_tta": augmented.acc, f"{split}_ece_tta": ece})
+        extra["tta"] = {"mode": tta, "acc": augmented.acc, "acc_without": result.acc, "ece": ece}
+    with_tta = f", test-time augmentation: {tta}" if tta else ""
     table = Table(
-        title=f"{recipe.name}: {split} split, best checkpoint (epoch {state.get('epoch')})", show_header=False
+        title=f"{recipe.name}: {split} split, best checkpoint (epoch {state.get('epoch')}){with_tta}",
+        show_header=False,
     )
-    for key in (f"{split}_acc", f"{split}_top5", f"{split}_loss", "count"):
+    keys = [f"{split}_acc", *[f"{split}_acc_tta"] * bool(tta), f"{split}_top5", f"{split}_loss", "count"]
+    keys += ["temperature", f"{split}_ece", f"{split}_ece_calibrated", *[f"{split}_ece_tta"] * bool(tta)]
+    for key in keys:
         value = report[key]
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
@@ -85,5 +110,13 @@ def reevaluate(
         (run_dir / f"eval_{split}.json").write_text(json.dumps(report, indent=2) + "\n")
     from vitkit.engine.report import write_eval_report
 
-    write_eval_report(run_dir or ckpt_path.parent, recipe.name, result, getattr(data, split), meta["classes"], split)
+    out_dir = run_dir or ckpt_path.parent
+    names = split_names(data, split)
+    write_eval_report(
+        out_dir, recipe.name, result, getattr(data, split), meta["classes"], split, temperature, extra, names
+    )
+    if run_dir is not None and (run_dir / "summary.json").is_file():  # report.html shows what eval wrote
+        from vitkit.engine.html_report import write_run_html
+
+        write_run_html(run_dir, json.loads((run_dir / "summary.json").read_text()))
     return result, report

@@ -150,7 +150,7 @@ def reduce_evaluation(result: Any, device: torch.device, whole: bool = False) ->
 
     Shards are ``loaders.eval_shard`` (rank ``r`` holds split positions ``r, r + W, ...``, no
     padding), so sums over ranks count each image once. ``whole`` also gathers every rank's
-    predictions, targets and probabilities back into split order (what the report and its image
+    predictions, targets, probabilities and logits back into split order (what the report and its image
     grids need), for the final test; without it they stay this rank's shard."""
     import dataclasses
 
@@ -172,6 +172,7 @@ def reduce_evaluation(result: Any, device: torch.device, whole: bool = False) ->
         predictions=gather_shards(result.predictions, count, device),
         targets=gather_shards(result.targets, count, device),
         probabilities=gather_shards(result.probabilities, count, device),
+        logits=None if result.logits is None else gather_shards(result.logits, count, device),
     )
 
 

@@ -19,7 +19,19 @@ class Evaluation:
     count: int
     predictions: torch.Tensor  # (N,) predicted class
     targets: torch.Tensor  # (N,)
-    probabilities: torch.Tensor  # (N, classes)
+    probabilities: torch.Tensor  # (N, classes), softmax of the logits
+    logits: torch.Tensor | None = None  # (N, classes) on the CPU: what calibration fits its temperature on
+
+    def with_temperature(self, temperature: float) -> Evaluation:
+        """This evaluation with probabilities ``softmax(logits / temperature)`` (predictions, so accuracy,
+        unchanged): what ``predict`` reports for these images."""
+        import dataclasses
+
+        from vitkit.engine.calibration import calibrated
+
+        if self.logits is None or temperature == 1.0:
+            return self
+        return dataclasses.replace(self, probabilities=calibrated(self.logits, temperature))
 
     def as_dict(self, prefix: str) -> dict[str, Any]:
         return {f"{prefix}_loss": self.loss, f"{prefix}_acc": self.acc, f"{prefix}_top5": self.top5}
@@ -55,4 +67,5 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device, precision: str
         predictions=top[:, 0].cpu(),
         targets=targets.cpu(),
         probabilities=logits.softmax(dim=1).cpu(),
+        logits=logits.cpu(),
     )

@@ -187,6 +187,47 @@ SUMMARY_KEYS = (
 )
 
 
+def _calibration_section(summary: dict[str, Any], report: dict[str, Any], run_dir: Path) -> str:
+    """ECE before and after the run's temperature on val and test, and their reliability diagrams."""
+    rows = [
+        [split, _num(summary.get(f"{split}_ece")), _num(summary.get(f"{split}_ece_calibrated"))]
+        for split in ("val", "test")
+        if summary.get(f"{split}_ece") is not None
+    ]
+    if not rows:
+        return '<p class="muted">no calibration (a run from before temperature scaling)</p>'
+    bins = (report.get("calibration") or {}).get("bins", 15)
+    note = (
+        f'<p class="muted">Temperature {summary["temperature"]:.4g}, fitted on the validation split (NLL, LBFGS); '
+        f"predict, eval and export divide the logits by it. ECE: top-1 expected calibration error over {bins} "
+        "equal-width confidence bins (val ECE after calibration is in-sample).</p>"
+    )
+    plots = figure(run_dir / "reliability_val.png", "validation split") + figure(
+        run_dir / "reliability.png", "test split"
+    )
+    return f'{table(["split", "ECE", "ECE calibrated"], rows)}\n{note}\n<div class="row">{plots}</div>'
+
+
+def _mistakes_section(report: dict[str, Any], run_dir: Path, no_plots: str) -> str:
+    """The most confused class pairs (counts, example paths) and the top losses of the test split."""
+    pairs = [
+        [p["true"], p["predicted"], p["count"], " · ".join(p["examples"])] for p in report.get("confused_pairs", [])
+    ]
+    listed = table(["true class", "predicted as", "images", "examples"], pairs, text_columns=2) if pairs else ""
+    tta = report.get("tta")
+    augmented = (
+        f"<p>test-time augmentation ({esc(tta['mode'])}): accuracy {tta['acc']:.4f}, "
+        f"without {tta['acc_without']:.4f}</p>"
+        if tta
+        else ""
+    )
+    grids = figure(run_dir / "confused.png", "most confused pairs, a row of examples each") + figure(
+        run_dir / "top_losses.png", "top losses: given label, prediction (probability), loss"
+    )
+    listed = listed or '<p class="muted">no class confused with another</p>'
+    return f"{augmented}{listed}\n{grids or no_plots}"
+
+
 def _data_section(summary: dict[str, Any]) -> str:
     """What the run read: dataset, root and layout, split sizes, unreadable files skipped, images per class."""
     data, sizes = summary.get("data") or {}, summary.get("split_sizes") or {}
@@ -245,7 +286,7 @@ def write_run_html(run_dir: Path, summary: dict[str, Any]) -> Path:
     if leak_note(summary):  # beside the test accuracy it flatters
         facts = [[key, f"{value}  {leak_note(summary)}" if key == "test_acc" else value] for key, value in facts]
     report_path = run_dir / "report_test.json"
-    per_class = ""
+    per_class, report = "", {}
     if report_path.is_file():
         report = json.loads(report_path.read_text())
         classes = [
@@ -274,6 +315,10 @@ def write_run_html(run_dir: Path, summary: dict[str, Any]) -> Path:
 {figure(run_dir / "confusion.png", "confusion matrix (rows: true class)") or no_plots}
 <h2>Test split: per class</h2>
 {per_class or '<p class="muted">no per-class report</p>'}
+<h2>Test split: the mistakes that matter</h2>
+{_mistakes_section(report, run_dir, no_plots)}
+<h2>Calibration</h2>
+{_calibration_section(summary, report, run_dir)}
 <h2>Misclassified examples</h2>
 {figure(run_dir / "misclassified.png", "misclassified test images, most confident first") or no_plots}
 {figure(run_dir / "predictions.png", "a sample of test predictions")}

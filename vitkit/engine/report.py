@@ -1,8 +1,10 @@
-"""The evaluation report of a split: per-class precision/recall/F1, confusion matrix, example grids.
+"""The evaluation report of a split: per-class precision/recall/F1, confusion matrix, example grids,
+the mistakes that matter (``engine.mistakes``) and calibration (``engine.calibration``).
 
 Written by ``vitkit eval`` and at the end of ``vitkit run`` into the run directory: ``confusion.png``,
-``misclassified.png``, ``predictions.png`` and ``report_<split>.json`` (files of the val split carry a
-``_val`` suffix), printed as rich tables.
+``misclassified.png``, ``predictions.png``, ``confused.png``, ``top_losses.png``, ``reliability.png`` and
+``report_<split>.json`` (files of the val split carry a ``_val`` suffix), printed as rich tables. The
+probabilities shown are the calibrated ones (``softmax(logits / T)``, what ``predict`` gives).
 """
 
 from __future__ import annotations
@@ -115,10 +117,20 @@ def write_report(
     classes: Sequence[str],
     name: str = "test",
     plots: bool = True,
+    temperature: float = 1.0,
+    extra: dict[str, Any] | None = None,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Per-class table (printed), ``report_<name>.json`` and, with ``plots``, the confusion and example grids."""
+    """Per-class table (printed), ``report_<name>.json`` and, with ``plots``, the confusion, example, mistake
+    and reliability plots; ``temperature``: the run's (probabilities shown calibrated by it); ``extra``:
+    more entries for the JSON (test-time augmentation's accuracy, say); ``names``: the split's files
+    (``mistakes.split_names``), to name the examples of mistakes."""
+    from vitkit.engine.mistakes import write_mistakes
+
     out_dir = Path(out_dir)
     suffix = "" if name == "test" else f"_{name}"
+    calibration = write_calibration(out_dir, title, result, name, temperature, plots)
+    result = result.with_temperature(temperature)
     matrix = confusion_matrix(result.predictions, result.targets, len(classes))
     rows = class_metrics(matrix, classes)
     print_class_table(rows, f"{title}: {name} split, per class")
@@ -131,7 +143,10 @@ def write_report(
         "macro": macro_average(rows),
         "per_class": rows,
         "confusion": matrix.tolist(),
+        **({"calibration": calibration} if calibration else {}),
+        **(extra or {}),
     }
+    report.update(write_mistakes(out_dir, title, result, split, classes, matrix, name, plots, names))
     (out_dir / f"report_{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     if not plots:
         return report
@@ -153,8 +168,29 @@ def write_report(
         out_dir / f"predictions{suffix}.png",
         f"{title}: {name} predictions (green right, red wrong)",
     )
-    written = [f"confusion{suffix}.png", f"misclassified{suffix}.png", f"predictions{suffix}.png"]
+    written = [f"{what}{suffix}.png" for what in ("confusion", "misclassified", "predictions", "confused")]
+    written += [f"top_losses{suffix}.png"] + [f"reliability{suffix}.png"] * bool(calibration)
     console.print(f"wrote {', '.join(written)} and report_{name}.json to {out_dir}")
+    return report
+
+
+def write_calibration(
+    out_dir: Path, title: str, result: Evaluation, name: str, temperature: float, plots: bool = True
+) -> dict[str, Any] | None:
+    """ECE and NLL of a split before and after ``temperature`` (``calibration.calibration_report``) and, with
+    ``plots``, its reliability diagram ``reliability<suffix>.png``; ``None`` without logits."""
+    if result.logits is None:
+        return None
+    from vitkit.engine.calibration import calibrated, calibration_report, reliability
+
+    report = calibration_report(result.logits, result.targets, temperature)
+    if plots:
+        from vitkit.viz import plot_reliability
+
+        curves = {"uncalibrated": reliability(calibrated(result.logits, 1.0), result.targets)}
+        curves[f"temperature {temperature:.3g}"] = reliability(calibrated(result.logits, temperature), result.targets)
+        suffix = "" if name == "test" else f"_{name}"
+        plot_reliability(curves, Path(out_dir) / f"reliability{suffix}.png", f"{title}, {name}")
     return report
 
 
@@ -166,17 +202,31 @@ def write_run_report(
     classes: Sequence[str],
     history: Sequence[dict[str, Any]],
     plots: bool = True,
+    temperature: float = 1.0,
+    val: Evaluation | None = None,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """What ``vitkit run`` adds at its end: the test split's report and ``lr.png``."""
+    """What ``vitkit run`` adds at its end: the test split's report, ``lr.png`` and, given the ``val``
+    evaluation, its calibration (``reliability_val.png``; returned as ``val_calibration``)."""
     if plots:
         from vitkit.viz import plot_lr
 
         plot_lr(history, run_dir, title)
-    return write_report(run_dir, title, result, split, classes, "test", plots)
+    val_calibration = None if val is None else write_calibration(run_dir, title, val, "val", temperature, plots)
+    report = write_report(run_dir, title, result, split, classes, "test", plots, temperature, None, names)
+    return {**report, "val_calibration": val_calibration}
 
 
 def write_eval_report(
-    out_dir: Path, title: str, result: Evaluation, split: ImageSet, classes: Sequence[str], name: str = "test"
+    out_dir: Path,
+    title: str,
+    result: Evaluation,
+    split: ImageSet,
+    classes: Sequence[str],
+    name: str = "test",
+    temperature: float = 1.0,
+    extra: dict[str, Any] | None = None,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """What ``vitkit eval`` adds: the split's report, and ``lr.png`` again from the run's ``metrics.csv``."""
     import csv
@@ -187,4 +237,4 @@ def write_eval_report(
 
         with open(metrics, newline="") as f:
             plot_lr(list(csv.DictReader(f)), out_dir, title)
-    return write_report(out_dir, title, result, split, classes, name)
+    return write_report(out_dir, title, result, split, classes, name, True, temperature, extra, names)

@@ -43,6 +43,15 @@ METRIC_COLUMNS = [
 ]  # fmt: skip
 
 
+def calibration_summary(report: dict[str, Any], temperature: float) -> dict[str, Any]:
+    """summary.json's calibration entries: the temperature and ECE before/after it on test (and val)."""
+    out: dict[str, Any] = {"temperature": temperature}
+    for split, calibration in (("test", report.get("calibration")), ("val", report.get("val_calibration"))):
+        if calibration:
+            out.update({f"{split}_ece": calibration["ece"], f"{split}_ece_calibrated": calibration["ece_calibrated"]})
+    return out
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, torch and numpy; ``deterministic`` also forbids nondeterministic kernels."""
     if deterministic:
@@ -422,6 +431,16 @@ class Trainer:
         save_checkpoint(state, run_dir / "checkpoints" / "last.pt")
         self.saved_epoch = epoch
 
+    def _calibrate(self, run_dir: Path, val: Evaluation) -> float:
+        """Fit the temperature on the best weights' val logits and store it in ``checkpoints/best.pt``."""
+        from vitkit.engine.calibration import fit_temperature
+        from vitkit.engine.checkpoint import load_checkpoint
+
+        temperature = fit_temperature(val.logits, val.targets)
+        best = run_dir / "checkpoints" / "best.pt"
+        save_checkpoint({**load_checkpoint(best), "temperature": temperature}, best)
+        return temperature
+
     @staticmethod
     def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
         text = io.StringIO(newline="")
@@ -439,10 +458,12 @@ class Trainer:
             best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
             self.best_state, self.best_weights = best["model"], best.get("best_weights", "model")
         dist.load_full_state_dict(self.model, self.best_state, self.strategy)
+        val = self._evaluate(self.model, self.val_loader, whole=True)  # its logits fit the temperature
         test = self._evaluate(self.model, self.test_loader, whole=True)
         if not self.dist.is_main:
             dist.shutdown()
             return {"test_acc": test.acc, "rank": self.dist.rank}
+        temperature = self._calibrate(run_dir, val)
         last = run.history[-1]
         summary = {
             "name": self.recipe.name,
@@ -483,18 +504,22 @@ class Trainer:
         save_safetensors(
             self.best_state,
             run_dir / "model.safetensors",
-            {"model": self.recipe.model, "data": self.data_meta(), "plugins": self.recipe.plugins},
-        )
+            {"model": self.recipe.model, "data": self.data_meta(), "plugins": self.recipe.plugins,
+             "temperature": temperature},
+        )  # fmt: skip
         if self.recipe.output.plots:
             from vitkit.viz import plot_curves
 
             plot_curves(run.history, run_dir, title=self.recipe.name, best=best_epoch)
+        from vitkit.engine.mistakes import split_names
         from vitkit.engine.report import write_run_report
 
         report = write_run_report(
-            run_dir, self.recipe.name, test, self.data.test, self.data.classes, run.history, self.recipe.output.plots
-        )
+            run_dir, self.recipe.name, test, self.data.test, self.data.classes, run.history,
+            self.recipe.output.plots, temperature, val, split_names(self.data, "test"),
+        )  # fmt: skip
         summary.update({f"test_macro_{key}": value for key, value in report["macro"].items()})
+        summary.update(calibration_summary(report, temperature))
         from vitkit.engine.html_report import write_run_html
 
         write_run_html(run_dir, summary)  # report.html: the run on one self-contained page
