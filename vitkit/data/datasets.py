@@ -39,6 +39,13 @@ class ImageSet:
         samples = getattr(self.files, "samples", None)
         return None if samples is None else [label for _, label in samples]
 
+    def picture(self, index: int) -> Any:
+        """Image ``index`` as a numpy ``(H, W)`` or ``(H, W, 3)`` array in [0, 1], for plotting."""
+        image = self.images[index] if self.in_memory else self.files[index][0]
+        image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+        image = image.clamp(0, 1).permute(1, 2, 0).numpy()
+        return image[..., 0] if image.shape[-1] == 1 else image
+
 
 @dataclass
 class DataSplits:

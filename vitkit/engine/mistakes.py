@@ -148,7 +148,6 @@ def write_mistakes(
 def _loss_panels(
     result: Evaluation, split: ImageSet, classes: Sequence[str], order: Sequence[int], losses: torch.Tensor
 ) -> list[Any]:
-    from vitkit.engine.report import split_image
     from vitkit.viz import GREEN, RED, Panel
 
     panels = []
@@ -156,7 +155,7 @@ def _loss_panels(
         pred, true = int(result.predictions[i]), int(result.targets[i])
         prob = float(result.probabilities[i, pred])
         text = f"given {classes[true]}\n{classes[pred]} ({prob:.0%}), loss {float(losses[i]):.2f}"
-        panels.append(Panel(split_image(split, i), text, GREEN if pred == true else RED))
+        panels.append(Panel(split.picture(i), text, GREEN if pred == true else RED))
     return panels
 
 
@@ -165,7 +164,6 @@ def _pair_panels(
 ) -> list[Any]:
     import numpy as np
 
-    from vitkit.engine.report import split_image
     from vitkit.viz import RED, Panel
 
     panels = []
@@ -175,7 +173,7 @@ def _pair_panels(
             prob = float(result.probabilities[i, pair.predicted])
             where = Path(names[i]).name
             text = f"{classes[pair.true]} -> {classes[pair.predicted]} ({prob:.0%})\n{where}"
-            panels.append(Panel(split_image(split, i), text, RED))
+            panels.append(Panel(split.picture(i), text, RED))
         blank = np.ones((8, 8))
         panels += [Panel(blank, "") for _ in range(EXAMPLES_PER_PAIR - len(shown))]
     return panels

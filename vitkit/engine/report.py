@@ -58,14 +58,6 @@ def macro_average(rows: list[dict[str, Any]]) -> dict[str, float]:
     return {k: sum(r[k] for r in rows) / max(len(rows), 1) for k in ("precision", "recall", "f1")}
 
 
-def split_image(split: ImageSet, index: int) -> Any:
-    """Image ``index`` of a split as a numpy ``(H, W)`` or ``(H, W, 3)`` array in [0, 1], for plotting."""
-    image = split.images[index] if split.in_memory else split.files[index][0]
-    image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-    image = image.clamp(0, 1).permute(1, 2, 0).numpy()
-    return image[..., 0] if image.shape[-1] == 1 else image
-
-
 def caption(predicted: str, probability: float, true: str | None) -> str:
     text = f"{predicted} ({probability:.0%})"
     return text if true is None or true == predicted else f"{text}\ntrue: {true}"
@@ -80,7 +72,7 @@ def example_panels(result: Evaluation, split: ImageSet, classes: Sequence[str], 
         pred, true = int(result.predictions[i]), int(result.targets[i])
         prob = float(result.probabilities[i, pred])
         panels.append(
-            Panel(split_image(split, i), caption(classes[pred], prob, classes[true]), GREEN if pred == true else RED)
+            Panel(split.picture(i), caption(classes[pred], prob, classes[true]), GREEN if pred == true else RED)
         )
     return panels
 
