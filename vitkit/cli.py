@@ -95,13 +95,24 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     pr.add_argument("--tta", choices=("flip", "crops"), help="average probabilities over flipped or cropped views")
 
-    ex = sub.add_parser("export", help="export a run's model: safetensors, TorchScript or ONNX; int8, pruning")
+    ex = sub.add_parser(
+        "export",
+        help="export a run's model: safetensors, TorchScript, ONNX or a Hugging Face Hub folder; int8, pruning",
+    )
     ex.add_argument("model", help="run directory or checkpoint file")
-    ex.add_argument("--format", dest="fmt", choices=("safetensors", "torchscript", "onnx"), default="safetensors")
+    ex.add_argument(
+        "--format",
+        dest="fmt",
+        choices=("safetensors", "torchscript", "onnx", "hf"),
+        default="safetensors",
+        help="hf: timm's Hub folder (config.json, model.safetensors, model card), see docs/share.md",
+    )
     ex.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantization of Linear layers (CPU)")
     ex.add_argument("--prune", type=float, metavar="AMOUNT", help="zero this share of Linear weights (0-1), globally")
-    ex.add_argument("--out", metavar="PATH", help="output file (default: <run>/export/model.<format suffix>)")
-    ex.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    ex.add_argument(
+        "--out", metavar="PATH", help="output file or hf folder (default: <run>/export/model.<format suffix> or hf/)"
+    )
+    ex.add_argument("--force", action="store_true", help="overwrite an existing output file (or non-empty folder)")
 
     cmp = sub.add_parser(
         "compare",
@@ -158,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     np_.add_argument("--attention", metavar="NAME", help="registered attention name (default: from the package name)")
     _add_runs(sub)
     _add_audit(sub)
+    _add_push(sub)
     from vitkit.apps.cache_command import add_cache_command
 
     add_cache_command(sub)
@@ -214,6 +226,23 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: the recipe's, else auto)")
     bench.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def _add_push(sub: argparse._SubParsersAction) -> None:
+    push = sub.add_parser("push", help="upload a run's Hugging Face Hub folder (vitkit export --format hf)")
+    push.add_argument("model", metavar="RUN", help="run directory, checkpoint, or a folder export --format hf wrote")
+    push.add_argument("repo_id", metavar="ORG/NAME", help="Hub model repo (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--message", help="commit message (default: 'Add ORG/NAME (vitkit export --format hf)')")
+    _add_plugin_args(push)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from vitkit.apps.push import check_can_push, run_push
+
+    token = check_can_push(args.repo_id)  # offline, no token: say so before plugins and the model load
+    _load_plugins(args)
+    return run_push(args.model, args.repo_id, args.private, args.message, token)
 
 
 def _add_runs(sub: argparse._SubParsersAction) -> None:
@@ -481,6 +510,7 @@ COMMANDS = {
     "lr-find": _lr_find,
     "cache": _cache,
     "audit": _audit,
+    "push": _push,
 }
 
 

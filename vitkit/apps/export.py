@@ -1,8 +1,9 @@
-"""``vitkit export``: a run's model as safetensors, TorchScript or ONNX, optionally pruned or int8-quantized.
+"""``vitkit export``: a run's model as safetensors, TorchScript or ONNX, optionally pruned or int8-quantized,
+or as timm's Hugging Face Hub folder (``--format hf``, ``vitkit.apps.hub_format``).
 
 Each step reports what it changed: test accuracy before/after pruning and quantization, the int8 model's
 CPU speed against fp32, and for TorchScript/ONNX the largest logit difference from the PyTorch model
-(checked against ``PARITY_ATOL``).
+(checked against ``PARITY_ATOL``); for ``hf`` the same for the folder read back by timm (or vitkit).
 
 Calibration: the TorchScript and ONNX graphs include the run's temperature (their ``logits`` output is
 ``model(x) / temperature``, so a softmax of it gives ``predict``'s probabilities; the argmax is unchanged);
@@ -34,7 +35,10 @@ from vitkit.engine.console import console
 from vitkit.errors import UserError
 
 PARITY_ATOL = 1e-4  # max |logit difference| allowed between an exported model and the PyTorch one (fp32)
+HF_PARITY_ATOL = 1e-5  # the hf folder holds the same fp32 weights, read back by timm's own ViT
 SUFFIXES = {"safetensors": ".safetensors", "torchscript": ".torchscript.pt", "onnx": ".onnx"}
+FOLDERS = {"hf": "hf"}  # formats that write a folder: its default name under <run>/export/
+FORMATS = (*SUFFIXES, *FOLDERS)
 #: What a format needs beyond vitkit's dependencies; vitkit's extra of the format's name installs it.
 FORMAT_PACKAGES = {"onnx": ("onnx", "onnxscript")}
 
@@ -164,6 +168,7 @@ class ExportReport:
     int8_s: float | None = None
     parity: float | None = None
     parity_by: str = ""
+    tolerance: float = PARITY_ATOL
     batch: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -205,8 +210,10 @@ def export(
 
     The default file goes to ``<run>/export/``, never over what the run wrote; an existing ``out``
     is replaced only with ``force``."""
-    if fmt not in SUFFIXES:
-        raise UserError(f"--format must be one of {', '.join(SUFFIXES)}, got {fmt!r}")
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt in FOLDERS and (quantize or prune):
+        raise UserError(f"--format {fmt} exports the trained weights as they are; drop --quantize and --prune")
     if quantize not in (None, "int8"):
         raise UserError(f"--quantize: only 'int8' is supported, got {quantize!r}")
     if quantize and fmt != "torchscript":
@@ -217,8 +224,9 @@ def export(
     loaded = load_model(target)
     model, meta = loaded.model, loaded.data
     tags = (f".pruned{round(prune * 100)}" if prune else "") + (".int8" if quantize else "")
-    path = Path(out) if out else loaded.run_dir / "export" / f"model{tags}{SUFFIXES[fmt]}"
-    if path.exists() and not force:
+    name = FOLDERS[fmt] if fmt in FOLDERS else f"model{tags}{SUFFIXES[fmt]}"
+    path = Path(out) if out else loaded.run_dir / "export" / name
+    if path.exists() and not force and fmt not in FOLDERS:  # a folder may exist empty: hub_format checks
         raise UserError(f"{path} exists; pass --force to overwrite it (or --out another file)")
     report = ExportReport(path, fmt)
     metadata = {"model": loaded.spec, "data": meta, "plugins": (loaded.recipe or {}).get("plugins", [])}
@@ -241,21 +249,31 @@ def export(
         report.fp32_s = seconds_per_batch(model, x)
         report.int8_s = seconds_per_batch(exported, x)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "safetensors":
+    if fmt == "hf":
+        from vitkit.apps.hub_format import write_hf_folder
+
+        hub = write_hf_folder(loaded, path, x, force)
+        report.parity, report.parity_by, report.tolerance = hub.parity, hub.parity_by, HF_PARITY_ATOL
+        if not hub.timm_loads:
+            report.notes.append(
+                f"timm cannot load this folder ({hub.why_not}); vitkit.load and vitkit.create_model('local-dir:...') do"
+            )
+    elif fmt == "safetensors":
         write_safetensors(model, path, metadata)
         return report
-    graph_metadata = {**metadata, "logits_divided_by_temperature": True}
-    report.notes.append(f"the graph's logits are divided by the run's temperature {loaded.temperature:.4g}")
-    if fmt == "torchscript":
-        graph = TemperatureScaled(exported, loaded.temperature).eval()
-        reloaded = write_torchscript(graph, x, path, graph_metadata)
-        report.parity, report.parity_by = max_logit_diff(graph, reloaded, x), "torch.jit.load"
     else:
-        graph = TemperatureScaled(model, loaded.temperature).eval()
-        runner, report.parity_by = write_onnx(graph, x, path, graph_metadata)
-        report.parity = max_logit_diff(graph, runner, x)
-    if report.parity is not None and report.parity > PARITY_ATOL:
-        raise RuntimeError(f"{path}: exported logits differ by {report.parity:.2e} (> {PARITY_ATOL:.0e})")
+        graph_metadata = {**metadata, "logits_divided_by_temperature": True}
+        report.notes.append(f"the graph's logits are divided by the run's temperature {loaded.temperature:.4g}")
+        if fmt == "torchscript":
+            graph = TemperatureScaled(exported, loaded.temperature).eval()
+            reloaded = write_torchscript(graph, x, path, graph_metadata)
+            report.parity, report.parity_by = max_logit_diff(graph, reloaded, x), "torch.jit.load"
+        else:
+            graph = TemperatureScaled(model, loaded.temperature).eval()
+            runner, report.parity_by = write_onnx(graph, x, path, graph_metadata)
+            report.parity = max_logit_diff(graph, runner, x)
+    if report.parity is not None and report.parity > report.tolerance:
+        raise RuntimeError(f"{path}: exported logits differ by {report.parity:.2e} (> {report.tolerance:.0e})")
     return report
 
 
@@ -267,7 +285,14 @@ def print_report(report: ExportReport) -> None:
     def acc(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
 
-    table.add_row("file", f"{report.path} ({report.path.stat().st_size / 1e6:.2f} MB)")
+    files = [p for p in report.path.rglob("*") if p.is_file()] if report.path.is_dir() else [report.path]
+    size = sum(p.stat().st_size for p in files) / 1e6
+    shown = (
+        f"{report.path}/ ({len(files)} files, {size:.2f} MB)"
+        if report.path.is_dir()
+        else f"{report.path} ({size:.2f} MB)"
+    )
+    table.add_row("folder" if report.path.is_dir() else "file", shown)
     table.add_row("test accuracy (fp32)", acc(report.acc_before))
     if report.sparsity is not None:
         table.add_row("pruned Linear weights", f"{report.sparsity:.1%}")
@@ -279,7 +304,7 @@ def print_report(report: ExportReport) -> None:
             f"fp32 {report.fp32_s * 1e3:.2f} ms, int8 {report.int8_s * 1e3:.2f} ms ({report.speedup:.2f}x)",
         )
     if report.parity is not None:
-        table.add_row("max |logit diff|", f"{report.parity:.2e} (tolerance {PARITY_ATOL:.0e}; {report.parity_by})")
+        table.add_row("max |logit diff|", f"{report.parity:.2e} (tolerance {report.tolerance:.0e}; {report.parity_by})")
     console.print(table)
     for note in report.notes:
         console.print(note)

@@ -98,19 +98,24 @@ class LoadedModel:
 
 
 def load_model(path: str | Path) -> LoadedModel:
-    """The model of a run directory, a ``.pt`` checkpoint or a ``model.safetensors``."""
+    """The model of a run directory, a ``.pt`` checkpoint, a ``model.safetensors``, or a folder that
+    ``vitkit export --format hf`` wrote (local, or ``hf-hub:org/name`` through the Hugging Face cache)."""
+    from vitkit.apps.hub_format import TIMM_WEIGHTS
     from vitkit.engine.build import build_model
     from vitkit.engine.calibration import temperature_of
+    from vitkit.models.pretrained import HUB_PREFIX, hub_folder
     from vitkit.plugin_loader import load_run_plugins
     from vitkit.recipe import recipe_from_dict
 
-    source = _model_source(Path(path))
+    source = _model_source(hub_folder(str(path)) if str(path).startswith(HUB_PREFIX) else Path(path))
+    timm_names = False  # weights under timm's key names (an hf export of a ViT): converted on loading
     if source.suffix == ".safetensors":
         weights, meta = load_safetensors(source)
         if "model" not in meta or "data" not in meta:
             raise UserError(f"{source}: no vitkit metadata (model spec and data); was it written by vitkit?")
         recipe_data, spec, data = None, meta["model"], meta["data"]
         plugins, temperature = meta.get("plugins"), temperature_of(meta)
+        timm_names = meta.get("weights") == TIMM_WEIGHTS
     else:
         state = load_checkpoint(source)
         if not {"model", "recipe", "data"} <= set(state):
@@ -122,7 +127,12 @@ def load_model(path: str | Path) -> LoadedModel:
     recipe = recipe_from_dict({"name": "predict", "model": spec}, source=source)
     model = build_model(recipe, len(data["classes"]), data["in_chans"], pretrained=False)
     try:
-        model.load_state_dict(weights)
+        if timm_names:
+            from vitkit.models.timm_bridge import load_weights
+
+            load_weights(model, weights, str(source))
+        else:
+            model.load_state_dict(weights)
     except RuntimeError as err:
         raise UserError(f"{source}: weights do not fit the model spec ({str(err).splitlines()[0]})") from None
     return LoadedModel(model.eval(), data, source, spec, recipe_data, temperature)

@@ -11,6 +11,8 @@ and the classifier head is reset for the dataset's classes. Offline with nothing
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -95,6 +97,37 @@ def _hub_cfg(source: str) -> dict[str, Any]:
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, ConnectionError, OSError) as err:
         raise _missing_weights(source, err, "config.json") from None
     return dict(parsed[0] or {})
+
+
+def hub_file(source: str, filename: str, what: str = "") -> Path:
+    """One file of an ``hf-hub:org/name[@revision]`` repo, through the Hugging Face cache (downloaded once;
+    the cached copy under ``HF_HUB_OFFLINE``); one that is neither cached nor downloadable is a ``UserError``.
+    ``what``: the line's advice instead of ``model.checkpoint_path`` (loading a model, not pretraining)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    repo, _, revision = source.removeprefix(HUB_PREFIX).partition("@")
+    try:
+        return Path(hf_hub_download(repo, filename, revision=revision or None))
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, ConnectionError, hub_http_error()) as err:
+        error = _missing_weights(HUB_PREFIX + repo, err, filename)
+        if what:
+            error = UserError(str(error).split("; run once")[0] + f"; run once with network to cache it, or {what}")
+        raise error from None
+
+
+def hub_folder(source: str, what: str = "pass a local copy of the folder") -> Path:
+    """The cached snapshot folder of an ``hf-hub:`` repo that ``vitkit export --format hf`` wrote (or timm's
+    ``push_to_hf_hub``): its ``config.json`` and ``model.safetensors``."""
+    hub_file(source, "config.json", what)
+    return hub_file(source, "model.safetensors", what).parent
+
+
+def is_vitkit_export(source: str) -> bool:
+    """Whether an ``hf-hub:`` repo was written by ``vitkit export --format hf`` (its config.json says so)."""
+    if not source.startswith(HUB_PREFIX):
+        return False
+    return "vitkit" in json.loads(hub_file(source, "config.json").read_text())
 
 
 def _missing_weights(source: str, err: Exception, filename: str = "model.safetensors") -> UserError:

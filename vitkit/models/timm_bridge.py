@@ -153,15 +153,34 @@ def timm_config(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def to_timm_model(model: nn.Module, **overrides: Any) -> nn.Module:
+#: timm's registered names that build ``model``'s classes; ``timm_config`` sets every size, so any name of
+#: the right class builds the same network (these are what an hf export's ``config.json`` names).
+TIMM_ARCHITECTURES = {"vit": "vit_base_patch16_224", "deit_distilled": "deit_base_distilled_patch16_224"}
+
+
+def timm_architecture(model: nn.Module) -> str:
+    """The timm model name (``vit_*``, or ``deit_*_distilled_*`` for DeiT) that ``timm.create_model``
+    builds ``model``'s architecture from, given ``timm_config(model)`` as arguments."""
+    _require_vit(model)
+    return TIMM_ARCHITECTURES["deit_distilled" if hasattr(model, "dist_token") else "vit"]
+
+
+def to_timm_model(model: nn.Module, via_factory: bool = False, **overrides: Any) -> nn.Module:
     """A timm ``VisionTransformer`` (``VisionTransformerDistilled`` for DeiT) holding ``model``'s weights;
-    ``overrides`` are further timm arguments that hold no weights (dropout rates)."""
+    ``overrides`` are further timm arguments that hold no weights (dropout rates). ``via_factory``:
+    built by ``timm.create_model(timm_architecture(model), ...)``, so it carries the ``pretrained_cfg``
+    and recorded arguments timm's ``save_for_hf`` writes."""
     from timm.models.deit import VisionTransformerDistilled
     from timm.models.vision_transformer import VisionTransformer as TimmViT
 
     config = {**timm_config(model), **overrides}
-    cls = VisionTransformerDistilled if hasattr(model, "dist_token") else TimmViT
-    reference = cls(**config)
+    if via_factory:
+        import timm
+
+        reference = timm.create_model(timm_architecture(model), pretrained=False, **config)
+    else:
+        cls = VisionTransformerDistilled if hasattr(model, "dist_token") else TimmViT
+        reference = cls(**config)
     state = to_timm_state_dict(model)
     if config["pre_norm"]:
         state.pop("patch_embed.proj.bias")  # timm drops this bias under pre_norm; ours stays zero
@@ -220,9 +239,21 @@ MODELS.add_resolver(TIMM_PREFIX, timm_factory)
 def load_pretrained(model: nn.Module, name: str, pretrained: Any) -> nn.Module:
     """Load timm's pretrained weights for ``name`` into the vitkit ``model`` (converted, positions
     resized, head reset when the classes differ); sets ``model.pretrained_cfg``."""
-    from vitkit.models.pretrained import create_timm_pretrained, timm_source
+    from vitkit.models.pretrained import (
+        create_timm_pretrained,
+        hub_folder,
+        is_vitkit_export,
+        pretrained_cfg,
+        timm_source,
+    )
     from vitkit.models.vit import VisionTransformer
 
+    if isinstance(pretrained, str) and is_vitkit_export(pretrained):  # vitkit's own hf export: any architecture
+        folder = hub_folder(pretrained, what="set model.checkpoint_path to a local weights file")
+        state, _ = read_weights(folder / "model.safetensors")
+        load_weights(model, state, f"pretrained {pretrained}", reset_head=True, convert=True)
+        model.pretrained_cfg = pretrained_cfg(name, pretrained) or {}
+        return model
     if not isinstance(model, VisionTransformer):
         raise UserError(
             f"timm's pretrained weights convert into vitkit's ViT and DeiT configs only, not {type(model).__name__}; "
@@ -233,3 +264,39 @@ def load_pretrained(model: nn.Module, name: str, pretrained: Any) -> nn.Module:
     load_weights(model, reference.state_dict(), f"pretrained {source}", reset_head=True, convert=True)
     model.pretrained_cfg = dict(getattr(reference, "pretrained_cfg", {}) or {})
     return model
+
+
+# ---------------------------------------------------------------------- local-dir:PATH, hf-hub:org/name
+
+
+def export_folder_factory(folder: Path) -> Any:
+    """The factory of the model in a folder ``vitkit export --format hf`` wrote: the run's architecture
+    with its weights (converted from timm's names where they are); overrides as ``create_model``'s."""
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"{folder}: no model.safetensors (expected a folder written by vitkit export --format hf)")
+    _, meta = read_weights(weights)
+    if meta["format"] != "vitkit":
+        raise UserError(
+            f"{weights} has no vitkit metadata (not a vitkit export); timm.create_model('local-dir:...') may load it"
+        )
+
+    def factory(**overrides: Any) -> nn.Module:
+        return create_model(meta["model"]["name"], checkpoint_path=weights, **overrides)
+
+    factory.__doc__ = f"the model exported to {folder}"
+    return factory
+
+
+def _local_dir(path: str) -> Any:
+    return export_folder_factory(Path(path).expanduser())
+
+
+def _hf_hub(repo: str) -> Any:
+    from vitkit.models.pretrained import HUB_PREFIX, hub_folder
+
+    return export_folder_factory(hub_folder(HUB_PREFIX + repo))
+
+
+MODELS.add_resolver("local-dir:", _local_dir)
+MODELS.add_resolver("hf-hub:", _hf_hub)

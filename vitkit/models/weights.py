@@ -82,15 +82,16 @@ def from_timm_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename and fuse timm/torch layouts into vitkit's (which is timm's current ViT layout).
 
     Strips ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes; fuses separate
-    ``attn.q/k/v`` projections into ``attn.qkv``; turns BEiT-style ``attn.q_bias``/``attn.v_bias``
-    into a ``qkv.bias`` with a zero key bias.
+    ``attn.q/k/v`` projections of the ViT blocks (``blocks.N``) into ``attn.qkv`` (class-attention
+    blocks keep theirs: CaiT's ``blocks_token_only`` in timm and vitkit); turns BEiT-style
+    ``attn.q_bias``/``attn.v_bias`` into a ``qkv.bias`` with a zero key bias.
     """
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         for prefix in ("module.", "_orig_mod."):
             key = key.removeprefix(prefix)
         out[key] = value
-    for key in [k for k in out if k.endswith(".attn.q.weight")]:
+    for key in [k for k in out if k.startswith("blocks.") and k.endswith(".attn.q.weight")]:
         stem = key.removesuffix("q.weight")
         if f"{stem}k.weight" in out and f"{stem}v.weight" in out:
             out[f"{stem}qkv.weight"] = torch.cat([out.pop(f"{stem}{p}.weight") for p in "qkv"])
