@@ -24,11 +24,10 @@ from torch import nn
 
 from vitkit.apps.predict import LoadedModel, load_model
 from vitkit.errors import UserError
+from vitkit.models.timm_bridge import TIMM_WEIGHTS
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
-#: ``model.safetensors`` metadata key ``weights``: its tensors are under timm's names (``to_timm_state_dict``).
-TIMM_WEIGHTS = "timm"
 #: ``config.json``'s ``architecture`` prefix for models without a timm twin (vitkit's registry name follows).
 VITKIT_ARCHITECTURE = "vitkit/"
 #: Files of a run directory copied into the folder beside the card (when the run wrote them).

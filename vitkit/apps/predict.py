@@ -100,10 +100,10 @@ class LoadedModel:
 def load_model(path: str | Path) -> LoadedModel:
     """The model of a run directory, a ``.pt`` checkpoint, a ``model.safetensors``, or a folder that
     ``vitkit export --format hf`` wrote (local, or ``hf-hub:org/name`` through the Hugging Face cache)."""
-    from vitkit.apps.hub_format import TIMM_WEIGHTS
     from vitkit.engine.build import build_model
     from vitkit.engine.calibration import temperature_of
     from vitkit.models.pretrained import HUB_PREFIX, hub_folder
+    from vitkit.models.timm_bridge import TIMM_WEIGHTS
     from vitkit.plugin_loader import load_run_plugins
     from vitkit.recipe import recipe_from_dict
 

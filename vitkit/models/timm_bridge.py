@@ -18,6 +18,8 @@ from vitkit.models.weights import adapt_to_model, from_timm_layout, infer_vit_op
 from vitkit.registry import MODELS
 
 TIMM_PREFIX = "timm/"
+#: ``model.safetensors`` metadata key ``weights``: its tensors are under timm's names (``to_timm_state_dict``).
+TIMM_WEIGHTS = "timm"
 
 
 def create_model(name: str, checkpoint_path: str | Path | None = None, **overrides: Any) -> nn.Module:
