@@ -287,6 +287,23 @@ def test_i25_3_port_in_use_is_one_line_and_exit_code_2(run_dir):
     assert result.stderr.strip().count("\n") == 0 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
+def test_i25_3_without_the_serve_extra_it_says_what_to_install(run_dir, tmp_path):
+    (tmp_path / "fastapi").mkdir()
+    (tmp_path / "fastapi" / "__init__.py").write_text("raise ImportError('not installed here')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-m", "vitkit", "serve", str(run_dir), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip() == 'vitkit: error: vitkit serve needs fastapi, not installed: pip install "vitkit[serve]"'
+    )
+
+
 def test_i25_3_image_bytes_give_the_files_view(tmp_path):
     """Bytes are decoded as the file is (reduced-size JPEG decoding included), unlike a PIL image opened in
     full: so the server's numbers are ``vitkit predict``'s."""
