@@ -31,6 +31,7 @@ SKIP = {
     "=softmax,sigmoid": "the tutorial's plugin package (my-vitkit-attention) is written by the reader",
     "torchrun": "several processes or machines (tests/test_distributed.py covers 2 processes)",
     "cifar": "downloads CIFAR-10 (no network in tests)",
+    "vitkit serve runs/": "a server runs until stopped (tests/test_serve.py starts one on a free port and stops it)",
 }
 PLACEHOLDER = re.compile(r"\.\.\.|\[|\||\b[A-Z][A-Z_]+\b|=N\b|<(?!run>)[a-z]+>")
 

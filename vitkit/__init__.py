@@ -13,7 +13,7 @@ Public API (torch is imported only when a name that needs it is first used):
 - ``hookimpl``: marker for plugin lifecycle hooks (see ``vitkit.plugins``); ``load_plugins``:
   discover and import plugins (entry points, a recipe's ``plugins``, extra modules or paths).
 - ``load_recipe(path, overrides)``: a validated ``Recipe``; ``train(recipe)``: run it, get the summary.
-- ``load(run_dir_or_checkpoint)``: a ``Predictor``; ``.predict(images)`` classifies paths, PIL images, tensors.
+- ``load(run_dir_or_checkpoint)``: a ``Predictor``; ``.predict(images)`` classifies paths, bytes, PIL images, tensors.
 - ``compare(sources, vary, overrides, rank_by, out)``: train and rank variants (``vitkit compare``).
 - ``lr_find(recipe, steps, start, end, out)``: the LR range test (``vitkit lr-find``); suggestions, curve.
 - ``UserError``: raised for mistakes in recipes, command lines and input files.

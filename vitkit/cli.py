@@ -170,13 +170,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_runs(sub)
     _add_audit(sub)
     _add_push(sub)
+    serve = _add_serve(sub)
     from vitkit.apps.cache_command import add_cache_command
 
     add_cache_command(sub)
 
     pl = sub.add_parser("plugins", help="list loaded plugins and the components each registered")
     pl.add_argument("recipe", nargs="?", help="also load this recipe's `plugins`")
-    for command in (run, ev, pr, ex, cmp, ls, pl, lrf):
+    for command in (run, ev, pr, ex, cmp, ls, pl, lrf, serve):
         _add_plugin_args(command)
     return parser
 
@@ -257,6 +258,29 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
     runs.add_argument("--name", default="*", metavar="PATTERN", help="only runs whose name matches (fnmatch)")
     runs.add_argument("--model", default="*", metavar="PATTERN", help="only runs whose model matches (fnmatch)")
     runs.add_argument("--json", action="store_true", help="print the runs as JSON")
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    serve = sub.add_parser(
+        "serve", help="serve a trained model over HTTP: POST /predict with dynamic batching, a web page at /"
+    )
+    serve.add_argument("model", metavar="RUN_OR_DIR", help="run directory, checkpoint or model.safetensors")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one, printed)")
+    serve.add_argument("--max-batch", type=int, default=16, help="images per forward pass at most (default 16)")
+    serve.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="wait for more images after the first (default 5 ms)"
+    )
+    serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (default 20 MB)")
+    serve.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    return serve
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _load_plugins(args)
+    from vitkit.apps.serve import serve
+
+    return serve(args.model, args.host, args.port, args.max_batch, args.max_wait_ms, args.max_upload_mb, args.device)
 
 
 def _runs(args: argparse.Namespace) -> int:
@@ -511,6 +535,7 @@ COMMANDS = {
     "cache": _cache,
     "audit": _audit,
     "push": _push,
+    "serve": _serve,
 }
 
 

@@ -159,12 +159,12 @@ def collect_images(paths: Iterable[str | Path]) -> list[Path]:
 
 
 @contextmanager
-def reading(path: Path) -> Iterator[None]:
-    """Around decoding ``path``: a non-image suffix, an unreadable, truncated or non-image file raise
-    ``UserError`` saying why."""
+def reading(path: Path | None = None) -> Iterator[None]:
+    """Around decoding ``path`` (``None``: an image file's bytes): a non-image suffix, an unreadable,
+    truncated or non-image file raise ``UserError`` saying why."""
     from PIL import Image, UnidentifiedImageError
 
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
+    if path is not None and path.suffix.lower() not in IMAGE_SUFFIXES:
         raise UserError(f"not an image file (suffix {path.suffix or 'none'!r}; expected {', '.join(IMAGE_SUFFIXES)})")
     try:
         yield
@@ -176,11 +176,12 @@ def reading(path: Path) -> Iterator[None]:
         raise UserError(f"unreadable image ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
 
 
-def read_image(path: Path) -> Image.Image:
-    """Decode a whole image file, EXIF rotation applied (the training reader); errors as ``reading``."""
+def read_image(path: Path | bytes) -> Image.Image:
+    """Decode a whole image file (or its bytes), EXIF rotation applied (the training reader); errors as
+    ``reading``."""
     from vitkit.data.imageio import open_image
 
-    with reading(path):
+    with reading(None if isinstance(path, bytes) else path):
         return open_image(path)
 
 
@@ -274,20 +275,21 @@ class Predictor:
     # ---- input conversion
 
     def image_tensor(self, image: Any) -> torch.Tensor:
-        """One image (path, PIL image or tensor) as float ``(in_chans, H, W)`` in [0, 1], at its own size
-        (the whole picture: what grids and attention maps are drawn on)."""
+        """One image (path, image file bytes, PIL image or tensor) as float ``(in_chans, H, W)`` in [0, 1], at
+        its own size (the whole picture: what grids and attention maps are drawn on)."""
         from PIL import Image
 
-        if isinstance(image, (str, Path)):
-            image = read_image(Path(image))
+        if isinstance(image, (str, Path, bytes)):
+            image = read_image(image if isinstance(image, bytes) else Path(image))
         if isinstance(image, Image.Image):
             return pil_to_tensor(image, self.in_chans)
         if isinstance(image, torch.Tensor):
             return tensor_image(image, self.in_chans)
-        raise UserError(f"cannot predict on a {type(image).__name__}: pass paths, PIL images or tensors")
+        raise UserError(f"cannot predict on a {type(image).__name__}: pass paths, image bytes, PIL images or tensors")
 
     def view(self, image: Any) -> torch.Tensor:
-        """What the model is given of one image (path, PIL image or tensor), before normalisation.
+        """What the model is given of one image (path, image file bytes, PIL image or tensor), before
+        normalisation.
 
         imagefolder runs: ``eval_view``, uint8 ``(in_chans, img_size, img_size)`` (a tensor is rounded to
         uint8 first, as a PNG of it would be); other runs: the image as ``image_tensor`` gives it (float,
@@ -296,12 +298,13 @@ class Predictor:
 
         if not self.crop_pct:
             return self.image_tensor(image)
-        if isinstance(image, (str, Path)):
-            with reading(Path(image)):
-                return eval_view(Path(image), self.in_chans, self.img_size, self.crop_pct, self.interpolation)
+        if isinstance(image, (str, Path, bytes)):  # decoded as a file is, bytes too
+            source = image if isinstance(image, bytes) else Path(image)
+            with reading(None if isinstance(source, bytes) else source):
+                return eval_view(source, self.in_chans, self.img_size, self.crop_pct, self.interpolation)
         if isinstance(image, (Image.Image, torch.Tensor)):
             return eval_view(image, self.in_chans, self.img_size, self.crop_pct, self.interpolation)
-        raise UserError(f"cannot predict on a {type(image).__name__}: pass paths, PIL images or tensors")
+        raise UserError(f"cannot predict on a {type(image).__name__}: pass paths, image bytes, PIL images or tensors")
 
     def to_input(self, views: Sequence[torch.Tensor], tta: str | None = None) -> torch.Tensor:
         """Views (``view``) -> the model's normalised ``(B, C, S, S)`` batch on its device, by the run's
@@ -333,7 +336,8 @@ class Predictor:
     # ---- the API
 
     def predict(self, images: Any, topk: int = 3, batch_size: int = 64) -> list[Prediction]:
-        """Classify ``images``: one or a list of paths (folders too), PIL images or tensors (or one batch).
+        """Classify ``images``: one or a list of paths (folders too), image file bytes, PIL images or tensors
+        (or one batch).
 
         Returns one ``Prediction`` per image, in order; an image that cannot be read gets ``error`` set.
         """

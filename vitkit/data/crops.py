@@ -26,15 +26,16 @@ if TYPE_CHECKING:
 
 
 def eval_view(
-    image: str | Path | Image.Image | torch.Tensor,
+    image: str | Path | bytes | Image.Image | torch.Tensor,
     in_chans: int,
     img_size: int,
     crop_pct: float,
     interpolation: str = "bilinear",
 ) -> torch.Tensor:
-    """``(in_chans, img_size, img_size)`` uint8: what evaluation sees of ``image`` (a path, a PIL image or a
-    tensor): its base image (``vitkit.data.imageio.base_image``, side ``base_size(img_size, crop_pct)``),
-    centre-cropped. For a file these are the bytes of its evaluation batch (before normalisation)."""
+    """``(in_chans, img_size, img_size)`` uint8: what evaluation sees of ``image`` (a path, an image file's
+    bytes, a PIL image or a tensor): its base image (``vitkit.data.imageio.base_image``, side
+    ``base_size(img_size, crop_pct)``), centre-cropped. For a file these are the bytes of its evaluation batch
+    (before normalisation)."""
     from vitkit.data.imageio import base_image, base_size, center_crop
 
     return center_crop(base_image(image, in_chans, base_size(img_size, crop_pct), interpolation), img_size)

@@ -28,15 +28,18 @@ def base_size(img_size: int, crop_pct: float) -> int:
     return max(img_size, round(img_size / crop_pct))
 
 
-def open_image(path: str | Path, mode: str | None = None, draft: int = 0) -> Image.Image:
-    """Decode ``path`` with EXIF orientation applied (upright as in photo viewers), in ``mode`` if given.
+def open_image(path: str | Path | bytes, mode: str | None = None, draft: int = 0) -> Image.Image:
+    """Decode ``path`` (a file, or an image file's bytes) with EXIF orientation applied (upright as in
+    photo viewers), in ``mode`` if given.
 
     ``draft``: for JPEGs, let libjpeg decode at a reduced scale whose both sides stay >= ``draft``
     pixels (DCT-domain downscaling: several times faster on large photos). PIL's exceptions pass through.
     """
+    import io
+
     from PIL import Image, ImageOps
 
-    with Image.open(path) as img:
+    with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as img:
         if draft and img.format == "JPEG":
             img.draft("RGB" if mode != "L" else "L", (draft, draft))
         img.load()  # decode now: a truncated file fails here, not later
@@ -96,13 +99,14 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def base_image(
-    image: str | Path | Image.Image | torch.Tensor, in_chans: int, size: int, interpolation: str = "bilinear"
+    image: str | Path | bytes | Image.Image | torch.Tensor, in_chans: int, size: int, interpolation: str = "bilinear"
 ) -> torch.Tensor:
     """``(in_chans, size, size)`` uint8, the stored form of every image of an imagefolder: decoded
-    (a path: reduced-size JPEG decoding, EXIF orientation applied), grey or RGB, short side resized to
-    ``size``, centre square kept. ``image``: a path, a PIL image or a tensor (see ``tensor_to_pil``)."""
+    (a path or a file's bytes: reduced-size JPEG decoding, EXIF orientation applied), grey or RGB, short
+    side resized to ``size``, centre square kept. ``image``: a path, an image file's bytes, a PIL image
+    or a tensor (see ``tensor_to_pil``)."""
     mode = "L" if in_chans == 1 else "RGB"
-    if isinstance(image, (str, Path)):
+    if isinstance(image, (str, Path, bytes)):
         img = open_image(image, mode, draft=size)
     else:
         img = tensor_to_pil(image) if isinstance(image, torch.Tensor) else image
