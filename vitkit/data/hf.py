@@ -1,0 +1,1 @@
+"""``data.dataset = "hf"``: a Hugging Face dataset (placeholder while it is written)."""
