@@ -65,9 +65,21 @@ class ShardStream(IterableDataset):
     workers (``batch_size``); ``train`` picks the plan (see the module doc). ``len()`` is the split's size."""
 
     def __init__(
-        self, shards: Shards, base_size: int, in_chans: int, interpolation: str = "bilinear", shuffle: int = 1000
+        self,
+        shards: Shards,
+        base_size: int,
+        in_chans: int,
+        interpolation: str = "bilinear",
+        shuffle: int = 1000,
+        name: str = "train",
     ) -> None:
-        self.shards, self.base_size, self.in_chans, self.interpolation = shards, base_size, in_chans, interpolation
+        self.name, self.shards, self.base_size, self.in_chans, self.interpolation = (
+            name,
+            shards,
+            base_size,
+            in_chans,
+            interpolation,
+        )
         self.shuffle = shuffle
         self.train, self.batch_size, self.seed, self.epoch = False, 1, 0, 0
         self.rank, self.world_size = 0, 1
@@ -196,8 +208,7 @@ def _sample_log(stream: ShardStream, worker: int) -> Any:
     folder = os.environ.get(SAMPLE_LOG)
     if not folder:
         return None
-    kind = "train" if stream.train else f"eval{len(stream)}"
-    name = f"{kind}-epoch{stream.epoch}-rank{stream.rank}-worker{worker}.txt"
+    name = f"{stream.name}-epoch{stream.epoch}-rank{stream.rank}-worker{worker}.txt"
     return open(Path(folder) / name, "a")  # noqa: SIM115 (closed at the end of the iteration)
 
 
@@ -225,12 +236,14 @@ class StreamLoader:
         self.stream.train, self.stream.batch_size, self.stream.seed = train, batch_size, seed
         self.stream.rank, self.stream.world_size = rank, world_size
         workers = min(num_workers, max(1, self.stream.num_batches()))
+        self.generator = torch.Generator().manual_seed(seed)  # worker seeds: never a draw from the global RNG
         self.loader = DataLoader(
             self.stream,
             batch_size=None,
             num_workers=workers,
             pin_memory=device.type == "cuda",
             persistent_workers=False,  # a new epoch's plan reaches the workers with the dataset
+            generator=self.generator,
         )
         self.transform, self.device, self.train = transform, device, train
         self.sample_weights = None  # data.balance = "sampler" does not apply to streamed shards
@@ -239,6 +252,7 @@ class StreamLoader:
         """The epoch's shard order, shuffle and per-sample draws depend on (seed, epoch) only."""
         self.transform.set_epoch(epoch)
         self.stream.epoch = epoch
+        self.generator.manual_seed(self.stream.seed * 100_003 + epoch)
 
     def __len__(self) -> int:
         return self.stream.num_batches()

@@ -65,7 +65,7 @@ class WebDataset(ImageDataset):
             shards, found = shard_index(expand(pattern, Path(self.root)), name)
             if classes is None or (found and len(found) > len(classes)):
                 classes = found
-            stream = ShardStream(shards, self.base_size, self.in_chans, self.interpolation, self.shuffle)
+            stream = ShardStream(shards, self.base_size, self.in_chans, self.interpolation, self.shuffle, name)
             sets[name] = ImageSet(files=stream)
         if not classes:
             raise UserError("webdataset: no classes.json (or classes in _info.json) beside the shards")
