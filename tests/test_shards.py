@@ -270,3 +270,27 @@ def test_i26_2_webdataset_without_a_split_is_one_line(tmp_path, shard_set, cli):
     recipe.write_text(recipe.read_text().replace("test = [", "# test = ["))
     code, _, err = cli("run", recipe)
     assert code == 2 and "data.test" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_i26_1_shards_of_a_run_hold_its_split_json(tmp_path, shard_set, cli):
+    """A run directory as SOURCE: each split's shards list exactly the files of the run's split.json."""
+    from .photos import folder_recipe
+
+    photos, _, _ = shard_set
+    recipe = folder_recipe(tmp_path, photos, extra="")
+    recipe.write_text(recipe.read_text().replace("batch_size = 8", "batch_size = 8\nsplit_seed = 5"))
+    code, _, err = cli("run", recipe)
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs" / "photos").iterdir()
+    done = _vitkit("shards", run_dir, "--out", tmp_path / "run_shards")
+    assert done.returncode == 0, done.stderr
+    record = json.loads((run_dir / "split.json").read_text())
+    info = json.loads((tmp_path / "run_shards" / "_info.json").read_text())
+    for name in ("train", "val", "test"):
+        paths = [
+            json.loads(sample["json"])["path"]
+            for filename in info["splits"][name]["filenames"]
+            for sample in _members(tmp_path / "run_shards" / filename).values()
+        ]
+        assert paths == [path for path, _ in record[name]]
