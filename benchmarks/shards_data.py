@@ -64,7 +64,7 @@ def timm_wds_loader(shards: Path, img_size: int, batch: int, workers: int, crop_
     )
 
 
-def accuracy(root: Path, shards: Path, out: Path, epochs: int) -> tuple[float, float]:
+def accuracy(root: Path, shards: Path, out: Path, epochs: int, seed: int = 0) -> tuple[float, float]:
     """Test accuracy of one recipe trained from the folder and from its shards."""
     info = json.loads((shards / "_info.json").read_text())
     names = {s: json.dumps(info["splits"][s]["filenames"]) for s in ("train", "val", "test")}
@@ -75,12 +75,13 @@ def accuracy(root: Path, shards: Path, out: Path, epochs: int) -> tuple[float, f
     }
     result = {}
     for name, table in data.items():
-        recipe = out / f"{name}.toml"
+        recipe, name = out / f"{name}{seed}.toml", f"{name}{seed}"
         text = RECIPE.replace("NAME", name).replace("DATA", table).replace("EPOCHS", str(epochs))
+        text = text.replace("seed = 0", f"seed = {seed}")
         recipe.write_text(text.replace("OUT", (out / "runs").as_posix()))
         subprocess.run([sys.executable, "-m", "vitkit", "run", str(recipe)], check=True, capture_output=True)
         (run_dir,) = (out / "runs" / name).iterdir()
-        result[name] = json.loads((run_dir / "summary.json").read_text())["test_acc"]
+        result[name.removesuffix(str(seed))] = json.loads((run_dir / "summary.json").read_text())["test_acc"]
     return result["folder"], result["shards"]
 
 
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--model", default="vit_nano_patch4_16")
     parser.add_argument("--repeats", type=int, default=3, help="epoch-2 measurements per path (median, range)")
     parser.add_argument("--accuracy", type=int, default=0, metavar="EPOCHS", help="also compare test accuracy")
+    parser.add_argument("--seeds", type=int, default=1, help="--accuracy: train each with seeds 0..N-1")
     args = parser.parse_args()
 
     from vitkit.apps.shards_command import write_shards
@@ -158,9 +160,11 @@ def main() -> None:
         spread = f"{min(runs[key]):,.0f}-{max(runs[key]):,.0f}"
         print(f"| {label} | {med[key]:,.0f} | {spread} | {med[key] / med['cache']:.2f}x |")
     print(f"\nshards / timm wds = {med['shards'] / med['timm']:.2f}x")
-    if args.accuracy:
-        folder_acc, shards_acc = accuracy(root, shards, Path(tmp.name), args.accuracy)
-        print(f"test accuracy after {args.accuracy} epochs: folder {folder_acc:.3f}, shards {shards_acc:.3f}")
+    for seed in range(args.seeds if args.accuracy else 0):
+        folder_acc, shards_acc = accuracy(root, shards, Path(tmp.name), args.accuracy, seed)
+        print(
+            f"seed {seed}: test accuracy after {args.accuracy} epochs: folder {folder_acc:.3f}, shards {shards_acc:.3f}"
+        )
     tmp.cleanup()
 
 
