@@ -174,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     from vitkit.apps.cache_command import add_cache_command
 
     add_cache_command(sub)
+    _add_shards(sub)
 
     pl = sub.add_parser("plugins", help="list loaded plugins and the components each registered")
     pl.add_argument("recipe", nargs="?", help="also load this recipe's `plugins`")
@@ -340,6 +341,18 @@ def _lr_find(args: argparse.Namespace) -> int:
     recipe = _recipe_for(args.recipe, args.overrides)
     manager, _ = _load_plugins(args, recipe)
     return lr_find_command(recipe, args.steps, args.start, args.end, args.out, manager)
+
+
+def _add_shards(sub: argparse._SubParsersAction) -> None:
+    from vitkit.apps.shards_command import add_shards_command
+
+    add_shards_command(sub)
+
+
+def _shards(args: argparse.Namespace) -> int:
+    from vitkit.apps.shards_command import shards_command
+
+    return shards_command(args)
 
 
 def _cache(args: argparse.Namespace) -> int:
@@ -536,6 +549,7 @@ COMMANDS = {
     "audit": _audit,
     "push": _push,
     "serve": _serve,
+    "shards": _shards,
 }
 
 

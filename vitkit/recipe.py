@@ -61,6 +61,12 @@ class DataConfig:
     balance: str = _f("none", choices=("none", "sampler", "loss"), doc="class imbalance: weighted draws or loss")
     exclude: str = _f("", doc="imagefolder: path,action,label CSV (under root) of files to drop/relabel (vitkit audit)")
     fold: str = _f("", doc='"k/K": K-fold cross-validation, fold k of train+val as val ("": the usual split)')
+    train: str | list = _f("", doc="webdataset: training shards, a brace pattern or a list (under root); hf: split")
+    val: str | list = _f("", doc="webdataset: validation shards; hf: split name (none: carved from train)")
+    test: str | list = _f("", doc="webdataset: test shards; hf: split name (none: carved from train)")
+    shuffle: int = _f(1000, min=0, doc="webdataset: shuffle buffer of training samples per worker (0: off)")
+    image_key: str = _f("image", doc="hf: the column holding the images")
+    label_key: str = _f("label", doc="hf: the column holding the class labels")
 
 
 @dataclass
@@ -308,6 +314,9 @@ def _check(value: Any, hint: Any, meta: dict[str, Any], where: str, key: str) ->
             return value
         if isinstance(value, bool) or not isinstance(value, int):
             fail('an integer or "auto"')
+    elif hint == str | list:  # a path pattern or a list of them
+        if not isinstance(value, (str, list)) or isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            fail("a string or a list of strings")
     elif hint is list:
         if not isinstance(value, list):
             fail("a list")

@@ -136,6 +136,45 @@ def _in_memory_splits(
     )
 
 
+class ImageFiles(Dataset):
+    """(path, label) pairs decoded by ``vitkit.data.imageio.load_base`` to ``(C, S, S)`` uint8 base images.
+
+    ``S`` is ``base_size`` (``round(img_size / crop_pct)``): the short side resized to ``S``, aspect ratio
+    kept, the centred square kept; batches are cropped to the model's input on the device. An index may be
+    ``(epoch, i)`` (``EpochSampler``): per-sample augmentations then draw from an RNG seeded by
+    (seed, epoch, i), so a resumed run repeats them exactly, whichever worker decodes the image.
+    """
+
+    def __init__(
+        self, samples: list[tuple[Path, int]], base_size: int, in_chans: int, interpolation: str = "bilinear"
+    ) -> None:
+        self.samples, self.base_size, self.in_chans = samples, base_size, in_chans
+        self.interpolation = interpolation
+        self.augment: list = []  # per-sample augmentations (objects with ``one(image)``), training split only
+        self.seed = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def base(self, source: Any) -> torch.Tensor:
+        """The base image of one sample's source (here a file path)."""
+        from vitkit.data.imageio import load_base
+
+        return load_base(source, self.in_chans, self.base_size, self.interpolation)
+
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = index if isinstance(index, tuple) else (None, index)
+        source, label = self.samples[index]
+        image = self.base(source)
+        if self.augment:
+            with torch.random.fork_rng(devices=[]):
+                if epoch is not None:
+                    torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+                for augment in self.augment:
+                    image = augment.one(image)
+        return image, label
+
+
 @register_dataset("digits")
 class Digits(ImageDataset):
     """scikit-learn's 1,797 handwritten digits, 8x8 grey (shipped, no download); fixed 20% test split."""
@@ -219,41 +258,6 @@ class FashionMnist(_TorchvisionDataset):
     classes = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
     in_chans, mean, std = 1, (0.2860,), (0.3530,)
     tv_name, files_hint = "FashionMNIST", "FashionMNIST/raw/ (the four idx files)"
-
-
-class ImageFiles(Dataset):
-    """(path, label) pairs decoded by ``vitkit.data.imageio.load_base`` to ``(C, S, S)`` uint8 base images.
-
-    ``S`` is ``base_size`` (``round(img_size / crop_pct)``): the short side resized to ``S``, aspect ratio
-    kept, the centred square kept; batches are cropped to the model's input on the device. An index may be
-    ``(epoch, i)`` (``EpochSampler``): per-sample augmentations then draw from an RNG seeded by
-    (seed, epoch, i), so a resumed run repeats them exactly, whichever worker decodes the image.
-    """
-
-    def __init__(
-        self, samples: list[tuple[Path, int]], base_size: int, in_chans: int, interpolation: str = "bilinear"
-    ) -> None:
-        self.samples, self.base_size, self.in_chans = samples, base_size, in_chans
-        self.interpolation = interpolation
-        self.augment: list = []  # per-sample augmentations (objects with ``one(image)``), training split only
-        self.seed = 0
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        from vitkit.data.imageio import load_base
-
-        epoch, index = index if isinstance(index, tuple) else (None, index)
-        path, label = self.samples[index]
-        image = load_base(path, self.in_chans, self.base_size, self.interpolation)
-        if self.augment:
-            with torch.random.fork_rng(devices=[]):
-                if epoch is not None:
-                    torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
-                for augment in self.augment:
-                    image = augment.one(image)
-        return image, label
 
 
 @register_dataset("imagefolder")

@@ -215,10 +215,14 @@ def build_loader(
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
-) -> InMemoryLoader | FileLoader:
-    """The in-memory loader for tensor splits, a DataLoader for file-backed ones."""
+) -> Any:
+    """The in-memory loader for tensor splits, a DataLoader for file-backed ones (streamed for shards)."""
     if data.in_memory:
         return InMemoryLoader(data, batch_size, transform, device, train, seed, rank, world_size)
+    if isinstance(data.files, torch.utils.data.IterableDataset):
+        from vitkit.data.stream import StreamLoader
+
+        return StreamLoader(data, batch_size, transform, device, train, num_workers, seed, rank, world_size)
     return FileLoader(data, batch_size, transform, device, train, num_workers, seed, rank, world_size)
 
 

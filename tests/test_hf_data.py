@@ -1,0 +1,89 @@
+"""Issue 26.3: ``data.dataset = "hf"`` trains from a Hugging Face dataset built from generated images
+and written with ``save_to_disk`` (nothing downloaded): classes from its ClassLabel, its test split
+kept, val carved from train."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from .photos import draw_photo
+
+SHAPES = ["disc", "square", "triangle"]
+RECIPE = """
+name = "hf"
+seed = 1
+[model]
+name = "vit_nano_patch4_16"
+depth = 1
+[data]
+dataset = "hf"
+root = "ROOT"
+image_key = "picture"
+label_key = "shape"
+batch_size = 8
+[train]
+epochs = 1
+[output]
+dir = "OUT"
+"""
+
+
+def _saved_dataset(folder: Path) -> Path:
+    import datasets
+
+    datasets.disable_progress_bars()  # stderr holds vitkit's own lines only
+    rng = random.Random(0)
+
+    def split(n: int) -> datasets.Dataset:
+        labels = [i % 3 for i in range(n)]
+        images = [draw_photo(SHAPES[c], rng.randint(20, 40), rng.randint(20, 40), rng) for c in labels]
+        features = datasets.Features({"picture": datasets.Image(), "shape": datasets.ClassLabel(names=SHAPES)})
+        return datasets.Dataset.from_dict({"picture": images, "shape": labels}, features=features)
+
+    datasets.DatasetDict({"train": split(30), "test": split(9)}).save_to_disk(str(folder))
+    return folder
+
+
+def test_i26_3_hf_saved_dataset_trains(tmp_path, cli):
+    root = _saved_dataset(tmp_path / "hfds")
+    recipe = tmp_path / "hf.toml"
+    recipe.write_text(RECIPE.replace("ROOT", root.as_posix()).replace("OUT", (tmp_path / "runs").as_posix()))
+    code, out, err = cli("run", recipe)
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs" / "hf").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["split_sizes"] == {"train": 27, "val": 3, "test": 9}  # val carved (10%), test kept
+    assert summary["data"]["class_counts"]["test"] == {name: 3 for name in SHAPES}  # names from ClassLabel
+    report = json.loads((run_dir / "report_test.json").read_text())
+    assert report["count"] == 9 and [row["class"] for row in report["per_class"]] == SHAPES
+
+
+def test_i26_3_hf_missing_column_is_one_line(tmp_path, cli):
+    root = _saved_dataset(tmp_path / "hfds")
+    recipe = tmp_path / "hf.toml"
+    text = RECIPE.replace("ROOT", root.as_posix()).replace("OUT", (tmp_path / "runs").as_posix())
+    recipe.write_text(text.replace('label_key = "shape"', 'label_key = "label"'))
+    code, _, err = cli("run", recipe)
+    assert code == 2 and "no column 'label'" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("kind", ["parquet"])
+def test_i26_3_hf_parquet_files_train(tmp_path, cli, kind):
+    import datasets
+
+    saved = _saved_dataset(tmp_path / "hfds")
+    loaded = datasets.load_from_disk(str(saved))
+    (tmp_path / "pq").mkdir()
+    loaded["train"].to_parquet(str(tmp_path / "pq" / "train.parquet"))
+    recipe = tmp_path / "hf.toml"
+    text = RECIPE.replace("ROOT", (tmp_path / "pq" / "train.parquet").as_posix())
+    recipe.write_text(text.replace("OUT", (tmp_path / "runs").as_posix()))
+    code, _, err = cli("run", recipe)
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs" / "hf").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert sum(summary["split_sizes"].values()) == 30 and summary["split_sizes"]["test"] == 3  # both carved

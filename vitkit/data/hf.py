@@ -1,0 +1,166 @@
+"""``data.dataset = "hf"``: a Hugging Face dataset as the data of a run.
+
+``data.root`` names it: a folder written by ``save_to_disk``, Parquet or Arrow files (a file, a glob
+or a folder of them), or a Hub name (``org/name``, through the Hugging Face cache, so it works offline
+once cached: ``HF_DATASETS_OFFLINE=1``). ``data.image_key`` and ``data.label_key`` name the columns;
+``data.train``/``val``/``test`` the splits (default ``train``; ``validation``/``val``/``valid``;
+``test``), and a missing val or test split is carved from train, stratified, as for folders
+(``vitkit.data.folder.make_splits``). Class names come from a ``ClassLabel`` feature (else the sorted
+label values). Rows decode in the DataLoader workers to the folder path's base images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitkit.data.datasets import DataSplits, ImageDataset, ImageFiles, ImageSet
+from vitkit.errors import UserError
+from vitkit.registry import register_dataset
+
+VAL_NAMES = ("validation", "val", "valid")
+DATA_SUFFIXES = {".parquet": "parquet", ".arrow": "arrow"}
+
+
+class DatasetRows(ImageFiles):
+    """Rows of Hugging Face dataset splits as base images: a sample's source is ``(split, row)``."""
+
+    def __init__(self, tables: dict[str, Any], image_key: str, samples: list, base_size: int, in_chans: int,
+                 interpolation: str = "bilinear") -> None:  # fmt: skip
+        super().__init__(samples, base_size, in_chans, interpolation)
+        self.tables, self.image_key = tables, image_key
+
+    def base(self, source: tuple[str, int]) -> torch.Tensor:
+        import io
+
+        from vitkit.data.imageio import base_image, open_image
+
+        split, row = source
+        image = self.tables[split][row][self.image_key]
+        if isinstance(image, dict):  # an undecoded Image feature: {"bytes", "path"}
+            image = io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]
+        if not hasattr(image, "convert"):
+            image = open_image(image, "L" if self.in_chans == 1 else "RGB", self.base_size)
+        return base_image(image, self.in_chans, self.base_size, self.interpolation)
+
+
+def open_dataset(root: str) -> dict[str, Any]:
+    """The splits of ``root`` (see the module doc) as ``{name: datasets.Dataset}``."""
+    import datasets
+
+    path = Path(root)
+    try:
+        if path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "state.json")):
+            loaded = datasets.load_from_disk(str(path))
+        elif path.is_dir() and (files := [f for f in sorted(path.rglob("*")) if f.suffix in DATA_SUFFIXES]):
+            loaded = datasets.load_dataset(DATA_SUFFIXES[files[0].suffix], data_dir=str(path))
+        elif Path(root.split("*")[0]).suffix in DATA_SUFFIXES or root.endswith(tuple(DATA_SUFFIXES)):
+            loaded = datasets.load_dataset(DATA_SUFFIXES[Path(root).suffix], data_files={"train": root})
+        elif path.exists():
+            raise UserError(f"hf: {root} is neither a save_to_disk folder nor Parquet/Arrow files")
+        else:
+            loaded = datasets.load_dataset(root)  # a Hub name, through the HF cache
+    except UserError:
+        raise
+    except Exception as err:  # datasets raises many kinds: missing, offline, bad files
+        raise UserError(
+            f"hf: cannot load {root}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from None
+    return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
+
+
+@register_dataset("hf")
+class HuggingFace(ImageDataset):
+    """A Hugging Face dataset: ``data.root`` = Hub name, ``save_to_disk`` folder or Parquet/Arrow files;
+    ``data.image_key``/``label_key`` columns; missing val/test carved from train."""
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def __init__(
+        self,
+        img_size: int,
+        train: str | list = "",
+        val: str | list = "",
+        test: str | list = "",
+        image_key: str = "image",
+        label_key: str = "label",
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        in_chans: int = 3,
+        crop_pct: float = 0.875,
+        interpolation: str = "bilinear",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(img_size, **kwargs)
+        from vitkit.data.imageio import base_size
+        from vitkit.extras import require
+
+        require("data", "datasets", what='data.dataset = "hf"')
+        for key, value in (("train", train), ("val", val), ("test", test)):
+            if not isinstance(value, str):
+                raise UserError(f"hf: data.{key} names one split of the dataset, got {value!r}")
+        self.names = {"train": train, "val": val, "test": test}
+        self.image_key, self.label_key = image_key, label_key
+        self.test_fraction, self.split_seed = test_fraction, split_seed
+        self.in_chans, self.crop_pct, self.interpolation = in_chans, crop_pct, interpolation
+        self.base_size = base_size(img_size, crop_pct)
+        if in_chans == 1:
+            self.mean, self.std = (0.5,), (0.5,)
+
+    def _split_names(self, tables: dict[str, Any]) -> dict[str, str]:
+        """Which of the dataset's splits serves as train, val and test (missing ones left out)."""
+        defaults = {"train": ("train",), "val": VAL_NAMES, "test": ("test",)}
+        chosen = {}
+        for name, given in self.names.items():
+            if given and given not in tables:
+                raise UserError(f"hf: data.{name} = {given!r} is not a split of {self.root} ({', '.join(tables)})")
+            found = given or next((n for n in defaults[name] if n in tables), "")
+            if found:
+                chosen[name] = found
+        if "train" not in chosen:
+            raise UserError(f"hf: {self.root} has no train split ({', '.join(tables)}); set data.train")
+        return chosen
+
+    def _classes(self, table: Any) -> tuple[list[str], dict[Any, int]]:
+        """Class names and the label value -> class index map (a ClassLabel's names, else sorted values)."""
+        feature = table.features.get(self.label_key)
+        names = getattr(feature, "names", None)
+        if names:
+            return list(names), {i: i for i in range(len(names))}
+        values = sorted(set(table[self.label_key]), key=str)
+        return [str(v) for v in values], {v: i for i, v in enumerate(values)}
+
+    def load(self) -> DataSplits:
+        from vitkit.data.folder import make_splits
+
+        tables = open_dataset(str(self.root))
+        chosen = self._split_names(tables)
+        for split in chosen.values():
+            missing = [k for k in (self.image_key, self.label_key) if k not in tables[split].column_names]
+            if missing:
+                columns = ", ".join(tables[split].column_names)
+                raise UserError(f"hf: split {split!r} has no column {missing[0]!r} ({columns}); set data.image_key "
+                                "and data.label_key")  # fmt: skip
+        self.classes, index = self._classes(tables[chosen["train"]])
+        found = {}
+        for name, split in chosen.items():
+            labels = tables[split][self.label_key]
+            unknown = [v for v in labels if v not in index]
+            if unknown:
+                raise UserError(f"hf: split {split!r} has label {unknown[0]!r}, not among the train split's classes")
+            found[name] = [((split, row), index[value]) for row, value in enumerate(labels)]
+        splits = make_splits(found, self.classes, self.val_fraction, self.test_fraction, self.split_seed)
+        used = {split: tables[split] for split in chosen.values()}
+
+        def split_set(samples: list) -> ImageSet:
+            rows = DatasetRows(used, self.image_key, samples, self.base_size, self.in_chans, self.interpolation)
+            return ImageSet(files=rows)
+
+        out = self._splits(*(split_set(splits[name]) for name in ("train", "val", "test")))
+        out.crop_pct = self.crop_pct
+        carved = [name for name in ("val", "test") if name not in chosen]
+        if carved:
+            out.notes.append(f"hf: {' and '.join(carved)} carved from {chosen['train']!r}, stratified")
+        return out

@@ -1,0 +1,264 @@
+"""Streaming a split from shards under torchrun and DataLoader workers, with exact epochs.
+
+The plan of an epoch is a function of (seed, epoch, rank, world size, worker, workers) and the shard
+lengths in ``_info.json``, nothing else, so every rank knows every rank's share without talking:
+
+- training: the shards in an order drawn from (seed, epoch) form one stream of ``N`` samples; rank
+  ``r`` takes the contiguous stretch ``[r N / W, (r + 1) N / W)`` (it opens only the shards that
+  overlap it), repeating its own first sample once when its stretch is one short, so every rank
+  has ``ceil(N / W)`` samples and runs the same number of steps; the ranks' samples are disjoint and
+  together cover the split once per epoch (WebDataset issues #434, #75: shard counts that do not divide
+  evenly otherwise hang DDP or shorten epochs). The rank's batches are cut into contiguous blocks, one
+  per worker; each worker shuffles through a buffer seeded by (seed, epoch, rank, worker);
+- evaluation: rank ``r`` takes the split positions ``r, r + W, ...`` (``loaders.eval_shard``) in shard
+  order and worker ``k`` the batches ``k, k + K, ...`` of those, so the DataLoader's round-robin returns
+  them in split order and every image is seen once (each worker reads every shard, decoding its own).
+
+Images are decoded in the workers into the base images of ``vitkit.data.imageio.base_image`` (the
+folder path's), per-sample augmentations seeded by (seed, epoch, position) as for folders.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from vitkit.data.shards import Shards, read_shard, sample_image
+
+SAMPLE_LOG = "VITKIT_TEST_SAMPLE_LOG"  # test hook: a folder; each worker writes the sample keys it yields
+
+
+def rank_stretch(n: int, rank: int, world: int) -> range:
+    """The contiguous stream positions of ``rank`` (sizes differ by at most one)."""
+    return range(rank * n // world, (rank + 1) * n // world)
+
+
+def train_positions(n: int, rank: int, world: int) -> list[int]:
+    """Rank ``rank``'s ``ceil(n / world)`` stream positions: its stretch, its first one repeated if short."""
+    stretch = list(rank_stretch(n, rank, world))
+    need = math.ceil(n / world)
+    return (stretch * need)[:need] if stretch else []
+
+
+def worker_block(batches: int, worker: int, workers: int) -> range:
+    """The contiguous batch indices of ``worker``."""
+    return range(worker * batches // workers, (worker + 1) * batches // workers)
+
+
+def shard_order(num_shards: int, seed: int, epoch: int) -> list[int]:
+    """The shards' order in a training epoch, from (seed, epoch) only."""
+    order = list(range(num_shards))
+    random.Random(seed * 100_003 + epoch).shuffle(order)
+    return order
+
+
+class ShardStream(IterableDataset):
+    """One split of shards as an iterable of ``(C, S, S)`` uint8 base images and labels, batched in the
+    workers (``batch_size``); ``train`` picks the plan (see the module doc). ``len()`` is the split's size."""
+
+    def __init__(
+        self,
+        shards: Shards,
+        base_size: int,
+        in_chans: int,
+        interpolation: str = "bilinear",
+        shuffle: int = 1000,
+        name: str = "train",
+    ) -> None:
+        self.name, self.shards, self.base_size, self.in_chans, self.interpolation = (
+            name,
+            shards,
+            base_size,
+            in_chans,
+            interpolation,
+        )
+        self.shuffle = shuffle
+        self.train, self.batch_size, self.seed, self.epoch = False, 1, 0, 0
+        self.rank, self.world_size = 0, 1
+        self.augment: list = []  # per-sample augmentations (objects with ``one(image)``), training split only
+        self._index: list[tuple[int, int]] | None = None  # random access: (shard, sample in shard) per position
+
+    def __len__(self) -> int:
+        return self.shards.num_samples
+
+    # ------------------------------------------------------------------------------- the plan
+
+    def rank_count(self) -> int:
+        """Samples this rank yields per epoch."""
+        n = self.shards.num_samples
+        return math.ceil(n / self.world_size) if self.train else len(range(self.rank, n, self.world_size))
+
+    def num_batches(self) -> int:
+        return math.ceil(self.rank_count() / self.batch_size)
+
+    def _stream(self) -> list[int]:
+        """Shard indices in stream order for this epoch."""
+        count = len(self.shards.urls)
+        return shard_order(count, self.seed, self.epoch) if self.train else list(range(count))
+
+    def worker_positions(self, worker: int, workers: int) -> list[int]:
+        """The stream positions ``worker`` of ``workers`` yields, in batch order before any shuffling."""
+        n, b = self.shards.num_samples, self.batch_size
+        if self.train:
+            mine = train_positions(n, self.rank, self.world_size)
+            block = worker_block(self.num_batches(), worker, workers)
+            return mine[block.start * b : block.stop * b]
+        mine = list(range(self.rank, n, self.world_size))
+        return [p for j in range(worker, self.num_batches(), workers) for p in mine[j * b : (j + 1) * b]]
+
+    def _samples(self, positions: list[int]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(split index, raw sample)`` for each wanted stream position (repeats included), reading only
+        the shards that hold one, in stream order. The split index (shard order) names a sample in
+        every epoch."""
+        wanted: dict[int, int] = {}
+        for p in positions:
+            wanted[p] = wanted.get(p, 0) + 1
+        lengths = self.shards.lengths
+        first = [sum(lengths[:s]) for s in range(len(lengths))]  # split index of each shard's first sample
+        start = 0
+        for shard in self._stream():
+            if any(start <= p < start + lengths[shard] for p in wanted):
+                for offset, sample in enumerate(read_shard(self.shards.urls[shard])):
+                    for _ in range(wanted.get(start + offset, 0)):
+                        yield first[shard] + offset, sample
+            start += lengths[shard]
+
+    # ---------------------------------------------------------------------------- iteration
+
+    def decode(self, sample: dict[str, Any], index: int) -> tuple[torch.Tensor, int]:
+        """The base image (per-sample augmentations applied, seeded by epoch and split ``index``) and label."""
+        from vitkit.data.imageio import base_image, open_image
+
+        image = open_image(io.BytesIO(sample_image(sample)), "L" if self.in_chans == 1 else "RGB", self.base_size)
+        image = base_image(image, self.in_chans, self.base_size, self.interpolation)
+        if self.augment:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+                for augment in self.augment:
+                    image = augment.one(image)
+        return image, int(sample["cls"])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        positions = self.worker_positions(worker, workers)
+        samples = self._samples(positions)  # evaluation: in split order, as planned
+        if self.train:  # the stretch read in stream order, shuffled through a buffer
+            samples = _shuffled(
+                samples, self.shuffle, ((self.seed * 1009 + self.epoch) * 1009 + self.rank) * 1009 + worker
+            )
+        log = _sample_log(self, worker)
+        batch: list[tuple[torch.Tensor, int]] = []
+        for index, sample in samples:
+            batch.append(self.decode(sample, index))
+            if log is not None:
+                log.write(f"{index}\n")
+            if len(batch) == self.batch_size:
+                yield _collate(batch)
+                batch = []
+        if batch:
+            yield _collate(batch)
+        if log is not None:
+            log.close()
+
+    # -------------------------------------------------------------------------- random access
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """Sample ``index`` of the split, in shard order (report image grids); reads its shard."""
+        if self._index is None:
+            self._index = [(s, i) for s, length in enumerate(self.shards.lengths) for i in range(length)]
+        shard, offset = self._index[index]
+        for i, sample in enumerate(read_shard(self.shards.urls[shard])):
+            if i == offset:
+                return self.decode(sample, index)
+        raise IndexError(index)
+
+
+def _shuffled(samples: Iterator[Any], size: int, seed: int) -> Iterator[Any]:
+    """``samples`` through a shuffle buffer of ``size`` (0 or 1: in order), seeded by ``seed``."""
+    if size <= 1:
+        yield from samples
+        return
+    rng = random.Random(seed)
+    buffer: list[Any] = []
+    for sample in samples:
+        buffer.append(sample)
+        if len(buffer) >= size:
+            i = rng.randrange(len(buffer))
+            buffer[i], buffer[-1] = buffer[-1], buffer[i]
+            yield buffer.pop()
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def _collate(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = zip(*batch, strict=True)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long)
+
+
+def _sample_log(stream: ShardStream, worker: int) -> Any:
+    folder = os.environ.get(SAMPLE_LOG)
+    if not folder:
+        return None
+    name = f"{stream.name}-epoch{stream.epoch}-rank{stream.rank}-worker{worker}.txt"
+    return open(Path(folder) / name, "a")  # noqa: SIM115 (closed at the end of the iteration)
+
+
+class StreamLoader:
+    """A DataLoader over a ``ShardStream`` (batched in its workers); batches moved to the device and
+    transformed there, as ``FileLoader`` does for folders."""
+
+    def __init__(
+        self,
+        data: Any,
+        batch_size: int,
+        transform: Any,
+        device: torch.device,
+        train: bool,
+        num_workers: int = 2,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        from torch.utils.data import DataLoader
+
+        self.stream: ShardStream = data.files
+        if train:
+            self.stream.augment = transform.take_sample_augments()
+        self.stream.train, self.stream.batch_size, self.stream.seed = train, batch_size, seed
+        self.stream.rank, self.stream.world_size = rank, world_size
+        workers = min(num_workers, max(1, self.stream.num_batches()))
+        self.generator = torch.Generator().manual_seed(seed)  # worker seeds: never a draw from the global RNG
+        self.loader = DataLoader(
+            self.stream,
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,  # a new epoch's plan reaches the workers with the dataset
+            generator=self.generator,
+        )
+        self.transform, self.device, self.train = transform, device, train
+        self.sample_weights = None  # data.balance = "sampler" does not apply to streamed shards
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch's shard order, shuffle and per-sample draws depend on (seed, epoch) only."""
+        self.transform.set_epoch(epoch)
+        self.stream.epoch = epoch
+        self.generator.manual_seed(self.stream.seed * 100_003 + epoch)
+
+    def __len__(self) -> int:
+        return self.stream.num_batches()
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in self.loader:
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            yield self.transform(images, labels, train=self.train)
