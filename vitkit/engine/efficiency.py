@@ -18,8 +18,9 @@ from vitkit.errors import UserError
 #: and ``torch.compile`` uses its ``eager`` backend (tracing, no code generation), so both decisions test fast.
 COMPILE_FIGURES_HOOK = "VITKIT_TEST_COMPILE_FIGURES"
 
-#: Forward GFLOPs per image from which bf16 autocast pays on a CPU with native bf16 (AVX512-BF16, AMX).
-#: Measured with ``vitkit bench MODEL --train --precision both`` on a 2-core AVX512-BF16 Xeon (docs/benchmarks.md).
+#: Forward GFLOPs per image from which bf16 autocast pays on a CPU with native bf16 (AVX512-BF16, AMX):
+#: between issue 27's two figures on a 2-core AVX512-BF16 machine (ViT-Ti/16 at 224, 2.5 GFLOPs: bf16
+#: 1.56x faster; the digits ViT, 0.004 GFLOPs: 1.6x slower). ``vitkit bench MODEL --precision both`` checks a model.
 CPU_BF16_MIN_GFLOPS = 1.0
 
 
