@@ -19,8 +19,8 @@ from vitkit.errors import UserError
 COMPILE_FIGURES_HOOK = "VITKIT_TEST_COMPILE_FIGURES"
 
 #: Forward GFLOPs per image from which bf16 autocast pays on a CPU with native bf16 (AVX512-BF16, AMX):
-#: between issue 27's two figures on a 2-core AVX512-BF16 machine (ViT-Ti/16 at 224, 2.5 GFLOPs: bf16
-#: 1.56x faster; the digits ViT, 0.004 GFLOPs: 1.6x slower). ``vitkit bench MODEL --precision both`` checks a model.
+#: on a 2-core AVX512-BF16 Xeon a ViT-Ti/16 training step at 224 px (2.5 GFLOPs) took 0.47x the fp32 time,
+#: the digits ViT's (0.0045 GFLOPs) 0.98x (docs/benchmarks.md). ``vitkit bench MODEL --precision both`` checks one.
 CPU_BF16_MIN_GFLOPS = 1.0
 
 
