@@ -216,9 +216,17 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--batch-size", type=int, help="images per step (default: the recipe's, else 64)")
     bench.add_argument("--img-size", type=int, help="input size (default: the model's)")
     bench.add_argument("--patch-size", type=int, help="patch size (default: the model's)")
-    bench.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="default: the recipe's, else auto")
+    bench.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16", "both"),
+        help="default: the recipe's, else auto; both: fp32 and bf16",
+    )
     bench.add_argument("--compile", action="store_true", help="torch.compile the model(s) first")
     bench.add_argument("--vs", choices=("timm",), help="also time timm's ViT (same config, same weights), interleaved")
+    bench.add_argument(
+        "--grad-checkpointing", action="store_true", help="also time the model with gradient checkpointing"
+    )
+    bench.add_argument("--patch-drop", type=float, metavar="RATE", help="also time the model with this patch dropout")
     mode = bench.add_mutually_exclusive_group()
     mode.add_argument("--train", action="store_true", help="training steps only (forward, backward, AdamW)")
     mode.add_argument("--infer", action="store_true", help="inference only (no grad, eval mode)")

@@ -107,7 +107,8 @@ class TrainConfig:
     tf32: bool = _f(True, doc="fp32 on an Ampere+ GPU: TF32 matmuls (false: full fp32)")
     channels_last: bool = _f(False, doc="channels-last memory format for model and inputs")
     strategy: str = _f("ddp", choices=("ddp", "fsdp"), doc="multi-process strategy under torchrun")
-    compile: bool = _f(False, doc="torch.compile the model")
+    compile: bool | str = _f(False, doc='torch.compile the model; "auto": only when it pays (measured)')
+    grad_checkpointing: bool = _f(False, doc="recompute block activations in backward: less memory, more time")
     log_every: int = _f(0, min=0, doc="progress refresh in steps (0: auto)")
     threads: int = _f(0, min=0, doc="CPU threads for torch's ops (0: torch's default, one per core); --threads")
 
@@ -309,6 +310,9 @@ def _check(value: Any, hint: Any, meta: dict[str, Any], where: str, key: str) ->
     elif hint is str:
         if not isinstance(value, str):
             fail("a string")
+    elif hint == bool | str:  # on, off or "auto"
+        if value != "auto" and not isinstance(value, bool):
+            fail('true, false or "auto"')
     elif hint == int | str:  # a count or "auto"
         if value == "auto":
             return value

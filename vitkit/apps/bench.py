@@ -1,17 +1,26 @@
 """Throughput measurement: img/s, step time, FLOPs and memory of training steps and inference.
 
-Several candidates (vitkit's model, timm's twin) are timed interleaved in one process
-(A B, B A, A B, ... after a warm-up) and the median of the repeats is kept, so a machine
-whose load drifts penalises both alike. ``vitkit bench`` and ``benchmarks/`` share this code.
+Several candidates (vitkit's model, timm's twin, the model with gradient checkpointing, patch
+dropout or another precision) are timed interleaved in one process (A B, B A, A B, ... after a
+warm-up) and the median of the repeats is kept, so a machine whose load drifts penalises all
+alike. Peak memory: CUDA's allocator peak on GPU; on CPU the peak resident memory that one step
+adds to a separate process (``vitkit.apps.bench_memory``). ``vitkit bench`` and ``benchmarks/``
+share this code.
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -90,6 +99,8 @@ class Candidate:
 
     name: str
     model: nn.Module
+    precision: str = "fp32"
+    counted: bool = True  # the model's forward FLOPs are this candidate's (not with patch dropout)
     params: int = 0
     steps: dict[str, Step] = field(default_factory=dict)
     first_step_s: dict[str, float] = field(default_factory=dict)
@@ -171,7 +182,7 @@ def first_step_time(fn: Step, device: torch.device) -> float:
 
 
 def step_peak_memory_mb(fn: Step, device: torch.device) -> float | None:
-    """CUDA: the most memory allocated during one call (every candidate's weights resident). CPU: ``None``."""
+    """CUDA: the most memory allocated during one call (every candidate's weights resident); else ``None``."""
     if device.type != "cuda":
         return None
     synchronize(device)
@@ -191,12 +202,40 @@ def process_peak_rss_mb() -> float | None:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
 
+def cpu_step_peak_memory_mb(model: nn.Module, mode: str, spec: BenchSpec, precision: str) -> float | None:
+    """CPU: the peak resident memory that ``mode``'s step adds to a fresh process holding ``model``
+    after one warm-up step (``vitkit.apps.bench_memory``). A model that cannot be pickled (a class
+    defined in a script) is an error."""
+    with tempfile.TemporaryDirectory(prefix="vitkit-bench-") as tmp:
+        path = Path(tmp) / "step.pt"
+        job = {
+            "model": model,
+            "mode": mode,
+            "batch_size": spec.batch_size,
+            "img_size": spec.img_size,
+            "in_chans": spec.in_chans,
+            "num_classes": spec.num_classes,
+            "precision": precision,
+            "threads": torch.get_num_threads(),
+        }
+        torch.save(job, path)
+        # glibc: every block over 64 KiB mapped on its own and unmapped when freed, so RSS follows the live memory
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+        done = subprocess.run(
+            [sys.executable, "-m", "vitkit.apps.bench_memory", str(path)], capture_output=True, text=True, env=env
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"the CPU memory measurement of {mode} failed:\n{done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
 # ------------------------------------------------------------------------------------ bench
 
 
 @dataclass
 class BenchSpec:
-    """What to measure: one model, input shape, batch, precision, modes, and how long."""
+    """What to measure: one model, input shape, batch, precision (``both``: fp32 and bf16), modes,
+    variants beside it (timm's twin, gradient checkpointing, patch dropout), and how long."""
 
     model: nn.Module
     name: str
@@ -208,6 +247,8 @@ class BenchSpec:
     compile: bool = False
     modes: tuple[str, ...] = ("train", "infer")
     vs_timm: bool = False
+    grad_checkpointing: bool = False
+    patch_drop_rate: float = 0.0
     iters: int = 5
     repeats: int = 7
     warmup: int = 2
@@ -218,58 +259,103 @@ def _rate(seconds: list[float], batch_size: int) -> dict[str, float]:
     return {"img_per_s": batch_size / median, "step_ms": median * 1e3, "spread": (max(seconds) - min(seconds)) / median}
 
 
+def variant(model: nn.Module, grad_checkpointing: bool = False, patch_drop_rate: float = 0.0) -> nn.Module:
+    """A copy of ``model`` with gradient checkpointing on or a patch-dropout rate (``UserError`` if it has none)."""
+    twin = copy.deepcopy(model)
+    if grad_checkpointing:
+        if not hasattr(twin, "set_grad_checkpointing"):
+            raise UserError(f"--grad-checkpointing: {type(model).__name__} has no set_grad_checkpointing")
+        twin.set_grad_checkpointing(True)
+    if patch_drop_rate:
+        from vitkit.layers import PatchDropout
+
+        drops = [m for m in twin.modules() if isinstance(m, PatchDropout)]
+        if not drops:
+            raise UserError(f"--patch-drop: {type(model).__name__} has no patch dropout (vitkit's models have)")
+        if not 0.0 < patch_drop_rate < 1.0:
+            raise UserError(f"--patch-drop: expected a rate in (0, 1), got {patch_drop_rate}")
+        for drop in drops:
+            drop.rate = patch_drop_rate
+    return twin
+
+
+def candidates_for(spec: BenchSpec) -> list[Candidate]:
+    """The model as given (first: the base of the ratios), then each variant asked for."""
+    precisions = ["fp32", "bf16"] if spec.precision == "both" else [spec.precision]
+    found = [Candidate("vitkit" + (f" {p}" if len(precisions) > 1 else ""), spec.model, p) for p in precisions]
+    if spec.vs_timm:
+        found.append(Candidate("timm", timm_twin(spec.model), precisions[0]))
+    if spec.grad_checkpointing:
+        found.append(Candidate("vitkit ckpt", variant(spec.model, grad_checkpointing=True), precisions[0]))
+    if spec.patch_drop_rate:
+        twin = variant(spec.model, patch_drop_rate=spec.patch_drop_rate)
+        found.append(Candidate(f"vitkit pdrop {spec.patch_drop_rate:g}", twin, precisions[0], counted=False))
+    return found
+
+
 def run_bench(spec: BenchSpec) -> dict[str, Any]:
-    """Measure ``spec``: one row per (candidate, mode), plus vitkit/timm ratios when ``vs_timm``."""
+    """Measure ``spec``: one row per (candidate, mode), plus vitkit/timm ratios when ``vs_timm`` and
+    each variant's step time and peak memory against the first candidate (``vs_base``)."""
     from vitkit.engine.flops import count_flops, gmacs
 
-    if spec.precision not in DTYPES:
-        raise UserError(f"--precision: expected fp32, bf16 or fp16, got {spec.precision!r}")
+    if spec.precision not in (*DTYPES, "both"):
+        raise UserError(f"--precision: expected fp32, bf16, fp16 or both, got {spec.precision!r}")
     device = next(spec.model.parameters()).device
     if spec.precision == "fp16" and device.type != "cuda":
         raise UserError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
-    candidates = [Candidate("vitkit", spec.model)]
-    if spec.vs_timm:
-        candidates.append(Candidate("timm", timm_twin(spec.model)))
-    flops = count_flops(spec.model, spec.in_chans, spec.img_size)  # the same for both (same graph)
+    candidates = candidates_for(spec)
+    flops = count_flops(spec.model, spec.in_chans, spec.img_size)  # the same for timm's twin (same graph)
     params = sum(p.numel() for p in spec.model.parameters())
     for cand in candidates:
         cand.params = sum(p.numel() for p in cand.model.parameters())
         runner = torch.compile(cand.model) if spec.compile else cand.model
         for mode in spec.modes:
             if mode == "train":
-                fn = train_step(runner, spec.batch_size, spec.img_size, spec.in_chans, spec.num_classes, spec.precision)
+                fn = train_step(runner, spec.batch_size, spec.img_size, spec.in_chans, spec.num_classes, cand.precision)
             else:
-                fn = infer_step(runner, spec.batch_size, spec.img_size, spec.in_chans, spec.precision)
+                fn = infer_step(runner, spec.batch_size, spec.img_size, spec.in_chans, cand.precision)
             cand.steps[mode] = fn
             cand.first_step_s[mode] = first_step_time(fn, device)
             mem = step_peak_memory_mb(fn, device)
+            if device.type == "cpu" and not spec.compile:  # a compiled step's memory would need a compile there
+                mem = cpu_step_peak_memory_mb(cand.model, mode, spec, cand.precision)
             if mem is not None:
                 cand.peak_mem_mb[mode] = mem
 
     peak = peak_tflops(device, spec.precision)
     rows: list[dict[str, Any]] = []
     ratios: dict[str, float] = {}
+    vs_base: dict[str, dict[str, dict[str, float | None]]] = {}
     for mode in spec.modes:
         steps = {cand.name: cand.steps[mode] for cand in candidates}
         samples = time_interleaved(steps, device, spec.iters, spec.repeats, spec.warmup)
+        by_name = {}
         for cand in candidates:
             rate = _rate(samples[cand.name], spec.batch_size)
             step_flops = flops * (3 if mode == "train" else 1)  # backward ~ 2x forward
-            tflops = step_flops * rate["img_per_s"] / 1e12
+            tflops = step_flops * rate["img_per_s"] / 1e12 if cand.counted else None
+            peak_cand = peak_tflops(device, cand.precision)
             rows.append(
                 {
                     "model": cand.name,
                     "mode": mode,
                     **rate,
+                    "precision": cand.precision,
                     "tflops": tflops,
-                    "peak_fraction": tflops / peak if peak else None,
+                    "peak_fraction": tflops / peak_cand if peak_cand and tflops is not None else None,
                     "first_step_s": cand.first_step_s[mode],
                     "peak_mem_mb": cand.peak_mem_mb.get(mode),
                     "params": cand.params,
                 }
             )
+            by_name[cand.name] = rows[-1]
         if spec.vs_timm:
-            ratios[mode] = rows[-2]["img_per_s"] / rows[-1]["img_per_s"]
+            ratios[mode] = by_name[candidates[0].name]["img_per_s"] / by_name["timm"]["img_per_s"]
+        base = by_name[candidates[0].name]
+        for cand in candidates[1:]:
+            row = by_name[cand.name]
+            memory = row["peak_mem_mb"] / base["peak_mem_mb"] if row["peak_mem_mb"] and base["peak_mem_mb"] else None
+            vs_base.setdefault(mode, {})[cand.name] = {"step_time": row["step_ms"] / base["step_ms"], "memory": memory}
     return {
         "model": spec.name,
         "device": torch.cuda.get_device_name(device)
@@ -284,7 +370,11 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
         "gmacs_per_img": gmacs(flops),
         "peak_tflops": peak,
         "process_peak_rss_mb": process_peak_rss_mb(),
+        "memory": "allocator peak of one step"
+        if device.type == "cuda"
+        else "peak RSS one step adds to a fresh process",
         "timing": {"iters": spec.iters, "repeats": spec.repeats, "warmup": spec.warmup},
         "rows": rows,
         "ratios": ratios,
+        "vs_base": vs_base,
     }

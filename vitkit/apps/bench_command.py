@@ -57,7 +57,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         device = select_device(args.device or found.get("device", "auto"))
     except UserError as err:
         raise UserError(f"--device: {err}") from None
-    precision = select_precision(args.precision or found.get("precision", "auto"), device)
+    asked = args.precision or found.get("precision", "auto")
+    precision = asked if asked == "both" else select_precision(asked, device)
     model = found["model"].to(device)
     modes = ("train",) if args.train else ("infer",) if args.infer else ("train", "infer")
     batch = args.batch_size or found.get("batch_size") or 64
@@ -72,6 +73,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         compile=args.compile or found.get("compile", False),
         modes=modes,
         vs_timm=args.vs == "timm",
+        grad_checkpointing=args.grad_checkpointing,
+        patch_drop_rate=args.patch_drop or 0.0,
         iters=args.steps,
         repeats=args.repeats,
         warmup=args.warmup,
@@ -125,6 +128,11 @@ def print_report(result: dict[str, Any]) -> None:
     for mode, ratio in result["ratios"].items():
         colour = "green" if ratio >= 1.0 else "yellow"
         console.print(f"vitkit/timm {mode}: [{colour}]{ratio:.3f}[/]")
+    base = result["rows"][0]["model"]
+    for mode, found in result.get("vs_base", {}).items():
+        for name, ratio in found.items():
+            memory = f", peak memory {ratio['memory']:.2f}x" if ratio["memory"] is not None else ""
+            console.print(f"{name} / {base} {mode}: step time {ratio['step_time']:.2f}x{memory}")
 
 
 def bench_command(args: argparse.Namespace) -> int:

@@ -32,7 +32,8 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def select_precision(name: str, device: torch.device) -> str:
-    """``auto``: bf16 on GPUs that have it natively, fp16 (with a GradScaler) on older GPUs, fp32 elsewhere."""
+    """``auto``: bf16 on GPUs that have it natively, fp16 (with a GradScaler) on older GPUs, fp32 elsewhere
+    (the trainer then picks bf16 for big enough models on CPUs with native bf16: ``engine.efficiency``)."""
     if name != "auto":
         if name == "fp16" and device.type == "cpu":
             raise UserError("train.precision: fp16 needs a GPU; use bf16 or fp32 on CPU")
@@ -45,6 +46,16 @@ def select_precision(name: str, device: torch.device) -> str:
 def native_bf16(device: torch.device) -> bool:
     """Whether the device computes bf16 in hardware (Ampere and newer); emulated bf16 (V100, T4) does not count."""
     return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX flags in ``/proc/cpuinfo``; Linux only)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def use_tf32(precision: str, device: torch.device, enabled: bool = True) -> bool:

@@ -25,6 +25,7 @@ from vitkit.engine import distributed as dist
 from vitkit.engine.checkpoint import atomic_write_text, save_checkpoint, save_safetensors
 from vitkit.engine.console import EpochProgress, console, print_epoch, print_summary
 from vitkit.engine.device import apply_tf32, autocast, select_device, select_precision, use_tf32
+from vitkit.engine.efficiency import CompileWhenPays, cpu_auto_precision, enable_grad_checkpointing
 from vitkit.engine.ema import ModelEma
 from vitkit.engine.evaluate import Evaluation, evaluate
 from vitkit.engine.faults import NonFiniteWatch, divergence_error, scaler_step, signal_at_test_point
@@ -122,6 +123,11 @@ class Trainer:
         self.data = data
         num_classes = len(self.data.classes)
         self.model = build.build_model(recipe, num_classes, self.data.in_chans).to(self.device)
+        if recipe.train.precision == "auto" and self.device.type == "cpu":  # bf16 where the model's work pays
+            self.precision, why = cpu_auto_precision(self.model, self.data.in_chans, self.img_size)
+            console.print(why)
+        if recipe.train.grad_checkpointing:
+            enable_grad_checkpointing(self.model, recipe.where())
         self.data.mean, self.data.std = self.preprocessing.mean_std(self.data.in_chans, self.data.mean, self.data.std)
         if self.dist.enabled:  # same initial weights on every rank; from here each rank draws its own numbers
             seed_everything(recipe.seed + self.dist.rank, recipe.train.deterministic)
@@ -139,7 +145,8 @@ class Trainer:
         self.wrapped = dist.wrap_model(self.model, self.strategy, self.device) if self.dist.enabled else self.model
         self.optimizer = build.build_optimizer(recipe, self.model)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.forward = torch.compile(self.wrapped) if recipe.train.compile else self.wrapped
+        self.forward = torch.compile(self.wrapped) if recipe.train.compile is True else self.wrapped
+        self.compile_trial: CompileWhenPays | None = None  # train.compile = "auto": made when the steps are known
 
         # the batch size ("auto" probes a real step of everything built above), then loaders and schedule
         data = recipe.data
@@ -238,8 +245,11 @@ class Trainer:
         steps = len(self.train_loader)
         watch, skipped = NonFiniteWatch(self.device), 0
         step_hook = self.dist.is_main and self.hooks.implemented("vitkit_on_train_step")
+        trial = self.compile_trial if self.compile_trial and not self.compile_trial.decision else None
         for step, (images, targets) in enumerate(self.train_loader):
             signal_at_test_point(epoch, step + 1, self.dist.rank)
+            if trial is not None:
+                trial.before_step()
             update = (step + 1) % accum == 0 or step + 1 == steps
             group = min(accum, steps - step // accum * accum)  # the last group of an epoch may be shorter
             # DDP: all-reduce gradients only on the micro-step that updates
@@ -269,6 +279,9 @@ class Trainer:
             correct += (logits.detach().argmax(dim=1) == labels).sum()
             seen += len(targets)
             progress.advance(step + 1, loss_sum, seen)
+            if trial is not None and trial.after_step():
+                self.forward = trial.forward
+                progress.print(trial.line())
         elapsed = time.perf_counter() - start
         loss_total, correct_total, seen_total = dist.all_reduce_sum(
             [float(loss_sum), float(correct), seen], self.device
@@ -345,6 +358,11 @@ class Trainer:
                 elastic.mark(run_dir, recipe)
         start = time.perf_counter() - (run.history[-1]["time"] if run.history else 0.0)
         epochs = recipe.train.epochs
+        if recipe.train.compile == "auto":
+            steps_left = len(self.train_loader) * (epochs - first_epoch + 1)
+            self.compile_trial = CompileWhenPays(self.wrapped, steps_left, self.device)
+            if self.compile_trial.decision is not None:
+                console.print(self.compile_trial.line())
         with EpochProgress(epochs, len(self.train_loader)) as progress:
             for epoch in range(first_epoch, epochs + 1):
                 progress.start_epoch(epoch, self._lr())
@@ -498,6 +516,8 @@ class Trainer:
             summary["audit"] = audit
         if self.ema is not None:
             summary["final_ema_val_acc"] = last["ema_val_acc"]
+        if self.compile_trial is not None:
+            summary["compile_auto"] = self.compile_trial.decision
         if self.dist.enabled:
             summary["world_size"] = self.dist.world_size
             summary["strategy"] = self.strategy

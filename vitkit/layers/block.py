@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from vitkit.layers.drop import DropPath
 from vitkit.layers.layer_scale import LayerScale
@@ -85,3 +86,31 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+class BlockStack(nn.Sequential):
+    """Blocks run in order (an ``nn.Sequential``: the keys stay ``blocks.0...``); with
+    ``grad_checkpointing`` on, each block keeps only its input for backward and recomputes its
+    activations there (``torch.utils.checkpoint``, non-reentrant: AMP, compile and DDP/FSDP work,
+    and dropout draws the same numbers again, so the gradients are the same)."""
+
+    grad_checkpointing: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.grad_checkpointing and torch.is_grad_enabled()):
+            return super().forward(x)
+        for block in self:
+            x = checkpoint(block, x, use_reentrant=False)
+        return x
+
+
+class GradCheckpointing:
+    """Mixin for models built on ``BlockStack``s: timm's ``set_grad_checkpointing``."""
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every block stack's activations in backward (``enable``) or keep them (the default)."""
+        stacks = [module for module in self.modules() if isinstance(module, BlockStack)]  # type: ignore[attr-defined]
+        if not stacks:
+            raise ValueError(f"{type(self).__name__} has no BlockStack to checkpoint")
+        for stack in stacks:
+            stack.grad_checkpointing = enable

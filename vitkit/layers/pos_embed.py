@@ -121,15 +121,21 @@ class Rope2d(nn.Module):
         angles = torch.cat([x, x, y, y], dim=-1)  # (patches, head_dim), matching rotate_half's pairs
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
+        # which patches the tokens are, (B, K), after patch dropout; None: all, in order. The model
+        # sets it at each forward (a checkpointed block's recompute reads the same value)
+        self.kept: torch.Tensor | None = None
 
     def rotate(self, t: torch.Tensor) -> torch.Tensor:
         """``(B, heads, prefix + patches, head_dim)`` with the patch tokens rotated."""
         prefix, patches = t[..., : self.num_prefix_tokens, :], t[..., self.num_prefix_tokens :, :]
-        if patches.shape[-2] != self.cos.shape[0]:
-            raise ValueError(f"rope2d was built for {self.cos.shape[0]} patch tokens, got {patches.shape[-2]}")
+        cos, sin = self.cos, self.sin
+        if self.kept is not None:  # each image's own kept positions
+            cos, sin = (rearrange(table[self.kept], "b n d -> b 1 n d") for table in (cos, sin))
+        if patches.shape[-2] != cos.shape[-2]:
+            raise ValueError(f"rope2d was built for {cos.shape[-2]} patch tokens, got {patches.shape[-2]}")
         halves = rearrange(patches, "... (ax two c) -> ... ax two c", ax=2, two=2)
         turned = rearrange(torch.stack([-halves[..., 1, :], halves[..., 0, :]], dim=-2), "... a t c -> ... (a t c)")
-        rotated = patches * self.cos.to(t.dtype) + turned * self.sin.to(t.dtype)
+        rotated = patches * cos.to(t.dtype) + turned * sin.to(t.dtype)
         return torch.cat([prefix, rotated], dim=-2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

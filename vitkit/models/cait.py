@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from vitkit.layers import Block, DropPath, LayerScale, Mlp, PatchEmbed
+from vitkit.layers import Block, BlockStack, DropPath, GradCheckpointing, LayerScale, Mlp, PatchDropout, PatchEmbed
 from vitkit.models.factory import register_config
 
 
@@ -66,12 +66,13 @@ class ClassAttentionBlock(nn.Module):
         return cls + self.drop_path(self.ls2(self.mlp(self.norm2(cls))))
 
 
-class CaiT(nn.Module):
+class CaiT(GradCheckpointing, nn.Module):
     """Self-attention blocks with LayerScale over patches only, then class-attention blocks that
     read the patches into a late class token; the class token is classified.
 
     ``attention`` (registry name or spec) is used by the patch blocks; the paper's talking-heads
     attention is ``attention = "talking_heads"`` where that variant is registered.
+    ``patch_drop_rate``: in training, drop that share of the patch tokens (after their positions).
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class CaiT(nn.Module):
         drop_path_rate: float = 0.0,
         init_values: float = 1e-5,
         attention: str | dict[str, Any] = "softmax",
+        patch_drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
         if depth_token_only < 1:
@@ -104,7 +106,8 @@ class CaiT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, embed_dim))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
-        self.blocks = nn.Sequential(
+        self.patch_drop = PatchDropout(patch_drop_rate)
+        self.blocks = BlockStack(
             *[
                 Block(
                     embed_dim,
@@ -147,7 +150,8 @@ class CaiT(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> normed ``(B, 1 + patches, dim)`` tokens, class token first."""
-        patches = self.blocks(self.pos_drop(self.patch_embed(x) + self.pos_embed))
+        patches, _ = self.patch_drop(self.patch_embed(x) + self.pos_embed)
+        patches = self.blocks(self.pos_drop(patches))
         # a copy, not a view of the parameter: torch's module tracker (FlopCounterMode) rejects those under no_grad
         cls = repeat(self.cls_token, "1 1 d -> b 1 d", b=x.shape[0]).clone()
         for block in self.blocks_token_only:

@@ -8,7 +8,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from vitkit.layers import Block, sincos_2d
+from vitkit.layers import Block, BlockStack, GradCheckpointing, PatchDropout, sincos_2d
 from vitkit.models.factory import register_config
 
 
@@ -55,9 +55,10 @@ class SequencePool(nn.Module):
         return torch.einsum("bn,bnd->bd", weights, x)
 
 
-class CompactTransformer(nn.Module):
+class CompactTransformer(GradCheckpointing, nn.Module):
     """CCT: a small convolutional stem makes the tokens (no patch grid, no class token), a
-    transformer encoder mixes them, sequence pooling reads them out, a linear head classifies."""
+    transformer encoder mixes them, sequence pooling reads them out, a linear head classifies.
+    ``patch_drop_rate``: in training, drop that share of the tokens (after their positions)."""
 
     def __init__(
         self,
@@ -76,6 +77,7 @@ class CompactTransformer(nn.Module):
         drop_path_rate: float = 0.1,
         pos_embed: Literal["learn", "sincos", "none"] = "learn",
         attention: str | dict[str, Any] = "softmax",
+        patch_drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
         if pos_embed not in ("learn", "sincos", "none"):
@@ -93,8 +95,9 @@ class CompactTransformer(nn.Module):
         else:
             self.pos_embed = None
         self.pos_drop = nn.Dropout(drop_rate)
+        self.patch_drop = PatchDropout(patch_drop_rate)
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        self.blocks = nn.Sequential(
+        self.blocks = BlockStack(
             *[
                 Block(embed_dim, num_heads, mlp_ratio, True, drop_rate, attn_drop_rate, rate, attention)
                 for rate in rates
@@ -122,6 +125,7 @@ class CompactTransformer(nn.Module):
         x = self.tokenizer(x)
         if self.pos_embed is not None:
             x = x + self.pos_embed.to(x.dtype)
+        x, _ = self.patch_drop(x)
         return self.norm(self.blocks(self.pos_drop(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

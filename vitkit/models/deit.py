@@ -42,6 +42,7 @@ class DistilledVisionTransformer(VisionTransformer):
         attention: str | dict[str, Any] = "softmax",
         init_values: float | None = None,
         qk_norm: bool = False,
+        patch_drop_rate: float = 0.0,
     ) -> None:
         super().__init__(
             img_size=img_size,
@@ -62,6 +63,7 @@ class DistilledVisionTransformer(VisionTransformer):
             attention=attention,
             init_values=init_values,
             qk_norm=qk_norm,
+            patch_drop_rate=patch_drop_rate,
         )
 
     def init_extra_tokens(self, embed_dim: int) -> None:

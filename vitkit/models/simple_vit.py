@@ -31,6 +31,7 @@ class SimpleViT(VisionTransformer):
         mlp_ratio: float = 4.0,
         attention: str | dict[str, Any] = "softmax",
         qk_norm: bool = False,
+        patch_drop_rate: float = 0.0,
     ) -> None:
         super().__init__(
             img_size=img_size,
@@ -47,6 +48,7 @@ class SimpleViT(VisionTransformer):
             pos_embed="sincos",
             attention=attention,
             qk_norm=qk_norm,
+            patch_drop_rate=patch_drop_rate,
         )
         if isinstance(self.head, nn.Linear):
             nn.init.zeros_(self.head.weight)

@@ -79,6 +79,7 @@ class SmallDataViT(VisionTransformer):
         pos_embed: Literal["learn", "sincos", "none"] = "learn",
         attention: str | dict[str, Any] | None = None,
         fc_norm: bool | None = None,
+        patch_drop_rate: float = 0.0,
     ) -> None:
         super().__init__(
             img_size=img_size,
@@ -98,6 +99,7 @@ class SmallDataViT(VisionTransformer):
             pos_embed=pos_embed,
             attention=attention or default_lsa(),
             fc_norm=fc_norm,
+            patch_drop_rate=patch_drop_rate,
         )
         self.patch_embed = ShiftedPatchTokenizer(img_size, patch_size, in_chans, embed_dim)
         nn.init.trunc_normal_(self.patch_embed.proj.weight, std=0.02)

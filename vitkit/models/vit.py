@@ -9,11 +9,11 @@ import torch
 from einops import repeat
 from torch import nn
 
-from vitkit.layers import Block, PatchEmbed
+from vitkit.layers import Block, BlockStack, GradCheckpointing, PatchDropout, PatchEmbed
 from vitkit.registry import POS_EMBED, split_spec
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(GradCheckpointing, nn.Module):
     """ViT: patch embedding, position embedding, pre-norm blocks, pooled head.
 
     Keyword names follow timm's ``VisionTransformer``; ``attention`` picks the attention variant
@@ -23,7 +23,9 @@ class VisionTransformer(nn.Module):
     signal). Options as in timm: ``init_values`` (LayerScale), ``qk_norm``,
     ``reg_tokens`` (register tokens, Darcet et al. 2024), ``no_embed_class`` (learned positions for
     patches only), ``fc_norm`` (LayerNorm after pooling instead of before; unset: on with
-    ``global_pool="avg"``, as timm's ``fc_norm=None``), ``pre_norm`` (LayerNorm before the blocks).
+    ``global_pool="avg"``, as timm's ``fc_norm=None``), ``pre_norm`` (LayerNorm before the blocks),
+    ``patch_drop_rate`` (in training, drop that share of the patch tokens, after positions are added).
+    ``set_grad_checkpointing()`` recomputes block activations in backward, as in timm.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class VisionTransformer(nn.Module):
         fc_norm: bool | None = None,
         pre_norm: bool = False,
         mlp: str | dict[str, Any] = "mlp",
+        patch_drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
         for key, value in {
@@ -81,6 +84,7 @@ class VisionTransformer(nn.Module):
             "drop_rate": drop_rate,
             "attn_drop_rate": attn_drop_rate,
             "drop_path_rate": drop_path_rate,
+            "patch_drop_rate": patch_drop_rate,
         }.items():
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"{key} must be in [0, 1), got {p}")
@@ -112,10 +116,11 @@ class VisionTransformer(nn.Module):
         head_dim = embed_dim // num_heads
         rope = position.rotary(head_dim, self.patch_embed.grid_size, self.num_prefix_tokens)
         self.pos_drop = nn.Dropout(drop_rate)
+        self.patch_drop = PatchDropout(patch_drop_rate, self.num_prefix_tokens)
         self.norm_pre = nn.LayerNorm(embed_dim, eps=1e-6) if pre_norm else nn.Identity()
 
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        self.blocks = nn.Sequential(
+        self.blocks = BlockStack(
             *[
                 Block(
                     embed_dim,
@@ -183,6 +188,10 @@ class VisionTransformer(nn.Module):
         x = torch.cat([*prefix, x], dim=1)
         if self.pos_embed is not None and not self.pos_patches_only:
             x = x + self.pos_embed
+        x, kept = self.patch_drop(x)  # after the positions: the kept tokens carry theirs
+        rope = getattr(self.blocks[0].attn, "rope", None) if len(self.blocks) else None
+        if rope is not None:
+            rope.kept = kept
         return self.norm(self.blocks(self.norm_pre(self.pos_drop(x))))
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
