@@ -207,8 +207,10 @@ def _pruner(settings: Settings, epochs: int) -> Any:
         return optuna.pruners.NopPruner()
     if settings.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2))
-    # a fifth of the budget (at most 5) must finish before trials are compared, as Optuna's default of 5
-    return optuna.pruners.MedianPruner(n_startup_trials=max(1, min(5, settings.trials // 5)), n_warmup_steps=0)
+    # a quarter of the budget (2 to 5, Optuna's default) must finish before trials are compared, and no trial
+    # is judged in its first third of epochs: warmup and a schedule's early LR make early losses misleading
+    startup = max(2, min(5, settings.trials // 4))
+    return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=epochs // 3)
 
 
 def study_name(recipe: Recipe) -> str:
