@@ -176,10 +176,13 @@ def test_i28_4_two_processes_on_one_storage_share_the_study(tmp_path: Path, reci
 
 
 @pytest.mark.slow
-def test_i28_4_killed_study_continues_to_the_requested_count(tmp_path: Path, recipe: Path) -> None:
+@pytest.mark.parametrize("signal, code", [("KILL", -9), ("INT", 130)])
+def test_i28_4_killed_study_continues_to_the_requested_count(tmp_path: Path, recipe: Path, signal, code) -> None:
     args = ["tune", "tiny.toml", *SPACE, "--trials", "3", "--pruner", "none"]
-    killed = vitkit(tmp_path, *args, env={"VITKIT_TEST_SIGNAL_AT": "1:2:KILL"})  # trial 0, epoch 1, step 2
-    assert killed.returncode == -9
+    killed = vitkit(tmp_path, *args, env={"VITKIT_TEST_SIGNAL_AT": f"1:2:{signal}"})  # trial 0, epoch 1, step 2
+    assert killed.returncode == code
+    if signal == "INT":  # Ctrl-C: one line that says how to continue
+        assert "run the same command to continue it" in killed.stderr and "Traceback" not in killed.stderr
     done = vitkit(tmp_path, *args)
     assert done.returncode == 0, done.stderr
     assert "continuing study tiny-tune" in done.stdout
@@ -228,3 +231,20 @@ def test_i28_5_compare_tune_gives_each_variant_the_same_budget(tmp_path: Path, r
         assert f"lr = {tuned['params']['optimizer.lr']!r}" in trained  # the final run trains the tuned value
     assert first_draws[0] == first_draws[1]  # the same sampler seed for every variant
     assert "Tuned values" in (out / "compare.html").read_text()
+
+
+@pytest.mark.slow
+def test_i28_1_folds_score_each_trial_by_the_mean_over_folds(tmp_path: Path, recipe: Path) -> None:
+    done = vitkit(
+        tmp_path, "tune", "tiny.toml", "--space", "optimizer.lr=loguniform(1e-3,3e-2)", "--trials", "1", "--folds", "2"
+    )
+    assert done.returncode == 0, done.stderr
+    [row] = trials_csv(study_dirs(tmp_path)[0])
+    losses = []
+    for k in (1, 2):
+        run = Path(row["run_dir"]) / f"fold{k}"
+        summary = json.loads((run / "summary.json").read_text())
+        assert f'fold = "{k}/2"' in (run / "recipe.toml").read_text()
+        with open(run / "metrics.csv", newline="") as f:
+            losses.append(float(list(csv.DictReader(f))[summary["best_epoch"] - 1]["val_loss"]))
+    assert row["epochs_run"] == "4" and float(row["best_val_loss"]) == pytest.approx(sum(losses) / 2, rel=1e-5)

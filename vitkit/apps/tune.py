@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vitkit.apps.tune_space import Param, check_space, parse_space, with_values
-from vitkit.errors import UserError
+from vitkit.errors import RunInterrupted, UserError
 from vitkit.plugins import hookimpl
 from vitkit.recipe import Recipe, recipe_from_dict
 
@@ -502,11 +502,18 @@ def tune(
         f"pruner {settings.pruner}; {jobs} job{'s' * (jobs != 1)})",
         flush=True,
     )
-    with Live(study, settings, study_dir) as live:
-        if jobs == 1:
-            work(study, recipe, settings, study_dir, plugins, live.epoch, live.trial_done)
-        else:
-            _workers(study_dir, jobs, live)
+    try:
+        with Live(study, settings, study_dir) as live:
+            if jobs == 1:
+                work(study, recipe, settings, study_dir, plugins, live.epoch, live.trial_done)
+            else:
+                _workers(study_dir, jobs, live)
+    except KeyboardInterrupt:
+        done = counts(study)["finished"]
+        raise RunInterrupted(
+            f"interrupted; the study keeps its {done} finished trials (the interrupted one is marked FAIL, never "
+            f"counted): run the same command to continue it ({study_dir})"
+        ) from None
     from vitkit.apps.tune_report import write_outputs
 
     return write_outputs(study, recipe, settings, study_dir)
