@@ -349,6 +349,7 @@ def run_trial(
     """Sample the trial's values, train it (each fold with ``folds``), tell Optuna how it ended."""
     from optuna.trial import TrialState
 
+    from vitkit.apps.compare import read_metrics
     from vitkit.engine.fit import fit_guarded
     from vitkit.plugins import new_manager
 
@@ -369,7 +370,7 @@ def run_trial(
                 summary = fit_guarded(this, run_dir=where, plugins=plugins, data=cache.get(this))
             finally:
                 plugins.unregister(name="vitkit_tune_trial")
-            history = _history(where)
+            history = read_metrics(where)
             epochs += int(summary["epochs_run"])
             scores.append(final_value(settings.metric, summary, history))
             if reporter.pruned_at is not None:
@@ -397,13 +398,6 @@ def run_trial(
         study.tell(trial, state=TrialState.PRUNED)
     else:
         study.tell(trial, score)
-
-
-def _history(run_dir: Path) -> list[dict[str, Any]]:
-    import csv
-
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
 def _mark_pruned(run_dir: Path, epoch: int, pruner: str) -> None:
@@ -445,23 +439,21 @@ def work(
             study.tell(trial, state=TrialState.FAIL)
             return
         run_trial(study, trial, recipe, settings, study_dir, plugins, cache, on_epoch)
-        state = _state(study, trial.number)
+        state = _trial(study, trial.number).state
         if on_trial is not None:
             on_trial(trial.number, state)
         if state == TrialState.FAIL:
             failures += 1
             if failures >= max(3, settings.trials):
+                error = _trial(study, trial.number).user_attrs.get("error", "?")
                 raise UserError(
-                    f"vitkit tune: {failures} trials failed in this process (last: "
-                    f"{study.get_trials(deepcopy=False)[-1].user_attrs.get('error', '?')}); see trials.csv"
+                    f"vitkit tune: {failures} trials failed in this process (last: {error}); see trials.csv"
                 )
 
 
-def _state(study: Any, number: int) -> Any:
-    for trial in study.get_trials(deepcopy=False):
-        if trial.number == number:
-            return trial.state
-    return None
+def _trial(study: Any, number: int) -> Any:
+    """The stored (frozen) trial ``number``."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
 
 
 # ------------------------------------------------------------------------------------ the command
