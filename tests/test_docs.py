@@ -98,8 +98,10 @@ def _runnable(command: str, run_dir: Path, out: Path, photos: Path) -> list[str]
         if len(args) == 1 or args[1].startswith("-"):
             args.insert(1, root)
     args = [str(ROOT / a) if "/" in a and (ROOT / a).exists() else a for a in args]
-    if args[0] in ("run", "compare") and "--dry-run" not in args:
+    if args[0] in ("run", "compare", "tune") and "--dry-run" not in args:
         args += ["--set", "train.epochs=1", "--set", f'output.dir="{out}"']
+    if args[0] == "tune":  # a study of 2 one-epoch trials checks the command and its options
+        args += ["--trials", "2"]
     if args[0] == "bench":
         args += ["--steps", "1", "--repeats", "1", "--warmup", "0"]
         if "--batch-size" in args:  # the option is checked; a small batch keeps it fast

@@ -16,6 +16,7 @@ Public API (torch is imported only when a name that needs it is first used):
 - ``load(run_dir_or_checkpoint)``: a ``Predictor``; ``.predict(images)`` classifies paths, bytes, PIL images, tensors.
 - ``compare(sources, vary, overrides, rank_by, out)``: train and rank variants (``vitkit compare``).
 - ``lr_find(recipe, steps, start, end, out)``: the LR range test (``vitkit lr-find``); suggestions, curve.
+- ``tune(recipe, space, trials=...)``: an Optuna study over recipe keys (``vitkit tune``); the study summary.
 - ``UserError``: raised for mistakes in recipes, command lines and input files.
 """
 
@@ -103,6 +104,31 @@ def lr_find(
     return _lr_find(recipe, steps, start, end, out, load_plugins(recipe, plugins))
 
 
+def tune(
+    recipe: Recipe,
+    space: list[str] | tuple[str, ...] = (),
+    trials: int | None = None,
+    metric: str | None = None,
+    pruner: str | None = None,
+    seed: int | None = None,
+    folds: int | None = None,
+    storage: str | None = None,
+    jobs: int = 1,
+    new: bool = False,
+    plugins: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """``vitkit tune`` from Python: search ``space`` (``"optimizer.lr=loguniform(1e-4,3e-3)"`` entries, added to
+    ``recipe.tune.space``) over ``trials`` trials, ranked on validation; continues the same study when it exists
+    (``new``: start afresh). Returns the study summary (``best``: values, score, run, best.toml, test accuracy
+    reported apart; ``counts``; ``study_dir``). Needs ``pip install "vitkit[tune]"``."""
+    from vitkit.apps.tune import tune as _tune
+
+    return _tune(
+        recipe, list(space), trials, metric, None, None, pruner, seed, folds, storage, jobs, new,
+        load_plugins(recipe, plugins),
+    )  # fmt: skip
+
+
 def load_plugins(
     recipe: Recipe | None = None, extra: list[str] | tuple[str, ...] = (), entry_points: bool = True
 ) -> Any:
@@ -186,4 +212,5 @@ __all__ = [
     "register_pos_embed",
     "register_scheduler",
     "train",
+    "tune",
 ]

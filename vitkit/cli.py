@@ -156,6 +156,10 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "--jobs", type=int, default=1, metavar="N", help="runs trained at once (CPU: threads split; GPUs: one each)"
     )
+    cmp.add_argument("--tune", type=int, metavar="N", help="first tune each recipe variant with N trials (vitkit tune)")
+    cmp.add_argument(
+        "--space", action="append", default=[], metavar="KEY=DIST", help="with --tune: a searched key (as vitkit tune)"
+    )
 
     _add_bench(sub)
     lrf = _add_lr_find(sub)
@@ -171,6 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_audit(sub)
     _add_push(sub)
     serve = _add_serve(sub)
+    tune = _add_tune(sub)
     from vitkit.apps.cache_command import add_cache_command
 
     add_cache_command(sub)
@@ -178,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plugins", help="list loaded plugins and the components each registered")
     pl.add_argument("recipe", nargs="?", help="also load this recipe's `plugins`")
-    for command in (run, ev, pr, ex, cmp, ls, pl, lrf, serve):
+    for command in (run, ev, pr, ex, cmp, ls, pl, lrf, serve, tune):
         _add_plugin_args(command)
     return parser
 
@@ -363,6 +368,64 @@ def _shards(args: argparse.Namespace) -> int:
     return shards_command(args)
 
 
+def _add_tune(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    tune = sub.add_parser(
+        "tune",
+        help="search hyperparameters with Optuna (TPE, pruning, resumable, parallel); writes best.toml",
+        description="Train trials of a recipe over a search space, ranked on validation only; the study lives in "
+        "<output.dir>/<name>-tune/<time>/ (study.db, trials.csv, best.toml, plots, tune.html) and the same "
+        "command continues it. Needs the extra: pip install 'vitkit[tune]'.",
+    )
+    tune.add_argument("recipe", nargs="?", metavar="RECIPE_OR_DIR", help="TOML recipe, or a folder of images")
+    tune.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        metavar="KEY=DIST",
+        help="a searched key (repeatable): loguniform(a,b) | uniform(a,b) | int(a,b) | choice(x,y,...), "
+        "e.g. --space optimizer.lr=loguniform(1e-4,3e-3); adds to the recipe's [tune] space",
+    )
+    tune.add_argument("--trials", type=int, metavar="N", help="trials to finish, complete or pruned (tune.trials)")
+    tune.add_argument(
+        "--metric", metavar="M", help="best_val_loss (default: val loss of the kept epoch), best_val_acc, ..."
+    )
+    tune.add_argument("--direction", choices=("auto", "minimize", "maximize"), help="default: auto")
+    tune.add_argument("--sampler", choices=("tpe", "random"), help="default: tpe, seeded")
+    tune.add_argument("--pruner", choices=("median", "hyperband", "none"), help="default: median")
+    tune.add_argument("--seed", type=int, metavar="S", help="the sampler's seed (tune.seed)")
+    tune.add_argument("--folds", type=int, metavar="K", help="score each trial by K-fold cross-validation")
+    tune.add_argument("--storage", metavar="URL", help="Optuna storage URL shared by workers (default: study.db)")
+    tune.add_argument("--jobs", type=int, default=1, metavar="N", help="trials at once (CPU: threads split)")
+    tune.add_argument("--new", action="store_true", help="start a new study instead of continuing the same one")
+    tune.add_argument("--threads", type=int, metavar="N", help="CPU threads per trial (train.threads)")
+    tune.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key"
+    )
+    tune.add_argument("--worker", metavar="STUDY_DIR", help=argparse.SUPPRESS)  # one process of --jobs N
+    return tune
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from vitkit.apps import tune
+
+    if args.worker:
+        return tune.worker_main(args.worker, args.threads, lambda recipe: _load_plugins(args, recipe)[0])
+    if args.recipe is None:
+        raise UserError("vitkit tune: give a RECIPE file or a folder of images")
+    if args.threads is not None:
+        args.overrides.append(f"train.threads={args.threads}")
+    recipe = _recipe_for(args.recipe, args.overrides)
+    from vitkit.plugin_loader import record_cli_plugins
+
+    record_cli_plugins(recipe, args.plugins)
+    manager, _ = _load_plugins(args, recipe)
+    tune.tune(
+        recipe, args.space, args.trials, args.metric, args.direction, args.sampler, args.pruner, args.seed,
+        args.folds, args.storage, args.jobs, args.new, manager,
+    )  # fmt: skip
+    return 0
+
+
 def _cache(args: argparse.Namespace) -> int:
     from vitkit.apps.cache_command import cache_command
 
@@ -489,6 +552,8 @@ def _compare(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         folds=args.folds,
         jobs=args.jobs,
+        tune=args.tune,
+        space=args.space,
     )
     return 0
 
@@ -558,6 +623,7 @@ COMMANDS = {
     "push": _push,
     "serve": _serve,
     "shards": _shards,
+    "tune": _tune,
 }
 
 

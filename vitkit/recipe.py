@@ -122,6 +122,21 @@ class OutputConfig:
 
 
 @dataclass
+class TuneConfig:
+    """``[tune]``: what ``vitkit tune`` searches and how (its command line adds to and overrides this)."""
+
+    space: list = _f([], doc='"KEY=loguniform(a,b)" | uniform(a,b) | int(a,b) | choice(x,y,...) entries')
+    trials: int = _f(20, min=1, doc="trials the study finishes (complete or pruned)")
+    metric: str = _f("best_val_loss", doc="best_val_loss (val loss of the kept epoch) or a summary.json key")
+    direction: str = _f("auto", choices=("auto", "minimize", "maximize"), doc="auto: minimize *loss*, else maximize")
+    sampler: str = _f("tpe", choices=("tpe", "random"), doc="Optuna sampler, seeded by tune.seed")
+    pruner: str = _f("median", choices=("median", "hyperband", "none"), doc="stop trials far behind after an epoch")
+    seed: int = _f(0, min=0, doc="the sampler's seed (each trial trains with the recipe's seed)")
+    folds: int = _f(0, min=0, doc="score each trial by K-fold cross-validation on train+val (0: off; K >= 2)")
+    storage: str = _f("", doc="an Optuna storage URL (default: sqlite study.db in the study folder)")
+
+
+@dataclass
 class Recipe:
     """A validated recipe. ``source`` is the file it came from (``None`` for a dict)."""
 
@@ -136,6 +151,7 @@ class Recipe:
     loss: dict = _f({"name": "cross_entropy"})
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     source: Path | None = field(default=None, compare=False, metadata={"internal": True})
 
     def to_dict(self) -> dict[str, Any]:

@@ -227,12 +227,16 @@ def compare(
     seeds: int | None = None,
     folds: int | None = None,
     jobs: int = 1,
+    tune: int | None = None,
+    space: list[str] | tuple[str, ...] = (),
 ) -> Path:
     """Train each variant (or read finished runs), rank them, write the report; returns its folder.
 
     ``seeds``/``folds`` repeat every recipe variant (matched pairs); ``jobs`` trains that many runs
-    at once. ``plugins`` (modules or ``.py`` paths) and entry-point plugins are loaded for every run.
-    Variants are ranked on ``rank_by``: validation accuracy (``RANK_DEFAULT``) unless given, never test."""
+    at once. ``tune``: first tune every recipe variant with that many trials over ``space`` (the same
+    budget each, ``vitkit tune``), then train its best values. ``plugins`` (modules or ``.py`` paths)
+    and entry-point plugins are loaded for every run. Variants are ranked on ``rank_by``: validation
+    accuracy (``RANK_DEFAULT``) unless given, never test."""
     from vitkit.apps.compare_report import write_report
 
     rank_by = rank_by or RANK_DEFAULT
@@ -253,8 +257,18 @@ def compare(
     except OSError as err:
         raise UserError(f"--out: cannot create {out_dir}: {err.strerror}") from None
     start = time.perf_counter()
+    tuned = None
+    if tune is not None:
+        from vitkit.apps.compare_tune import tune_variants
+
+        tuned = tune_variants(variants, overrides or [], out_dir, tune, list(space), tuple(plugins), entry_points, jobs)
+    elif space:
+        raise UserError("--space: give --tune N too (the trials each variant gets)")
     train_all(variants, overrides or [], out_dir, tuple(plugins), entry_points, jobs)
     rows = rank([collect(v) for v in variants], rank_by)
+    for row in rows:
+        if tuned and row["name"] in tuned:
+            row["tuned"] = tuned[row["name"]]
     histories = {row["name"]: [read_metrics(Path(run["run_dir"])) for run in row["runs"]] for row in rows}
     command = {
         "sources": sources,
@@ -263,6 +277,7 @@ def compare(
         "seeds": seeds,
         "folds": folds,
         "jobs": jobs,
+        **({"tune": tune, "space": list(space)} if tune is not None else {}),
         "wall_time_s": time.perf_counter() - start,
     }
     write_report(rows, histories, out_dir, rank_by, command)

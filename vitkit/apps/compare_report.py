@@ -101,6 +101,15 @@ def print_table(rows: list[dict[str, Any]], metric: str, lines: list[str] | None
     console.print(verdict(rows, metric))
     for line in lines or []:
         console.print(f"  {line}")
+    for row in rows:
+        if row.get("tuned"):
+            console.print(f"  tuned {row['name']}: {tuned_values(row['tuned'])}")
+
+
+def tuned_values(tuned: dict[str, Any]) -> str:
+    """A variant's best values from ``--tune`` (and its study), one line."""
+    values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in tuned["params"].items())
+    return f"{values} (best of {tuned['trials']} trials, {tuned['study_dir']})"
 
 
 def _plain(value: Any) -> Any:

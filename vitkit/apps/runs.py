@@ -2,7 +2,8 @@
 
 A run directory's status comes from what it holds:
 
-- ``summary.json``: finished (it is written last);
+- ``summary.json``: finished (it is written last), or pruned where it says ``"status": "pruned"`` (a
+  ``vitkit tune`` trial its pruner stopped early);
 - ``failed.json``: failed (written when the run stopped on an error; ``--resume`` removes it);
 - ``checkpoints/last.pt``: interrupted and resumable (killed, Ctrl-C, power cut; or still training);
 - none of these: ``incomplete`` (stopped before its first checkpoint).
@@ -45,7 +46,7 @@ class RunInfo:
     best_val_acc: float | None
     test_acc: float | None
     wall_time_s: float | None
-    status: str  # finished | interrupted | failed | incomplete
+    status: str  # finished | pruned | interrupted | failed | incomplete
     run_dir: str
     folder: str = ""  # run_dir relative to the folder listed (run_dir itself when that is the run)
     resume: str | None = None  # the command that continues it
@@ -115,7 +116,7 @@ def read_run(run_dir: Path) -> RunInfo:
         run_dir=str(run_dir),
     )
     if summary:
-        info.status = "finished"
+        info.status = "pruned" if summary.get("status") == "pruned" else "finished"
     elif (run_dir / FAILED).is_file():
         info.status, info.error = "failed", str(_read_json(run_dir / FAILED).get("error", "unknown error"))
     elif (run_dir / "checkpoints" / "last.pt").is_file():
@@ -164,7 +165,7 @@ def _acc(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-STATUS_STYLE = {"finished": "green", "interrupted": "yellow", "failed": "red", "incomplete": "dim"}
+STATUS_STYLE = {"finished": "green", "pruned": "yellow", "interrupted": "yellow", "failed": "red", "incomplete": "dim"}
 TABLE = {"run": "left", "model": "left", "dataset": "left", "epochs": "right", "best val": "right",
          "test": "right", "wall": "right", "status": "left"}  # header: justify, in display order  # fmt: skip
 DROP_FIRST = ("dataset", "wall", "epochs", "model", "best val")  # left out in this order while the table is too wide

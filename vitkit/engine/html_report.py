@@ -140,10 +140,18 @@ def write_compare_html(report: dict[str, Any], plots: Sequence[Path], path: Path
     ]
     command = ["vitkit compare", *report["sources"]]
     command += [f"--vary {v}" for v in report["vary"]] + [f"--set {v}" for v in report["set"]]
-    for key in ("seeds", "folds", "jobs"):
+    for key in ("seeds", "folds", "jobs", "tune"):
         if report.get(key) and (key != "jobs" or report[key] > 1):
             command.append(f"--{key} {report[key]}")
+    command += [f"--space {v}" for v in report.get("space", [])]
     verdicts = "".join(f"<li>{esc(line)}</li>" for line in [report["verdict"], *report["verdicts"]])
+    tuned = [[row["name"], *_tuned(row["tuned"])] for row in rows if row.get("tuned")]
+    tuned_html = (
+        "<h2>Tuned values (the same budget for every variant)</h2>"
+        + table(["variant", "values", "trials", "study"], tuned, text_columns=4)
+        if tuned
+        else ""
+    )
     body = f"""<h1>vitkit compare: ranked by {esc(report["rank_by"])}</h1>
 <p class="muted">{esc(" ".join(command))} · {esc(report["created"])}</p>
 <h2>Verdicts</h2>
@@ -154,6 +162,7 @@ difference, its margin given with a 95% interval; paired differences that are al
 Accuracy intervals: Student-t on the logit scale, mapped back, so they stay inside [0, 1].</p>
 <h2>Variants</h2>
 {table(headers, main, text_columns=2, best=0)}
+{tuned_html}
 <h2>Curves</h2>
 <div class="row">{"".join(figure(p, p.stem.replace("_", " ")) for p in plots)}</div>
 <h2>Every run</h2>
@@ -161,6 +170,12 @@ Accuracy intervals: Student-t on the logit scale, mapped back, so they stay insi
 """
     path.write_text(page(f"vitkit compare ({report['rank_by']})", body))
     return path
+
+
+def _tuned(tuned: dict[str, Any]) -> list[Any]:
+    """A variant's ``--tune`` result: its best values, the trials its study finished, the study folder."""
+    values = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in tuned["params"].items())
+    return [values, tuned["trials"], tuned["study_dir"]]
 
 
 SUMMARY_KEYS = (

@@ -1,0 +1,250 @@
+"""``vitkit tune`` (issue #28): tiny digits studies on CPU, run as users run them (the CLI, a subprocess)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+optuna = pytest.importorskip("optuna")
+
+RECIPE = """
+name = "tiny"
+[model]
+name = "vit_nano_patch4_16"
+depth = 1
+embed_dim = 32
+num_heads = 2
+[data]
+dataset = "digits"
+batch_size = 64
+num_workers = 0
+[optimizer]
+name = "adamw"
+lr = 3e-3
+[train]
+epochs = 2
+threads = 1
+"""
+SPACE = ["--space", "optimizer.lr=loguniform(1e-3,3e-2)", "--space", "optimizer.weight_decay=uniform(0,0.1)"]
+
+
+def vitkit(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "vitkit", *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=900
+    )
+
+
+def trials_csv(study_dir: Path) -> list[dict[str, str]]:
+    with open(study_dir / "trials.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def study_dirs(cwd: Path, name: str = "tiny") -> list[Path]:
+    return sorted((cwd / "runs" / f"{name}-tune").iterdir())
+
+
+@pytest.fixture
+def recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(RECIPE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """One finished 3-trial study (no pruning), shared by the tests that read its outputs."""
+    cwd = tmp_path_factory.mktemp("study")
+    (cwd / "tiny.toml").write_text(RECIPE)
+    done = vitkit(cwd, "tune", "tiny.toml", *SPACE, "--trials", "3", "--pruner", "none", "--seed", "7")
+    assert done.returncode == 0, done.stderr
+    return study_dirs(cwd)[0]
+
+
+@pytest.mark.parametrize(
+    "space, says",
+    [
+        ("optimizer.lr=loguniform(0,1)", "loguniform bounds must be > 0"),
+        ("optimizer.lr=gauss(1,2)", "unknown distribution 'gauss'"),
+        ("optimizer.lr=uniform(3,1)", "low < high"),
+        ("train.epochs=int(0,3)", "train.epochs: expected a value >= 1"),
+        ("train.epoch=int(1,3)", "unknown key 'train.epoch'"),
+        ("optimizer.lr", "expected KEY=loguniform"),
+    ],
+)
+def test_i28_1_bad_space_is_one_line_exit_2(cli, recipe: Path, space: str, says: str) -> None:
+    code, out, err = cli("tune", recipe, "--space", space, "--trials", "2")
+    assert code == 2
+    assert says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_i28_1_never_ranks_on_test_and_tune_table_is_validated(cli, recipe: Path, write_recipe) -> None:
+    code, _, err = cli("tune", recipe, *SPACE, "--metric", "test_acc")
+    assert code == 2 and "never ranks on the test split" in err
+    bad = write_recipe(
+        RECIPE + '[tune]\nspace = ["optimizer.lr=loguniform(1e-4,1e-2)"]\npruner = "medain"\n', "bad.toml"
+    )
+    code, _, err = cli("tune", bad)
+    assert code == 2 and "tune.pruner: expected one of 'median'" in err
+
+
+@pytest.mark.slow
+def test_i28_1_seeded_study_reproduces_its_trials(study: Path) -> None:
+    cwd = study.parents[2]
+    again = vitkit(cwd, "tune", "tiny.toml", *SPACE, "--trials", "3", "--pruner", "none", "--seed", "7", "--new")
+    assert again.returncode == 0, again.stderr
+    first, second = trials_csv(study), trials_csv(study_dirs(cwd)[-1])
+    assert study_dirs(cwd)[-1] != study and len(first) == len(second) == 3
+    keys = ["number", "state", "optimizer.lr", "optimizer.weight_decay", "best_val_loss", "epochs_run"]
+    assert [[r[k] for k in keys] for r in first] == [[r[k] for k in keys] for r in second]
+    assert len({r["optimizer.lr"] for r in first}) == 3  # three different draws, not one repeated
+    assert not any(k.startswith("test") for k in first[0])  # trials are never listed with a test number
+
+
+@pytest.mark.slow
+def test_i28_3_outputs_and_best_toml_reproduces_the_best_trial(study: Path) -> None:
+    rows = trials_csv(study)
+    best = min((r for r in rows if r["state"] == "COMPLETE"), key=lambda r: float(r["best_val_loss"]))
+    summary = json.loads((study / "tune_summary.json").read_text())
+    assert summary["best"]["number"] == int(best["number"])
+    for name in ("study.db", "best.toml", "history.png", "importance.png", "params.png", "tune.html"):
+        assert (study / name).is_file(), name
+    page = (study / "tune.html").read_text()
+    assert "data:image/png;base64," in page and "http://" not in page and "https://" not in page
+    trial = json.loads((Path(best["run_dir"]) / "summary.json").read_text())
+    assert summary["best"]["test_acc"] == trial["test_acc"]  # reported apart, from the best trial's own run
+    cwd = study.parents[2]
+    done = vitkit(cwd, "run", str(study / "best.toml"))
+    assert done.returncode == 0, done.stderr
+    rerun = json.loads(next((cwd / "runs" / "tiny").glob("*/summary.json")).read_text())
+    for key in ("best_val_acc", "best_epoch", "test_acc", "final_train_loss"):
+        assert rerun[key] == trial[key], key
+    with open(cwd / rerun["run_dir"] / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[rerun["best_epoch"] - 1]["val_loss"]) == pytest.approx(float(best["best_val_loss"]), rel=1e-5)
+
+
+def _seeded_study(storage: str, params: list[dict[str, float]]) -> None:
+    study = optuna.create_study(storage=storage, study_name="tiny-tune", direction="minimize")
+    for values in params:
+        study.enqueue_trial(values)
+
+
+@pytest.mark.slow
+def test_i28_2_median_pruner_prunes_a_trial_far_behind(cli, tmp_path: Path, write_recipe) -> None:
+    # the space comes from the recipe's [tune] table; trials 0 and 1 learn, trial 2 (lr 1e-7) cannot
+    write_recipe(RECIPE + '[tune]\nspace = ["optimizer.lr=loguniform(1e-7,3e-2)"]\ntrials = 3\n', "tiny.toml")
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    good, bad = {"optimizer.lr": 2e-2}, {"optimizer.lr": 1e-7}
+    _seeded_study(storage, [good, good, bad])
+    done = vitkit(tmp_path, "tune", "tiny.toml", "--storage", storage, "--pruner", "median")
+    assert done.returncode == 0, done.stderr
+    rows = trials_csv(study_dirs(tmp_path)[0])
+    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert [r["epochs_run"] for r in rows] == ["2", "2", "1"]
+    summary = json.loads((Path(rows[2]["run_dir"]) / "summary.json").read_text())
+    assert summary["status"] == "pruned" and summary["epochs_run"] == 1
+    code, out, _ = cli("runs", tmp_path / "runs", "--json")
+    status = {Path(r["run_dir"]).name: r["status"] for r in json.loads(out)}
+    assert status == {"0000": "finished", "0001": "finished", "0002": "pruned"}
+
+
+@pytest.mark.slow
+def test_i28_4_two_processes_on_one_storage_share_the_study(tmp_path: Path, recipe: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    args = ["tune", "tiny.toml", *SPACE, "--trials", "4", "--pruner", "none", "--storage", storage]
+    environ = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "vitkit", *args], cwd=tmp_path, env=environ, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=900) == 0, proc.stderr.read().decode()
+    study = optuna.load_study(study_name="tiny-tune", storage=storage)
+    finished = [t for t in study.trials if t.state.name == "COMPLETE"]
+    ran = [t for t in study.trials if t.user_attrs.get("run_dir")]
+    assert len(finished) == 4 and len(ran) == 4  # no fifth trial started
+    assert len({t.user_attrs["run_dir"] for t in ran}) == 4
+    assert len({(t.params["optimizer.lr"], t.params["optimizer.weight_decay"]) for t in ran}) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal, code", [("KILL", -9), ("INT", 130)])
+def test_i28_4_killed_study_continues_to_the_requested_count(tmp_path: Path, recipe: Path, signal, code) -> None:
+    args = ["tune", "tiny.toml", *SPACE, "--trials", "3", "--pruner", "none"]
+    killed = vitkit(tmp_path, *args, env={"VITKIT_TEST_SIGNAL_AT": f"1:2:{signal}"})  # trial 0, epoch 1, step 2
+    assert killed.returncode == code
+    if signal == "INT":  # Ctrl-C: one line that says how to continue
+        assert "run the same command to continue it" in killed.stderr and "Traceback" not in killed.stderr
+    done = vitkit(tmp_path, *args)
+    assert done.returncode == 0, done.stderr
+    assert "continuing study tiny-tune" in done.stdout
+    [study] = study_dirs(tmp_path)  # the same folder, the same study
+    rows = trials_csv(study)
+    assert [r["state"] for r in rows] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    assert "interrupted" in rows[0]["error"]
+
+
+@pytest.mark.slow
+def test_i28_4_jobs_split_threads_between_workers(tmp_path: Path, recipe: Path) -> None:
+    from vitkit.engine.threads import cores
+
+    recipe.write_text(RECIPE.replace("threads = 1\n", ""))  # torch's default: every core, unless split
+    done = vitkit(tmp_path, "tune", "tiny.toml", *SPACE, "--trials", "2", "--pruner", "none", "--jobs", "2")
+    assert done.returncode == 0, done.stderr
+    [study] = study_dirs(tmp_path)
+    rows = trials_csv(study)
+    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"]
+    threads = {json.loads((Path(r["run_dir"]) / "summary.json").read_text())["threads"] for r in rows}
+    assert threads == {max(1, cores() // 2)}
+    assert (study / "worker0.log").is_file() and (study / "worker1.log").is_file()
+
+
+@pytest.mark.slow
+def test_i28_5_compare_tune_gives_each_variant_the_same_budget(tmp_path: Path, recipe: Path) -> None:
+    out = tmp_path / "cmp"
+    done = vitkit(
+        tmp_path, "compare", "tiny.toml", "--vary", "model.depth=1,2", "--tune", "2",
+        "--space", "optimizer.lr=loguniform(1e-3,3e-2)", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "compare.json").read_text())
+    assert report["tune"] == 2 and len(report["rows"]) == 2
+    first_draws = []
+    for row in report["rows"]:
+        tuned = row["tuned"]
+        study = optuna.load_study(
+            study_name=Path(tuned["study_dir"]).parent.name, storage=f"sqlite:///{tuned['study_dir']}/study.db"
+        )
+        states = [t.state.name for t in study.trials]
+        assert len(states) == 2 and set(states) <= {"COMPLETE", "PRUNED"}  # the same budget: 2 finished trials
+        first_draws.append(study.trials[0].params["optimizer.lr"])
+        [run] = row["runs"]
+        trained = (Path(run["run_dir"]) / "recipe.toml").read_text()
+        assert f"lr = {tuned['params']['optimizer.lr']!r}" in trained  # the final run trains the tuned value
+    assert first_draws[0] == first_draws[1]  # the same sampler seed for every variant
+    assert "Tuned values" in (out / "compare.html").read_text()
+
+
+@pytest.mark.slow
+def test_i28_1_folds_score_each_trial_by_the_mean_over_folds(tmp_path: Path, recipe: Path) -> None:
+    done = vitkit(
+        tmp_path, "tune", "tiny.toml", "--space", "optimizer.lr=loguniform(1e-3,3e-2)", "--trials", "1", "--folds", "2"
+    )
+    assert done.returncode == 0, done.stderr
+    [row] = trials_csv(study_dirs(tmp_path)[0])
+    losses = []
+    for k in (1, 2):
+        run = Path(row["run_dir"]) / f"fold{k}"
+        summary = json.loads((run / "summary.json").read_text())
+        assert f'fold = "{k}/2"' in (run / "recipe.toml").read_text()
+        with open(run / "metrics.csv", newline="") as f:
+            losses.append(float(list(csv.DictReader(f))[summary["best_epoch"] - 1]["val_loss"]))
+    assert row["epochs_run"] == "4" and float(row["best_val_loss"]) == pytest.approx(sum(losses) / 2, rel=1e-5)

@@ -1,0 +1,567 @@
+"""``vitkit tune``: an Optuna study over recipe keys. Every trial trains through ``fit_guarded`` (the one data
+path; the loaded data is reused while the data-affecting keys stay the same), reports its validation metric
+after each epoch from a hook so the pruner can stop it, and is scored on validation only: the test split
+of the best trial is reported apart, never ranked on.
+
+The study lives in an Optuna storage (default: ``study.db``, SQLite, in ``runs/<name>-tune/<time>/``); the
+same command continues it after a kill or Ctrl-C, ``--jobs N`` runs N worker processes on it, and any number
+of ``vitkit tune`` processes (other machines: ``--storage URL``) can share it. A trial counts once it is
+COMPLETE or PRUNED; an interrupted one is marked FAIL and never counted."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vitkit.apps.tune_space import Param, check_space, parse_space, with_values
+from vitkit.errors import RunInterrupted, UserError
+from vitkit.plugins import hookimpl
+from vitkit.recipe import Recipe, recipe_from_dict
+
+DEFAULT_METRIC = "best_val_loss"
+# summary.json keys a study may rank on (test_* never: the test split is scored for the best trial only)
+SUMMARY_METRICS = (
+    "best_val_acc", "final_val_acc", "final_ema_val_acc", "final_train_loss", "best_epoch", "params",
+    "train_img_per_s", "wall_time_s",
+)  # fmt: skip
+STALE_S = 1800.0  # a RUNNING trial of another machine without a heartbeat for this long is taken as dead
+KEY_FILE = "tune.json"
+
+
+@dataclasses.dataclass
+class Settings:
+    """What a study searches and how; ``key()`` is what makes two commands the same study."""
+
+    space: list[Param]
+    trials: int
+    metric: str
+    direction: str
+    sampler: str
+    pruner: str
+    seed: int
+    folds: int
+    storage: str  # "" : study.db in the study folder
+
+    def key(self, recipe: Recipe) -> dict[str, Any]:
+        data = recipe.to_dict()
+        data.pop("tune")
+        data["train"].pop("threads")  # how fast, not what
+        return {
+            "recipe": data,
+            "space": [p.text() for p in self.space],
+            **{k: getattr(self, k) for k in ("metric", "direction", "sampler", "pruner", "seed", "folds", "storage")},
+        }
+
+
+def settings_for(
+    recipe: Recipe,
+    space: list[str] = (),
+    trials: int | None = None,
+    metric: str | None = None,
+    direction: str | None = None,
+    sampler: str | None = None,
+    pruner: str | None = None,
+    seed: int | None = None,
+    folds: int | None = None,
+    storage: str | None = None,
+) -> Settings:
+    """The study's settings: the recipe's ``[tune]`` table, with what the caller gives on top, checked."""
+    table = recipe.tune
+    settings = Settings(
+        space=parse_space(list(space), table.space),
+        trials=table.trials if trials is None else trials,
+        metric=metric or table.metric,
+        direction=direction or table.direction,
+        sampler=sampler or table.sampler,
+        pruner=pruner or table.pruner,
+        seed=table.seed if seed is None else seed,
+        folds=table.folds if folds is None else folds,
+        storage=table.storage if storage is None else storage,
+    )
+    check_space(recipe, settings.space)
+    if settings.trials < 1:
+        raise UserError(f"vitkit tune --trials {settings.trials}: expected at least 1")
+    if settings.folds == 1 or settings.folds < 0:
+        raise UserError(f"vitkit tune --folds {settings.folds}: expected K >= 2 (or 0: the usual split)")
+    if settings.metric.startswith("test"):
+        raise UserError(
+            f"vitkit tune --metric {settings.metric}: a study never ranks on the test split (it is scored once, "
+            f"for the best trial); rank on {DEFAULT_METRIC} or best_val_acc"
+        )
+    if settings.metric not in (DEFAULT_METRIC, *SUMMARY_METRICS):
+        raise UserError(
+            f"vitkit tune --metric {settings.metric!r}: expected {DEFAULT_METRIC} (the validation loss of the kept "
+            f"epoch) or one of {', '.join(SUMMARY_METRICS)}"
+        )
+    if settings.direction == "auto":
+        smaller = settings.metric.endswith(("loss", "_s")) and settings.metric != "train_img_per_s"
+        settings.direction = "minimize" if smaller or settings.metric == "params" else "maximize"
+    for name, value, allowed in (
+        ("--direction", settings.direction, ("minimize", "maximize")),
+        ("--sampler", settings.sampler, ("tpe", "random")),
+        ("--pruner", settings.pruner, ("median", "hyperband", "none")),
+    ):
+        if value not in allowed:
+            raise UserError(f"vitkit tune {name} {value!r}: expected one of {', '.join(allowed)}")
+    return settings
+
+
+# ------------------------------------------------------------------------------------ the metric
+
+
+def kept_epoch_loss(history: list[dict[str, Any]], epoch: int, weights: str) -> float:
+    """The validation loss of the epoch whose weights a run kept (live or EMA)."""
+    row = history[epoch - 1]
+    return float(row["ema_val_loss" if weights == "ema" else "val_loss"])
+
+
+def running_value(metric: str, history: list[dict[str, Any]]) -> float | None:
+    """The metric so far, after each epoch (what the pruner sees): the trainer's rule for the kept epoch,
+    highest val acc (live or EMA) and lowest loss among ties; ``None`` for metrics known only at the end."""
+    if metric not in (DEFAULT_METRIC, "best_val_acc"):
+        return None
+    best: tuple[float, float] | None = None
+    for row in history:
+        for acc, loss in ((row.get("val_acc"), row.get("val_loss")), (row.get("ema_val_acc"), row.get("ema_val_loss"))):
+            if acc is not None and (best is None or acc > best[0] or (acc == best[0] and loss < best[1])):
+                best = (acc, loss)
+    if best is None:
+        return None
+    return best[1] if metric == DEFAULT_METRIC else best[0]
+
+
+def final_value(metric: str, summary: dict[str, Any], history: list[dict[str, Any]]) -> float:
+    """The trial's score from its summary (never a test number)."""
+    if metric == DEFAULT_METRIC:
+        return kept_epoch_loss(history, summary["best_epoch"], summary.get("best_weights", "model"))
+    value = summary.get(metric)
+    if not isinstance(value, (int, float)):
+        raise UserError(f"vitkit tune --metric {metric}: this run's summary.json has no number for it")
+    return float(value)
+
+
+class TrialReporter:
+    """A per-trial plugin: after each epoch, report the metric to Optuna and stop the run when the pruner says so."""
+
+    def __init__(self, trial: Any, metric: str, pruner: str, on_epoch: Any = None) -> None:
+        self.trial, self.metric, self.pruner, self.on_epoch = trial, metric, pruner, on_epoch
+        self.pruned_at: int | None = None
+
+    @hookimpl
+    def vitkit_on_epoch_end(self, run: Any, epoch: int, metrics: dict[str, Any]) -> None:
+        self.trial.set_user_attr("heartbeat", time.time())
+        value = running_value(self.metric, run.history)
+        if self.on_epoch is not None:
+            self.on_epoch(self.trial.number, epoch, value)
+        if value is None or self.pruner == "none":
+            return
+        self.trial.report(value, epoch)
+        if self.trial.should_prune():
+            self.pruned_at = epoch
+            run.request_stop(f"pruned by the {self.pruner} pruner after epoch {epoch}")
+
+
+# ------------------------------------------------------------------------------------ storage, study
+
+
+def _storage(url: str, study_dir: Path) -> Any:
+    """An Optuna storage for ``url`` (``""``: SQLite ``study.db`` in the study folder; a path ending in
+    ``.log``/``.journal``: a journal file, e.g. on a shared filesystem)."""
+    import optuna
+
+    url = url or f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    if url.endswith((".log", ".journal")) and "://" not in url:
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as err:  # a bad URL, a missing driver, a server that does not answer
+        raise UserError(f"vitkit tune --storage {url}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+
+
+def _sampler(settings: Settings, number: int) -> Any:
+    """The trial's sampler, seeded from the study seed and the trial number: a sequential study repeats
+    its trials exactly, and parallel workers never draw the same startup values."""
+    import optuna
+
+    seed = settings.seed * 100_003 + number
+    if settings.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    startup = max(2, min(10, settings.trials // 3))  # a small budget still gets to the model-based phase
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+
+
+def _pruner(settings: Settings, epochs: int) -> Any:
+    import optuna
+
+    if settings.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if settings.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2))
+    # a third of the budget (2 to 5, Optuna's default) must finish before trials are compared, and no trial
+    # is judged in its first half of epochs: warmup and a schedule's early LR make early losses misleading
+    # (on digits, judging from epoch 1 or 7 of 20 pruned the recipes that won without pruning)
+    startup = max(2, min(5, settings.trials // 3))
+    return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=epochs // 2)
+
+
+def study_name(recipe: Recipe) -> str:
+    return f"{recipe.name}-tune"
+
+
+def open_study(recipe: Recipe, settings: Settings, study_dir: Path) -> Any:
+    """Create or load the study (its name: ``<recipe name>-tune``)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    epochs = recipe.train.epochs if not settings.folds else settings.folds
+    return optuna.create_study(
+        storage=_storage(settings.storage, study_dir),
+        study_name=study_name(recipe),
+        direction=settings.direction,
+        sampler=_sampler(settings, 0),
+        pruner=_pruner(settings, epochs),
+        load_if_exists=True,
+    )
+
+
+def find_study_dir(recipe: Recipe, settings: Settings, new: bool) -> tuple[Path, bool]:
+    """The study folder: the latest ``runs/<name>-tune/<time>/`` of the same study (same recipe, space and
+    settings; continued), else a new one. Returns (folder, continued)."""
+    parent = Path(recipe.output.dir) / study_name(recipe)
+    key = json.loads(json.dumps(settings.key(recipe)))
+    if not new and parent.is_dir():
+        for folder in sorted(parent.iterdir(), reverse=True):
+            try:
+                saved = json.loads((folder / KEY_FILE).read_text())
+            except (OSError, ValueError):
+                continue
+            if saved.get("key") == key:
+                return folder, True
+    from vitkit.engine.trainer import new_run_dir
+
+    holder = dataclasses.replace(recipe, name=study_name(recipe))
+    folder = new_run_dir(holder)
+    (folder / KEY_FILE).write_text(
+        json.dumps({"key": key, "recipe": recipe.to_dict(), "source": str(recipe.source or "")}, indent=1)
+    )
+    return folder, False
+
+
+# ------------------------------------------------------------------------------------ trials
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _dead(trial: Any, now: float) -> bool:
+    """A RUNNING trial whose process is gone: same machine and its pid no longer runs, or no heartbeat for long."""
+    attrs = trial.user_attrs
+    if attrs.get("host") == socket.gethostname() and isinstance(attrs.get("pid"), int):
+        return not _alive(attrs["pid"])
+    beat = attrs.get("heartbeat") or (trial.datetime_start.timestamp() if trial.datetime_start else now)
+    return now - beat > STALE_S
+
+
+def fail_dead_trials(study: Any) -> int:
+    """Mark RUNNING trials whose process is gone (killed, power cut) as FAIL; returns how many."""
+    from optuna.trial import TrialState
+
+    count, now = 0, time.time()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _dead(trial, now):
+            study._storage.set_trial_user_attr(trial._trial_id, "error", "interrupted (its process is gone)")
+            try:
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                count += 1
+            except Exception:  # another worker marked it first
+                pass
+    return count
+
+
+def counts(study: Any) -> dict[str, int]:
+    """Trials by state (``finished``: COMPLETE + PRUNED)."""
+    from optuna.trial import TrialState
+
+    out = {state.name.lower(): 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        out[trial.state.name.lower()] += 1
+    out["finished"] = out["complete"] + out["pruned"]
+    return out
+
+
+class DataCache:
+    """Loaded data by what shapes it (``data`` table, seed, input size, preprocessing): trials that change
+    only the model or the optimisation reuse the splits already loaded, through the one data path."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, Any] = {}
+
+    def get(self, recipe: Recipe) -> Any:
+        from vitkit.engine import build
+        from vitkit.engine.device import select_device
+
+        img_size, view = build.model_img_size(recipe), build.preprocessing(recipe)
+        data = dataclasses.asdict(recipe.data)
+        for key in ("batch_size", "eval_batch_size", "num_workers"):
+            data.pop(key)
+        key = json.dumps([data, recipe.seed, img_size, repr(view), recipe.train.device], sort_keys=True, default=str)
+        if key not in self.loaded:
+            device = select_device(recipe.train.device)
+            self.loaded[key] = build.load_dataset(recipe, img_size, device, view=view)
+        return self.loaded[key]
+
+
+def trial_recipe(recipe: Recipe, settings: Settings, values: dict[str, Any], number: int, fold: int = 0) -> Recipe:
+    """The recipe a trial trains: the searched values set, its own name, no per-trial plots (speed)."""
+    extra = [f'name="{recipe.name}-trial{number}"', "output.plots=false"]
+    if fold:
+        extra.append(f'data.fold="{fold}/{settings.folds}"')
+    return with_values(recipe, values, extra)
+
+
+def run_trial(
+    study: Any,
+    trial: Any,
+    recipe: Recipe,
+    settings: Settings,
+    study_dir: Path,
+    plugins: Any,
+    cache: DataCache,
+    on_epoch: Any = None,
+) -> None:
+    """Sample the trial's values, train it (each fold with ``folds``), tell Optuna how it ended."""
+    from optuna.trial import TrialState
+
+    from vitkit.apps.compare import read_metrics
+    from vitkit.engine.fit import fit_guarded
+    from vitkit.plugins import new_manager
+
+    study.sampler = _sampler(settings, trial.number)  # before the first suggest: the draw is the trial's own
+    values = {param.key: param.suggest(trial) for param in settings.space}
+    plugins = plugins or new_manager()
+    run_dir = (study_dir / "trials" / f"{trial.number:04d}").resolve()
+    trial.set_user_attr("run_dir", str(run_dir))
+    scores, epochs, pruned = [], 0, False
+    folds = range(1, settings.folds + 1) if settings.folds else [0]
+    try:
+        for fold in folds:
+            this = trial_recipe(recipe, settings, values, trial.number, fold)
+            where = run_dir / f"fold{fold}" if fold else run_dir
+            reporter = TrialReporter(trial, settings.metric, "none" if fold else settings.pruner, on_epoch)
+            plugins.register(reporter, "vitkit_tune_trial")
+            try:
+                summary = fit_guarded(this, run_dir=where, plugins=plugins, data=cache.get(this))
+            finally:
+                plugins.unregister(name="vitkit_tune_trial")
+            history = read_metrics(where)
+            epochs += int(summary["epochs_run"])
+            scores.append(final_value(settings.metric, summary, history))
+            if reporter.pruned_at is not None:
+                pruned = True
+                _mark_pruned(where, reporter.pruned_at, settings.pruner)
+                break
+            if fold:  # cross-validation: the pruner compares the running mean after each fold
+                trial.report(sum(scores) / len(scores), fold)
+                if settings.pruner != "none" and fold < settings.folds and trial.should_prune():
+                    pruned = True
+                    break
+    except UserError as err:  # e.g. a sampled value that diverges: this trial failed, the study goes on
+        trial.set_user_attr("error", str(err))
+        trial.set_user_attr("epochs", epochs)
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    except BaseException as err:  # Ctrl-C, a bug: never counted as finished
+        trial.set_user_attr("error", f"interrupted ({type(err).__name__})")
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    trial.set_user_attr("epochs", epochs)
+    score = sum(scores) / len(scores)
+    trial.set_user_attr("value", score)
+    if pruned:
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, score)
+
+
+def _mark_pruned(run_dir: Path, epoch: int, pruner: str) -> None:
+    """The pruned run's ``summary.json`` says so (``vitkit runs`` lists it as pruned)."""
+    from vitkit.engine.checkpoint import atomic_write_text
+
+    path = run_dir / "summary.json"
+    summary = json.loads(path.read_text())
+    summary.update(status="pruned", pruned_after_epoch=epoch, pruner=pruner)
+    atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+
+
+def work(
+    study: Any,
+    recipe: Recipe,
+    settings: Settings,
+    study_dir: Path,
+    plugins: Any = None,
+    on_epoch: Any = None,
+    on_trial: Any = None,
+) -> None:
+    """Run trials until the study has ``settings.trials`` finished (with the ones other workers run)."""
+    from optuna.trial import TrialState
+
+    cache, failures = DataCache(), 0
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    while True:
+        fail_dead_trials(study)
+        now = counts(study)
+        if now["finished"] + now["running"] >= settings.trials:
+            return
+        trial = study.ask()
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("heartbeat", time.time())
+        ahead = [t for t in study.get_trials(deepcopy=False, states=counted) if t.number < trial.number]
+        if len(ahead) >= settings.trials:  # another worker took the last place meanwhile
+            trial.set_user_attr("error", "not run: the study already had its trials")
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        run_trial(study, trial, recipe, settings, study_dir, plugins, cache, on_epoch)
+        state = _trial(study, trial.number).state
+        if on_trial is not None:
+            on_trial(trial.number, state)
+        if state == TrialState.FAIL:
+            failures += 1
+            if failures >= max(3, settings.trials):
+                error = _trial(study, trial.number).user_attrs.get("error", "?")
+                raise UserError(
+                    f"vitkit tune: {failures} trials failed in this process (last: {error}); see trials.csv"
+                )
+
+
+def _trial(study: Any, number: int) -> Any:
+    """The stored (frozen) trial ``number``."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+
+
+# ------------------------------------------------------------------------------------ the command
+
+
+def tune(
+    recipe: Recipe,
+    space: list[str] = (),
+    trials: int | None = None,
+    metric: str | None = None,
+    direction: str | None = None,
+    sampler: str | None = None,
+    pruner: str | None = None,
+    seed: int | None = None,
+    folds: int | None = None,
+    storage: str | None = None,
+    jobs: int = 1,
+    new: bool = False,
+    plugins: Any = None,
+) -> dict[str, Any]:
+    """Run (or continue) a study on ``recipe``; returns its summary (also ``tune_summary.json``): the best
+    trial's values, score and run, its test accuracy (reported apart), counts, and the study folder."""
+    from vitkit.extras import require
+
+    require("tune", "optuna", what="vitkit tune")
+    settings = settings_for(recipe, space, trials, metric, direction, sampler, pruner, seed, folds, storage)
+    if jobs < 1:
+        raise UserError(f"vitkit tune --jobs {jobs}: expected at least 1")
+    study_dir, continued = find_study_dir(recipe, settings, new)
+    remember_trials(study_dir, settings.trials)
+    study = open_study(recipe, settings, study_dir)
+    from vitkit.apps.tune_live import Live
+
+    before = counts(study)
+    verb = "continuing" if continued or before["finished"] else "starting"
+    print(
+        f"vitkit tune {recipe.name}: {verb} study {study_name(recipe)} -> {study_dir} "
+        f"({before['finished']}/{settings.trials} trials finished; metric {settings.metric}, {settings.direction}; "
+        f"pruner {settings.pruner}; {jobs} job{'s' * (jobs != 1)})",
+        flush=True,
+    )
+    try:
+        with Live(study, settings, study_dir) as live:
+            if jobs == 1:
+                work(study, recipe, settings, study_dir, plugins, live.epoch, live.trial_done)
+            else:
+                _workers(study_dir, jobs, live)
+    except KeyboardInterrupt:
+        done = counts(study)["finished"]
+        raise RunInterrupted(
+            f"interrupted; the study keeps its {done} finished trials (the interrupted one is marked FAIL, never "
+            f"counted): run the same command to continue it ({study_dir})"
+        ) from None
+    from vitkit.apps.tune_report import write_outputs
+
+    return write_outputs(study, recipe, settings, study_dir)
+
+
+def _workers(study_dir: Path, jobs: int, live: Any) -> None:
+    """``jobs`` worker processes on the study, CPU threads split between them; waits for all."""
+    from vitkit.engine.threads import cores
+
+    threads = max(1, cores() // jobs)
+    procs = []
+    for index in range(jobs):
+        log = open(study_dir / f"worker{index}.log", "w")  # noqa: SIM115 (closed after the worker ends)
+        cmd = [sys.executable, "-m", "vitkit", "tune", "--worker", str(study_dir), "--threads", str(threads)]
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+    try:
+        while any(proc.poll() is None for proc, _ in procs):
+            live.refresh()
+            time.sleep(1.0)
+    finally:
+        for proc, log in procs:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait()
+            log.close()
+    failed = [i for i, (proc, _) in enumerate(procs) if proc.returncode != 0]
+    if failed:
+        tail = (study_dir / f"worker{failed[0]}.log").read_text().strip().splitlines()[-1:] or ["?"]
+        raise UserError(f"vitkit tune: worker {failed[0]} stopped (exit {procs[failed[0]][0].returncode}): {tail[0]}")
+
+
+def worker_main(study_dir: str, threads: int | None, plugins_for: Any) -> int:
+    """``vitkit tune --worker DIR``: one worker of ``--jobs N`` (the study's recipe and settings from DIR)."""
+    folder = Path(study_dir)
+    saved = json.loads((folder / KEY_FILE).read_text())
+    source = Path(saved["source"]) if saved.get("source") else None
+    recipe = recipe_from_dict(saved["recipe"], source=source)
+    if threads:
+        recipe.train.threads = threads
+    key = saved["key"]
+    settings = Settings(
+        space=parse_space(key["space"]), trials=saved["trials"],
+        **{k: key[k] for k in ("metric", "direction", "sampler", "pruner", "seed", "folds", "storage")},
+    )  # fmt: skip
+    from vitkit.engine.console import console
+
+    console.quiet = True
+    study = open_study(recipe, settings, folder)
+    work(study, recipe, settings, folder, plugins_for(recipe))
+    return 0
+
+
+def remember_trials(study_dir: Path, trials: int) -> None:
+    """Record the requested count in the study folder (``--jobs`` workers read it)."""
+    path = study_dir / KEY_FILE
+    saved = json.loads(path.read_text())
+    saved["trials"] = trials
+    path.write_text(json.dumps(saved, indent=1))

@@ -1,0 +1,219 @@
+"""A study's outputs in its folder: ``trials.csv``, ``best.toml`` (the best trial as a complete recipe),
+``history.png``, ``importance.png``, ``params.png``, ``tune.html`` (self-contained) and ``tune_summary.json``.
+The best trial's test accuracy is read from its own run and shown apart; nothing is ranked on it."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from vitkit.apps.tune_space import with_values
+from vitkit.engine.checkpoint import atomic_write_text
+from vitkit.recipe import Recipe, dump_toml
+
+
+def _rows(study: Any, settings: Any) -> list[dict[str, Any]]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name == "WAITING":
+            continue
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        row.update({p.key: t.params.get(p.key, "") for p in settings.space})
+        value = t.user_attrs.get("value")
+        row[settings.metric] = "" if value is None else value
+        row["epochs_run"] = t.user_attrs.get("epochs", "")
+        row["run_dir"] = t.user_attrs.get("run_dir", "")
+        row["error"] = t.user_attrs.get("error", "") if t.state.name == "FAIL" else ""
+        rows.append(row)
+    return rows
+
+
+def best_recipe(recipe: Recipe, params: dict[str, Any]) -> Recipe:
+    """The study's recipe with the best trial's values: what ``vitkit run best.toml`` trains."""
+    return with_values(recipe, params)
+
+
+def write_outputs(study: Any, recipe: Recipe, settings: Any, study_dir: Path) -> dict[str, Any]:
+    """Write every output of the study folder; returns the study summary."""
+    rows = _rows(study, settings)
+    with open(study_dir / "trials.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["number", "state"])
+        writer.writeheader()
+        writer.writerows(rows)
+    from vitkit.apps.tune import counts
+
+    summary: dict[str, Any] = {
+        "study": study.study_name,
+        "study_dir": str(study_dir),
+        "metric": settings.metric,
+        "direction": settings.direction,
+        "space": [p.text() for p in settings.space],
+        "trials_requested": settings.trials,
+        "counts": counts(study),
+        "best": None,
+    }
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if complete:
+        best = study.best_trial
+        recipe_best = best_recipe(recipe, best.params)
+        header = (
+            f"# vitkit tune: trial {best.number} of study {study.study_name} ({study_dir}), "
+            f"{settings.metric} = {best.value:.6g}\n"
+        )
+        atomic_write_text(study_dir / "best.toml", header + dump_toml(recipe_best.to_dict()))
+        run_dir = Path(best.user_attrs.get("run_dir", ""))
+        test = _test_of(run_dir)
+        summary["best"] = {
+            "number": best.number,
+            "params": best.params,
+            "value": best.value,
+            "epochs_run": best.user_attrs.get("epochs"),
+            "run_dir": str(run_dir),
+            "test_acc": test,  # reported apart: scored on the best trial's weights, never ranked on
+            "recipe": str(study_dir / "best.toml"),
+        }
+    plots = _plots(study, settings, study_dir)
+    atomic_write_text(study_dir / "tune_summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    _html(summary, rows, plots, study_dir)
+    _print(summary)
+    return summary
+
+
+def _test_of(run_dir: Path) -> float | None:
+    """The test accuracy of one run (the best trial's; the mean over folds with cross-validation)."""
+    paths = (
+        [run_dir / "summary.json"]
+        if (run_dir / "summary.json").is_file()
+        else sorted(run_dir.glob("fold*/summary.json"))
+    )
+    values = [json.loads(p.read_text()).get("test_acc") for p in paths]
+    values = [v for v in values if isinstance(v, (int, float))]
+    return sum(values) / len(values) if values else None
+
+
+def _print(summary: dict[str, Any]) -> None:
+    n = summary["counts"]
+    line = (
+        f"study {summary['study']}: {n['finished']}/{summary['trials_requested']} trials finished "
+        f"({n['complete']} complete, {n['pruned']} pruned, {n['fail']} failed)"
+    )
+    best = summary["best"]
+    if best is not None:
+        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+        test = "-" if best["test_acc"] is None else f"{best['test_acc']:.4f}"
+        line += (
+            f"\nbest: trial {best['number']}, {summary['metric']} {best['value']:.4g} ({values}); "
+            f"its test accuracy, reported apart: {test}\nrecipe: {best['recipe']}  (vitkit run {best['recipe']})"
+        )
+    print(line + f"\nwrote {summary['study_dir']}/: trials.csv, best.toml, tune.html, plots", flush=True)
+
+
+def _plots(study: Any, settings: Any, study_dir: Path) -> list[tuple[Path, str]]:
+    """history.png, importance.png, params.png (matplotlib); the ones there is data for."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")]
+    scored = [t for t in trials if t.user_attrs.get("value") is not None]
+    out: list[tuple[Path, str]] = []
+    if not scored:
+        return out
+    colors = {"COMPLETE": "tab:blue", "PRUNED": "tab:orange"}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for state, color in colors.items():
+        these = [t for t in scored if t.state.name == state]
+        ax.scatter([t.number for t in these], [t.user_attrs["value"] for t in these], c=color, label=state.lower())
+    best_so_far, line = None, []
+    for t in sorted((t for t in scored if t.state.name == "COMPLETE"), key=lambda t: t.number):
+        v = t.user_attrs["value"]
+        if best_so_far is None or (v < best_so_far if settings.direction == "minimize" else v > best_so_far):
+            best_so_far = v
+        line.append((t.number, best_so_far))
+    if line:
+        ax.step([n for n, _ in line], [v for _, v in line], where="post", color="tab:green", label="best so far")
+    ax.set(xlabel="trial", ylabel=settings.metric, title="optimisation history")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(study_dir / "history.png", dpi=110)
+    plt.close(fig)
+    out.append((study_dir / "history.png", "the metric of every trial (pruned: at the epoch it stopped)"))
+
+    importances = _importances(study)
+    if importances:
+        fig, ax = plt.subplots(figsize=(7, 0.5 + 0.5 * len(importances)))
+        keys = list(importances)[::-1]
+        ax.barh(keys, [importances[k] for k in keys])
+        ax.set(xlabel="importance (fANOVA, complete trials)", title="parameter importance")
+        fig.tight_layout()
+        fig.savefig(study_dir / "importance.png", dpi=110)
+        plt.close(fig)
+        out.append((study_dir / "importance.png", "how much of the metric's variance each parameter explains"))
+
+    params = settings.space
+    fig, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.4), squeeze=False)
+    for ax, param in zip(axes[0], params, strict=True):
+        for state, color in colors.items():
+            these = [t for t in scored if t.state.name == state and param.key in t.params]
+            xs = [t.params[param.key] if param.kind != "choice" else str(t.params[param.key]) for t in these]
+            ax.scatter(xs, [t.user_attrs["value"] for t in these], c=color, label=state.lower(), s=18)
+        if param.kind == "loguniform":
+            ax.set_xscale("log")
+        ax.set(xlabel=param.key, ylabel=settings.metric)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(study_dir / "params.png", dpi=110)
+    plt.close(fig)
+    out.append((study_dir / "params.png", "the metric against each searched parameter"))
+    return out
+
+
+def _importances(study: Any) -> dict[str, float]:
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if len(complete) < 2:
+        return {}
+    import optuna
+
+    try:
+        return optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError, ZeroDivisionError):  # too few distinct values to tell
+        return {}
+
+
+def _html(summary: dict[str, Any], rows: list[dict[str, Any]], plots: list[tuple[Path, str]], study_dir: Path) -> None:
+    from vitkit.engine.html_report import esc, figure, link, page, table
+
+    best = summary["best"]
+    parts = [f"<h1>vitkit tune: {esc(summary['study'])}</h1>"]
+    n = summary["counts"]
+    parts.append(
+        f"<p>{n['finished']}/{summary['trials_requested']} trials finished ({n['complete']} complete, "
+        f"{n['pruned']} pruned, {n['fail']} failed); ranked on {esc(summary['metric'])} "
+        f"({esc(summary['direction'])}) over: {esc(', '.join(summary['space']))}.</p>"
+    )
+    if best is not None:
+        values = ", ".join(
+            f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in best["params"].items()
+        )
+        test = "-" if best["test_acc"] is None else f"{best['test_acc']:.4f}"
+        parts.append(
+            f"<h2>Best trial</h2><p>trial {best['number']}: {esc(values)}; {esc(summary['metric'])} "
+            f"{best['value']:.5g}. Test accuracy of its weights, reported apart (never ranked on): {test}. "
+            f"Recipe: {link(study_dir / 'best.toml', 'best.toml', study_dir)}</p>"
+        )
+    parts.append("<h2>Plots</h2>" + "".join(figure(path, caption) for path, caption in plots))
+    headers = list(rows[0]) if rows else []
+    body_rows = []
+    best_index = -1
+    for i, row in enumerate(rows):
+        if best is not None and row["number"] == best["number"]:
+            best_index = i
+        cells = [f"{v:.4g}" if isinstance(v, float) else v for v in row.values()]
+        if row.get("run_dir"):
+            cells[headers.index("run_dir")] = link(Path(row["run_dir"]), Path(row["run_dir"]).name, study_dir)
+        body_rows.append(cells)
+    parts.append("<h2>Trials</h2>" + table(headers, body_rows, text_columns=0, best=best_index))
+    (study_dir / "tune.html").write_text(page(f"vitkit tune {summary['study']}", "\n".join(parts)))
