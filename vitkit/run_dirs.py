@@ -5,6 +5,7 @@ as a class of images. No torch import."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 from pathlib import Path
 
@@ -38,3 +39,9 @@ def is_vitkit_output(path: Path, depth: int = 2) -> bool:
     except OSError:
         return False
     return any(is_run_dir(d) or (depth > 1 and is_vitkit_output(d, depth - 1)) for d in subdirs)
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """A run's ``metrics.csv`` rows as numbers."""
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]

@@ -7,7 +7,6 @@ throughput, measured here once per run from its best checkpoint and saved next t
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from datetime import datetime
@@ -28,6 +27,7 @@ from vitkit.apps.compare_plan import (
 )
 from vitkit.errors import UserError
 from vitkit.recipe import load_recipe
+from vitkit.run_dirs import read_metrics
 
 
 def train_variant(
@@ -137,12 +137,6 @@ def profile_run(run_dir: Path, min_seconds: float = 0.5) -> dict[str, Any]:
     }
     path.write_text(json.dumps(profile, indent=2) + "\n")
     return profile
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, float]]:
-    """A run's ``metrics.csv`` rows as numbers."""
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
 def run_row(run_dir: Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vitkit.apps.tune_report import counts
 from vitkit.apps.tune_space import Param, check_space, parse_space, with_values
 from vitkit.errors import RunInterrupted, UserError
 from vitkit.plugins import hookimpl
@@ -295,17 +296,6 @@ def fail_dead_trials(study: Any) -> int:
     return count
 
 
-def counts(study: Any) -> dict[str, int]:
-    """Trials by state (``finished``: COMPLETE + PRUNED)."""
-    from optuna.trial import TrialState
-
-    out = {state.name.lower(): 0 for state in TrialState}
-    for trial in study.get_trials(deepcopy=False):
-        out[trial.state.name.lower()] += 1
-    out["finished"] = out["complete"] + out["pruned"]
-    return out
-
-
 class DataCache:
     """Loaded data by what shapes it (``data`` table, seed, input size, preprocessing): trials that change
     only the model or the optimisation reuse the splits already loaded, through the one data path."""
@@ -349,9 +339,9 @@ def run_trial(
     """Sample the trial's values, train it (each fold with ``folds``), tell Optuna how it ended."""
     from optuna.trial import TrialState
 
-    from vitkit.apps.compare import read_metrics
     from vitkit.engine.fit import fit_guarded
     from vitkit.plugins import new_manager
+    from vitkit.run_dirs import read_metrics
 
     study.sampler = _sampler(settings, trial.number)  # before the first suggest: the draw is the trial's own
     values = {param.key: param.suggest(trial) for param in settings.space}

@@ -14,6 +14,17 @@ from vitkit.engine.checkpoint import atomic_write_text
 from vitkit.recipe import Recipe, dump_toml
 
 
+def counts(study: Any) -> dict[str, int]:
+    """Trials by state (``finished``: COMPLETE + PRUNED)."""
+    from optuna.trial import TrialState
+
+    out = {state.name.lower(): 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        out[trial.state.name.lower()] += 1
+    out["finished"] = out["complete"] + out["pruned"]
+    return out
+
+
 def _rows(study: Any, settings: Any) -> list[dict[str, Any]]:
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -42,8 +53,6 @@ def write_outputs(study: Any, recipe: Recipe, settings: Any, study_dir: Path) ->
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["number", "state"])
         writer.writeheader()
         writer.writerows(rows)
-    from vitkit.apps.tune import counts
-
     summary: dict[str, Any] = {
         "study": study.study_name,
         "study_dir": str(study_dir),
