@@ -183,10 +183,13 @@ def _storage(url: str, study_dir: Path) -> Any:
 
         return optuna.storages.JournalStorage(JournalFileBackend(url))
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except Exception as err:  # a bad URL, a missing driver, a server that does not answer
-        raise UserError(f"vitkit tune --storage {url}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except Exception as err:  # a bad URL, a missing driver, a server that does not answer
+            if "already exists" in str(err) and attempt < 2:
+                continue  # another process created the schema at the same moment: it is there now
+            raise UserError(f"vitkit tune --storage {url}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
 
 
 def _sampler(settings: Settings, number: int) -> Any:
