@@ -232,6 +232,7 @@ class Predictor:
         self.crop_pct: float = data.get("crop_pct") or 0.0  # imagefolder runs; 0: in-memory datasets
         self.interpolation: str = data.get("interpolation") or "bilinear"
         self.transform = eval_transform(data)
+        self.thresholds: list[float] | None = data.get("thresholds")  # multi-label runs: one per class
         self.data = dict(data)
         self.source = source
         self.name = name or Path(source).stem or "model"
@@ -290,12 +291,27 @@ class Predictor:
             return self.transform(torch.stack(list(views)).to(self.device), labels)[0]
         return torch.cat([self.transform(v[None].to(self.device), labels)[0] for v in views])
 
+    @property
+    def multi_label(self) -> bool:
+        """A multi-label model: sigmoid probabilities, every label above its threshold predicted."""
+        return self.thresholds is not None
+
     @torch.no_grad()
     def probabilities(self, views: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Class probabilities ``(B, classes)`` on the CPU for views (``view``) of images."""
-        return self.model(self.to_input(views)).float().softmax(dim=1).cpu()
+        """Class probabilities ``(B, classes)`` on the CPU for views (``view``) of images (multi-label:
+        each class's own sigmoid)."""
+        logits = self.model(self.to_input(views)).float()
+        return (logits.sigmoid() if self.multi_label else logits.softmax(dim=1)).cpu()
 
     def topk(self, probs: torch.Tensor, k: int) -> list[list[tuple[str, float]]]:
+        """The ``k`` most probable labels of each image; a multi-label model: every label at or above its
+        threshold (chosen on val), most probable first, ``k`` ignored."""
+        if self.multi_label:
+            above = probs >= torch.tensor(self.thresholds)
+            return [
+                sorted(((self.classes[i], float(p[i])) for i in row.nonzero().flatten().tolist()), key=lambda t: -t[1])
+                for p, row in zip(probs, above, strict=True)
+            ]
         values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
         return [
             [(self.classes[i], float(p)) for p, i in zip(vs.tolist(), ix.tolist(), strict=True)]

@@ -85,5 +85,8 @@ def reevaluate(
         (run_dir / f"eval_{split}.json").write_text(json.dumps(report, indent=2) + "\n")
     from vitkit.engine.report import write_eval_report
 
-    write_eval_report(run_dir or ckpt_path.parent, recipe.name, result, getattr(data, split), meta["classes"], split)
+    write_eval_report(
+        run_dir or ckpt_path.parent, recipe.name, result, getattr(data, split), meta["classes"], split,
+        meta.get("thresholds"),
+    )  # fmt: skip
     return result, report

@@ -73,6 +73,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"{summary['name']}: summary", show_header=False)
     for key in (
         "test_acc",
+        "test_map",
+        "test_exact_match",
         "test_top5",
         "test_loss",
         "best_val_acc",
@@ -85,6 +87,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         "run_dir",
     ):
         value = summary.get(key)
+        if value is None and key in ("test_map", "test_exact_match", "test_top5"):
+            continue  # multi-label runs only / single-label runs only
         text = f"{value:.4f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
         table.add_row(key, text)
     console.print(table)

@@ -115,9 +115,15 @@ def write_report(
     classes: Sequence[str],
     name: str = "test",
     plots: bool = True,
+    thresholds: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Per-class table (printed), ``report_<name>.json`` and, with ``plots``, the confusion and example grids."""
+    """Per-class table (printed), ``report_<name>.json`` and, with ``plots``, the confusion and example grids.
+    Multi-label results: ``vitkit.engine.multilabel_report`` at the per-class ``thresholds``."""
     out_dir = Path(out_dir)
+    if result.multi_label:
+        from vitkit.engine.multilabel_report import write_multilabel_report
+
+        return write_multilabel_report(out_dir, title, result, classes, name, thresholds)
     suffix = "" if name == "test" else f"_{name}"
     matrix = confusion_matrix(result.predictions, result.targets, len(classes))
     rows = class_metrics(matrix, classes)
@@ -166,17 +172,24 @@ def write_run_report(
     classes: Sequence[str],
     history: Sequence[dict[str, Any]],
     plots: bool = True,
+    thresholds: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """What ``vitkit run`` adds at its end: the test split's report and ``lr.png``."""
     if plots:
         from vitkit.viz import plot_lr
 
         plot_lr(history, run_dir, title)
-    return write_report(run_dir, title, result, split, classes, "test", plots)
+    return write_report(run_dir, title, result, split, classes, "test", plots, thresholds)
 
 
 def write_eval_report(
-    out_dir: Path, title: str, result: Evaluation, split: ImageSet, classes: Sequence[str], name: str = "test"
+    out_dir: Path,
+    title: str,
+    result: Evaluation,
+    split: ImageSet,
+    classes: Sequence[str],
+    name: str = "test",
+    thresholds: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """What ``vitkit eval`` adds: the split's report, and ``lr.png`` again from the run's ``metrics.csv``."""
     import csv
@@ -187,4 +200,4 @@ def write_eval_report(
 
         with open(metrics, newline="") as f:
             plot_lr(list(csv.DictReader(f)), out_dir, title)
-    return write_report(out_dir, title, result, split, classes, name)
+    return write_report(out_dir, title, result, split, classes, name, thresholds=thresholds)
