@@ -111,6 +111,8 @@ def test_i26_4_multilabel_data_with_softmax_cross_entropy_is_a_one_line_error(cl
     code, _, err = cli("run", folder_recipe(tmp_path, root))
     assert code == 2
     assert 'set loss = "bce" or loss = "asl"' in err and "Traceback" not in err
+    code, _, err = cli("run", _recipe(tmp_path, root), "--set", "augment.mixup=0.8")
+    assert code == 2 and "augment.mixup and augment.cutmix are not supported" in err and "Traceback" not in err
 
 
 def test_i26_4_asymmetric_loss_is_bce_without_focusing_and_down_weights_easy_negatives():
@@ -161,3 +163,36 @@ def test_i26_4_hf_dataset_with_a_list_of_labels_trains_multi_label(cli, tmp_path
     counts = summary["data"]["class_counts"]
     total = {n: sum(counts[s][n] for s in counts) for n in names}  # every label of every row counted
     assert total == {n: sum(n in labels.split(";") for _, labels in rows) for n in names}
+
+
+def test_i26_4_multilabel_shards_round_trip_and_train(cli, tmp_path):
+    root = multilabel_folder(tmp_path / "photos", images=45)
+    shards = tmp_path / "shards"
+    code, _, err = cli("shards", root, "--out", shards)
+    assert code == 0, err
+    info = json.loads((shards / "_info.json").read_text())
+    assert sum(s["num_samples"] for s in info["splits"].values()) == 45
+
+    from vitkit.data.shards import read_shard
+
+    truth = {f"img/{line.split(',')[0][4:]}": line.split(",")[1].split(";")
+             for line in (root / "labels.csv").read_text().splitlines()[1:]}  # fmt: skip
+    seen = 0
+    for tar in sorted(shards.glob("*.tar")):
+        for sample in read_shard(str(tar)):
+            meta = json.loads(sample["json"])
+            assert "cls" not in sample and meta["class"] == truth[meta["path"]]
+            assert [info["classes"][int(i)] for i in sample["labels"].decode().split(";")] == meta["class"]
+            seen += 1
+    assert seen == 45
+    text = _recipe(tmp_path, root).read_text().replace('dataset = "imagefolder"', 'dataset = "webdataset"')
+    text = text.replace(f'root = "{root.as_posix()}"', f'root = "{shards.as_posix()}"')
+    text = text.replace("batch_size = 8", 'batch_size = 8\ntrain = "train-000000.tar"\nval = "val-000000.tar"\n'
+                        'test = "test-000000.tar"')  # fmt: skip
+    (tmp_path / "wds.toml").write_text(text)
+    code, _, err = cli("run", tmp_path / "wds.toml", "--set", "train.epochs=1")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs" / "photos").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["multi_label"] is True and summary["split_sizes"]["test"] == info["splits"]["test"]["num_samples"]
+    assert 0.0 < summary["test_map"] <= 1.0

@@ -35,6 +35,8 @@ class ImageSet:
         """Several labels per image (multi-hot targets)."""
         if self.labels is not None:
             return self.labels.ndim == 2
+        if hasattr(self.files, "multi_label"):  # streamed shards say so themselves
+            return bool(self.files.multi_label)
         samples = getattr(self.files, "samples", None)
         return bool(samples) and is_multi_label(samples[0][1])
 

@@ -94,9 +94,13 @@ def batch_targets(samples: Sequence[tuple[Any, Label]], num_classes: int) -> tor
     return torch.tensor(labels, dtype=torch.long)
 
 
-def check_multi_label_loss(loss_fn: Any, where: str) -> None:
-    """Multi-label data trains with a per-class sigmoid loss (``bce``, ``asl``), never softmax cross-entropy."""
+def check_multi_label(recipe: Any, loss_fn: Any) -> None:
+    """Multi-label data trains with a per-class sigmoid loss (``bce``, ``asl``), never softmax
+    cross-entropy, and without mixup/cutmix or ``data.balance`` (made for one class per image)."""
+    where = f"{recipe.where()}: the data is multi-label (several labels per image)"
     if not getattr(loss_fn, "multi_label", False):
-        raise UserError(
-            f'{where}: the data is multi-label (several labels per image): set loss = "bce" or loss = "asl"'
-        )
+        raise UserError(f'{where}: set loss = "bce" or loss = "asl"')
+    if recipe.augment.mixup > 0 or recipe.augment.cutmix > 0:
+        raise UserError(f"{where}: augment.mixup and augment.cutmix are not supported with it; set them to 0")
+    if recipe.data.balance != "none":
+        raise UserError(f'{where}: data.balance is not supported with it; set data.balance = "none"')

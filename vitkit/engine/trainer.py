@@ -124,9 +124,9 @@ class Trainer:
             self.loss_fn.to(self.device)
         self.thresholds: list[float] | None = None  # multi-label: per-class thresholds, chosen on val at the end
         if self.data.multi_label:
-            from vitkit.data.multilabel import check_multi_label_loss
+            from vitkit.data.multilabel import check_multi_label
 
-            check_multi_label_loss(self.loss_fn, recipe.where())
+            check_multi_label(recipe, self.loss_fn)
         if hasattr(self.loss_fn, "prepare_student"):  # distillation: DeiT's two heads, each its own term
             self.loss_fn.prepare_student(self.model)
         self.ema = ModelEma(self.model, recipe.train.ema) if recipe.train.ema > 0 else None
