@@ -8,6 +8,7 @@ import json
 import random
 from pathlib import Path
 
+import tomllib
 import torch
 from PIL import Image, ImageDraw
 
@@ -196,3 +197,17 @@ def test_i26_4_multilabel_shards_round_trip_and_train(cli, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["multi_label"] is True and summary["split_sizes"]["test"] == info["splits"]["test"]["num_samples"]
     assert 0.0 < summary["test_map"] <= 1.0
+
+
+def test_i26_4_vitkit_run_dir_chooses_bce_for_a_multilabel_folder(cli, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network: the from-scratch recipe
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    root = multilabel_folder(tmp_path / "photos", images=30)
+    code, out, err = cli("run", root, "--dry-run")
+    assert code == 0, err
+    recipe = tomllib.loads(out)
+    assert recipe["loss"] == {"name": "bce"} and recipe["data"]["labels"] == "labels.csv"
+    assert "(csv, 3 classes, 30 images" in out.splitlines()[0]
