@@ -8,6 +8,7 @@ import json
 import random
 from pathlib import Path
 
+import pytest
 import tomllib
 import torch
 from PIL import Image, ImageDraw
@@ -54,6 +55,7 @@ def _recipe(tmp_path: Path, root: Path, loss: str = "bce") -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_i26_4_multilabel_folder_trains_reports_map_and_predicts_labels_above_thresholds(cli, tmp_path):
     root = multilabel_folder(tmp_path / "photos")
     code, out, err = cli("run", _recipe(tmp_path, root))
@@ -139,6 +141,7 @@ def test_i26_4_thresholds_chosen_on_val_give_the_best_f1_per_class():
     assert t1 == 0.5  # no positive in val: the default
 
 
+@pytest.mark.slow
 def test_i26_4_hf_dataset_with_a_list_of_labels_trains_multi_label(cli, tmp_path):
     import datasets
 
@@ -166,6 +169,7 @@ def test_i26_4_hf_dataset_with_a_list_of_labels_trains_multi_label(cli, tmp_path
     assert total == {n: sum(n in labels.split(";") for _, labels in rows) for n in names}
 
 
+@pytest.mark.slow
 def test_i26_4_multilabel_shards_round_trip_and_train(cli, tmp_path):
     root = multilabel_folder(tmp_path / "photos", images=45)
     shards = tmp_path / "shards"
