@@ -49,8 +49,20 @@ def soft_target_cross_entropy(label_smoothing: float = 0.0) -> nn.Module:
     return CrossEntropy(label_smoothing)
 
 
+def _as_multi_hot(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Targets as float rows like ``logits``: class indices become (smoothed) one-hot rows; multi-hot or
+    soft rows are kept."""
+    if targets.ndim == logits.ndim:
+        return targets.float()
+    off = label_smoothing / logits.shape[-1]
+    return torch.full_like(logits, off, dtype=torch.float32).scatter_(-1, targets[:, None], 1.0 - label_smoothing + off)
+
+
 class BinaryCrossEntropy(nn.Module):
-    """Per-class sigmoid BCE against (smoothed) one-hot or soft targets, as in timm and DeiT III."""
+    """Per-class sigmoid BCE against (smoothed) one-hot, multi-hot (multi-label) or soft targets, as in
+    timm and DeiT III."""
+
+    multi_label = True  # trains multi-label data too (``vitkit.data.multilabel``)
 
     def __init__(self, label_smoothing: float = 0.0, target_threshold: float | None = None) -> None:
         super().__init__()
@@ -58,12 +70,7 @@ class BinaryCrossEntropy(nn.Module):
         self.label_smoothing, self.target_threshold = label_smoothing, target_threshold
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if targets.ndim != logits.ndim:
-            classes = logits.shape[-1]
-            off = self.label_smoothing / classes
-            targets = torch.full_like(logits, off, dtype=torch.float32).scatter_(
-                -1, targets[:, None], 1.0 - self.label_smoothing + off
-            )
+        targets = _as_multi_hot(logits, targets, self.label_smoothing)
         if self.target_threshold is not None:
             targets = (targets > self.target_threshold).float()
         return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
@@ -73,3 +80,38 @@ class BinaryCrossEntropy(nn.Module):
 def binary_cross_entropy(label_smoothing: float = 0.0, target_threshold: float | None = None) -> nn.Module:
     """Sigmoid binary cross-entropy on one-hot (or mixed) targets; ``target_threshold`` binarises them."""
     return BinaryCrossEntropy(label_smoothing, target_threshold)
+
+
+@register_loss("bce")
+def bce(label_smoothing: float = 0.0, target_threshold: float | None = None) -> nn.Module:
+    """Sigmoid binary cross-entropy per class (``binary_cross_entropy``): the loss for multi-label data."""
+    return BinaryCrossEntropy(label_smoothing, target_threshold)
+
+
+class AsymmetricLoss(nn.Module):
+    """Asymmetric loss (Ridnik et al., ICCV 2021) for multi-label data: focal weights ``(1 - p)^gamma_pos``
+    on positives and ``p_m^gamma_neg`` on negatives, whose probability is shifted down by ``clip``
+    (``p_m = max(p - clip, 0)``), so the many easy negatives weigh little. Summed over classes, mean
+    over images."""
+
+    multi_label = True
+
+    def __init__(self, gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05, eps: float = 1e-8) -> None:
+        super().__init__()
+        if gamma_neg < 0 or gamma_pos < 0 or not 0.0 <= clip < 1.0:
+            raise ValueError(f"need gamma_neg, gamma_pos >= 0 and clip in [0, 1), got {gamma_neg}, {gamma_pos}, {clip}")
+        self.gamma_neg, self.gamma_pos, self.clip, self.eps = gamma_neg, gamma_pos, clip, eps
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        targets = _as_multi_hot(logits, targets)
+        p = torch.sigmoid(logits.float())
+        p_neg = (p - self.clip).clamp(min=0) if self.clip > 0 else p
+        pos = targets * torch.log(p.clamp(min=self.eps)) * (1 - p) ** self.gamma_pos
+        neg = (1 - targets) * torch.log((1 - p_neg).clamp(min=self.eps)) * p_neg**self.gamma_neg
+        return -(pos + neg).sum(dim=-1).mean()
+
+
+@register_loss("asl")
+def asl(gamma_neg: float = 4.0, gamma_pos: float = 0.0, clip: float = 0.05) -> nn.Module:
+    """Asymmetric loss for multi-label data (``AsymmetricLoss``; the paper's defaults)."""
+    return AsymmetricLoss(gamma_neg, gamma_pos, clip)

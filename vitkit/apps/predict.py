@@ -252,6 +252,7 @@ class Predictor:
         self.crop_pct: float = data.get("crop_pct") or 0.0  # imagefolder runs; 0: in-memory datasets
         self.interpolation: str = data.get("interpolation") or "bilinear"
         self.transform = eval_transform(data)
+        self.thresholds: list[float] | None = data.get("thresholds")  # multi-label runs: one per class
         self.data = dict(data)
         self.source = source
         self.name = name or Path(source).stem or "model"
@@ -318,15 +319,30 @@ class Predictor:
             return transform(torch.stack(list(views)).to(self.device), labels)[0]
         return torch.cat([transform(v[None].to(self.device), labels)[0] for v in views], dim=-4)
 
+    @property
+    def multi_label(self) -> bool:
+        """A multi-label model: sigmoid probabilities, every label above its threshold predicted."""
+        return self.thresholds is not None
+
     @torch.no_grad()
     def probabilities(self, views: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Calibrated class probabilities ``(B, classes)`` on the CPU for views (``view``) of images,
-        averaged over the test-time augmented views with ``tta``."""
+        """Class probabilities ``(B, classes)`` on the CPU for views (``view``) of images: calibrated by the
+        run's temperature, averaged over the test-time augmented views with ``tta``; multi-label: each
+        class's own sigmoid."""
         from vitkit.engine.tta import mean_probabilities
 
-        return mean_probabilities(self.model, self.to_input(views, self.tta), self.temperature).cpu()
+        inputs = self.to_input(views, self.tta)
+        return mean_probabilities(self.model, inputs, self.temperature, self.multi_label).cpu()
 
     def topk(self, probs: torch.Tensor, k: int) -> list[list[tuple[str, float]]]:
+        """The ``k`` most probable labels of each image; a multi-label model: every label at or above its
+        threshold (chosen on val), most probable first, ``k`` ignored."""
+        if self.multi_label:
+            above = probs >= torch.tensor(self.thresholds)
+            return [
+                sorted(((self.classes[i], float(p[i])) for i in row.nonzero().flatten().tolist()), key=lambda t: -t[1])
+                for p, row in zip(probs, above, strict=True)
+            ]
         values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
         return [
             [(self.classes[i], float(p)) for p, i in zip(vs.tolist(), ix.tolist(), strict=True)]

@@ -28,6 +28,7 @@ class Outcome:
     predictions: list[Prediction] = field(default_factory=list)
     thumbs: list[tuple[Prediction, torch.Tensor, Any]] = field(default_factory=list)
     attention_note: str | None = None
+    multi_label: bool = False  # every label above its threshold, not the top k
 
     @property
     def predicted(self) -> int:
@@ -53,7 +54,7 @@ def predict_files(
     attention: bool = False,
 ) -> Outcome:
     """Predict ``files`` in batches with a progress bar; unreadable files become error rows."""
-    outcome = Outcome()
+    outcome = Outcome(multi_label=predictor.multi_label)
     progress = Progress(
         TextColumn("predict"),
         BarColumn(),
@@ -105,13 +106,16 @@ def print_table(outcome: Outcome, topk: int) -> None:
     labelled = any(p.true_label is not None for p in outcome.predictions)
     table = Table(title=f"predictions ({outcome.predicted} of {len(outcome.predictions)} images)")
     table.add_column("image", overflow="fold")
-    table.add_column(f"top-{topk} (probability)" if topk > 1 else "prediction (probability)")
+    header = f"top-{topk} (probability)" if topk > 1 else "prediction (probability)"
+    table.add_column("labels above their thresholds (probability)" if outcome.multi_label else header)
     if labelled:
         table.add_column("true")
     rows = outcome.predictions
     for p in rows[:MAX_ROWS]:
         if p.error:
             cells = [p.source, f"[red]error: {p.error}[/]"] + ([""] if labelled else [])
+        elif not p.topk:
+            cells = [p.source, "[dim](no label above its threshold)[/]"] + ([""] if labelled else [])
         else:
             top = ", ".join(f"{label} {prob:.3f}" for label, prob in p.topk)
             cells = [p.source, f"[bold]{top.split(',')[0]}[/]{top[len(top.split(',')[0]) :]}"]
@@ -132,6 +136,11 @@ def write_json(outcome: Outcome, predictor: Predictor, path: Path, topk: int) ->
         "model": predictor.source,
         "classes": predictor.classes,
         "topk": topk,
+        **(
+            {"thresholds": dict(zip(predictor.classes, predictor.thresholds, strict=True))}
+            if predictor.multi_label
+            else {}
+        ),
         "predicted": outcome.predicted,
         "errors": len(outcome.predictions) - outcome.predicted,
         "results": [p.as_dict() for p in outcome.predictions],
@@ -152,7 +161,11 @@ def panels(outcome: Outcome) -> tuple[list[Any], int | None]:
         color = "black" if p.correct is None else GREEN if p.correct else RED
         name = Path(p.source).name
         name = name if len(name) <= 24 else "…" + name[-23:]
-        out.append(Panel(image, f"{name}\n{caption(p.label, p.probability, p.true_label)}", color))
+        if outcome.multi_label:  # every label above its threshold, one a line
+            text = "\n".join(f"{label} ({prob:.0%})" for label, prob in p.topk) or "(no label)"
+        else:
+            text = caption(p.label, p.probability, p.true_label)
+        out.append(Panel(image, f"{name}\n{text}", color))
         if with_maps:
             last = "last layer, CLS" if amap.pooling == "cls" else "last layer, mean token"
             out.append(Panel(image, "attention rollout", overlay=amap.rollout.numpy()))

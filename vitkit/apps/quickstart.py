@@ -206,7 +206,8 @@ def _choose(
         recipe["augment"] = {"train": [{"name": "randaugment", "num_ops": 2, "magnitude": 7}]}
         recipe["optimizer"] = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05}
         recipe["scheduler"] = {"name": "cosine", "warmup_epochs": max(1, epochs // 20), "min_lr_ratio": 0.01}
-    recipe["loss"] = {"name": "cross_entropy", "label_smoothing": 0.1}
+    multi_label = any(isinstance(label, tuple) for samples in info.found.values() for _, label in samples)
+    recipe["loss"] = {"name": "bce"} if multi_label else {"name": "cross_entropy", "label_smoothing": 0.1}
     recipe["train"] = {"epochs": epochs, "clip_grad": 1.0}
     return info, kind, why, recipe
 

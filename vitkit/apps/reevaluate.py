@@ -113,7 +113,16 @@ def reevaluate(
     out_dir = run_dir or ckpt_path.parent
     names = split_names(data, split)
     write_eval_report(
-        out_dir, recipe.name, result, getattr(data, split), meta["classes"], split, temperature, extra, names
+        out_dir,
+        recipe.name,
+        result,
+        getattr(data, split),
+        meta["classes"],
+        split,
+        temperature,
+        extra,
+        names,
+        meta.get("thresholds"),
     )
     if run_dir is not None and (run_dir / "summary.json").is_file():  # report.html shows what eval wrote
         from vitkit.engine.html_report import write_run_html

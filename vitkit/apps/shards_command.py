@@ -52,10 +52,11 @@ def source_data(source: str) -> tuple[Any, str]:
     return data, kind
 
 
-def split_samples(split: Any, name: str, root: Path) -> list[tuple[Any, int, str]]:
-    """``(image path or tensor, label, name recorded)`` of every sample of a split, in order."""
+def split_samples(split: Any, name: str, root: Path) -> list[tuple[Any, Any, str]]:
+    """``(image path or tensor, label, name recorded)`` of every sample of a split, in order (a label: a
+    class index, or a tuple of them for multi-label data)."""
     if split.in_memory:
-        return [(split.images[i], int(label), f"{name}/{i}") for i, label in enumerate(split.labels.tolist())]
+        return [(split.images[i], label, f"{name}/{i}") for i, label in enumerate(split.targets())]
     samples = getattr(split.files, "samples", None)
     if samples is None:
         raise UserError(f"vitkit shards: the {name} split does not list its files")
@@ -65,7 +66,7 @@ def split_samples(split: Any, name: str, root: Path) -> list[tuple[Any, int, str
             recorded = str(Path(path).resolve().relative_to(root.resolve()))
         except ValueError:
             recorded = str(path)
-        out.append((path, int(label), recorded))
+        out.append((path, label if isinstance(label, tuple) else int(label), recorded))
     return out
 
 

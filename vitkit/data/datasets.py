@@ -13,13 +13,15 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from vitkit.data.multilabel import batch_targets, is_multi_label, label_ids, multi_hot
 from vitkit.errors import UserError
 from vitkit.registry import register_dataset
 
 
 @dataclass
 class ImageSet:
-    """One split: ``images`` (N, C, H, W) uint8 or float in [0, 1] with ``labels`` (N,), or ``files``."""
+    """One split: ``images`` (N, C, H, W) uint8 or float in [0, 1] with ``labels`` (N,) (multi-label:
+    multi-hot (N, classes)), or ``files``."""
 
     images: torch.Tensor | None = None
     labels: torch.Tensor | None = None
@@ -29,11 +31,24 @@ class ImageSet:
         return len(self.files) if self.files is not None else len(self.labels)
 
     @property
+    def multi_label(self) -> bool:
+        """Several labels per image (multi-hot targets)."""
+        if self.labels is not None:
+            return self.labels.ndim == 2
+        if hasattr(self.files, "multi_label"):  # streamed shards say so themselves
+            return bool(self.files.multi_label)
+        samples = getattr(self.files, "samples", None)
+        return bool(samples) and is_multi_label(samples[0][1])
+
+    @property
     def in_memory(self) -> bool:
         return self.files is None
 
-    def targets(self) -> list[int] | None:
-        """Every image's class index, in order (``None``: a file dataset that does not list its samples)."""
+    def targets(self) -> list[Any] | None:
+        """Every image's class index (multi-label: tuple of them), in order (``None``: a file dataset
+        that does not list its samples)."""
+        if self.labels is not None and self.labels.ndim == 2:  # multi-hot
+            return [tuple(row.nonzero().flatten().tolist()) for row in self.labels]
         if self.labels is not None:
             return self.labels.tolist()
         samples = getattr(self.files, "samples", None)
@@ -63,6 +78,11 @@ class DataSplits:
     crop_pct: float = 0.0  # imagefolder: images are (S, S) bases, S = img_size / crop_pct, cropped on device
     split_record: dict | None = None  # imagefolder: what split.json holds
 
+    @property
+    def multi_label(self) -> bool:
+        """Several labels per image: sigmoid loss, multi-hot targets, mAP and thresholds."""
+        return self.train.multi_label
+
     def seen(self, show: int = 10) -> dict[str, Any]:
         """What a run read: data root and layout (imagefolder), the first ``show`` unreadable files skipped,
         and the images per class in each split."""
@@ -73,7 +93,8 @@ class DataSplits:
             if targets is not None:
                 counts[name] = {cls: 0 for cls in self.classes}
                 for label in targets:
-                    counts[name][self.classes[label]] += 1
+                    for i in label_ids(label):
+                        counts[name][self.classes[i]] += 1
         return {
             "root": record.get("root"),
             "layout": record.get("layout"),
@@ -151,6 +172,7 @@ class ImageFiles(Dataset):
         self.samples, self.base_size, self.in_chans = samples, base_size, in_chans
         self.interpolation = interpolation
         self.augment: list = []  # per-sample augmentations (objects with ``one(image)``), training split only
+        self.num_classes = 0  # multi-label samples: their tuples become multi-hot rows of this length
         self.seed = 0
 
     def __len__(self) -> int:
@@ -162,9 +184,11 @@ class ImageFiles(Dataset):
 
         return load_base(source, self.in_chans, self.base_size, self.interpolation)
 
-    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, Any]:
         epoch, index = index if isinstance(index, tuple) else (None, index)
         source, label = self.samples[index]
+        if is_multi_label(label):
+            label = multi_hot([label], self.num_classes)[0]
         image = self.base(source)
         if self.augment:
             with torch.random.fork_rng(devices=[]):
@@ -377,10 +401,12 @@ class ImageFolder(ImageDataset):
 
         def split_set(samples: list[tuple[Path, int]]) -> ImageSet:
             if cached is not None and all(path in rows for path, _ in samples):
-                labels = torch.tensor([label for _, label in samples], dtype=torch.long)
+                labels = batch_targets(samples, len(self.classes))
                 index = torch.tensor([rows[path] for path, _ in samples], dtype=torch.long)
                 return ImageSet(CachedImages(cached[0], index), labels)  # type: ignore[arg-type]
-            return ImageSet(files=ImageFiles(samples, self.base_size, self.in_chans, self.interpolation))
+            files = ImageFiles(samples, self.base_size, self.in_chans, self.interpolation)
+            files.num_classes = len(self.classes)
+            return ImageSet(files=files)
 
         out = self._splits(*(split_set(splits[name]) for name in folder.SPLITS))
         out.bad_images = list(self.bad_images)

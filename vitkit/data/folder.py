@@ -4,7 +4,9 @@ Layouts under ``data.root``, decided in one place (``detect_layout``), first mat
 
 - CSV: ``data.labels = "x.csv"`` (relative to root), or a ``labels.csv`` in root, with columns
   ``path,label``, paths relative to the CSV's folder (images may sit in any sub-folders: the CSV wins
-  over them). A file listed twice with the same label counts once; with two labels it is an error;
+  over them). A file listed twice with the same label counts once; with two labels it is an error.
+  A ``path,labels`` CSV (``a;b``: several labels per image) makes the data multi-label
+  (``vitkit.data.multilabel``);
 - split: ``root/train/<class>/...`` plus any of ``root/val/``, ``root/test/``;
 - flat: ``root/<class>/...`` (no split at all).
 
@@ -32,13 +34,14 @@ from typing import Any
 
 import torch
 
+from vitkit.data.multilabel import label_from_names, label_ids, label_names, strata
 from vitkit.errors import UserError
 from vitkit.run_dirs import is_vitkit_output
 
 LABELS_CSV = "labels.csv"  # the CSV a folder may hold; it wins over the folder's sub-folders
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 SPLITS = ("train", "val", "test")
-Samples = list[tuple[Path, int]]
+Samples = list[tuple[Path, Any]]  # label: a class index, or a tuple of them (multi-label)
 
 
 def _visible(path: Path, base: Path) -> bool:
@@ -67,13 +70,18 @@ def _folder_split(split: Path, classes: list[str]) -> Samples:
 
 
 def read_csv_listing(csv_path: Path) -> tuple[list[str], Samples]:
-    """Classes (sorted) and samples of a ``path,label`` CSV; paths are relative to the CSV's folder."""
+    """Classes (sorted) and samples of a ``path,label`` (or multi-label ``path,labels``) CSV; paths are
+    relative to the CSV's folder."""
     if not csv_path.is_file():
         raise UserError(f"imagefolder: data.labels file {csv_path} does not exist")
     with open(csv_path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
+    if rows and {"path", "labels"} <= set(rows[0]) and "label" not in rows[0]:
+        from vitkit.data.multilabel import read_multilabel_rows
+
+        return read_multilabel_rows(rows, csv_path, IMAGE_SUFFIXES)
     if not rows or not {"path", "label"} <= set(rows[0]):
-        raise UserError(f"imagefolder: {csv_path} needs a header row with columns path,label")
+        raise UserError(f"imagefolder: {csv_path} needs a header row with columns path,label (or path,labels with a;b)")
     entries: dict[Path, tuple[str, int]] = {}  # one entry per file: rows, not files, would leak across splits
     for n, row in enumerate(rows, start=2):
         rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
@@ -218,8 +226,8 @@ def scan(root: Path, labels: str = "") -> tuple[list[str], dict[str, Samples], s
 def check_classes(found: dict[str, Samples], dropped: set[Path], classes: list[str], root: Path, layout: str) -> None:
     """Every class has images in every split found on disk, and readable ones (``dropped``: unreadable)."""
     for name, samples in found.items():
-        seen = {label for _, label in samples}
-        readable = {label for path, label in samples if path not in dropped}
+        seen = {i for _, label in samples for i in label_ids(label)}
+        readable = {i for path, label in samples if path not in dropped for i in label_ids(label)}
         for label, cls in enumerate(classes):
             where = {"split": f"class folder {root / name / cls}", "flat": f"class folder {root / cls}"}
             what = where.get(layout, f"class {cls!r} in {name}")
@@ -237,8 +245,8 @@ def carve(
     g = torch.Generator().manual_seed(seed)
     out: dict[str, Samples] = {"train": [], **{name: [] for name in fractions}}
     by_class: dict[int, Samples] = {}
-    for sample in samples:
-        by_class.setdefault(sample[1], []).append(sample)
+    for sample, stratum in zip(samples, strata(samples), strict=True):  # multi-label: the rarest label
+        by_class.setdefault(stratum, []).append(sample)
     for label in range(len(classes)):
         items = by_class.get(label, [])
         counts = {name: max(1, round(len(items) * frac)) for name, frac in fractions.items()}
@@ -287,7 +295,7 @@ def split_record(
     record: dict[str, Any] = {"root": str(root), "layout": layout, "split_seed": seed, "fold": fold, "classes": classes}
     record["sizes"] = {name: len(splits[name]) for name in SPLITS}
     for name in SPLITS:
-        record[name] = [[_relative(path, root), classes[label]] for path, label in splits[name]]
+        record[name] = [[_relative(path, root), label_names(label, classes)] for path, label in splits[name]]
     return record
 
 
@@ -308,7 +316,9 @@ def read_split(split_file: Path, root: Path, check: bool = True) -> tuple[list[s
         record = json.loads(split_file.read_text())
         classes = list(record["classes"])
         index = {name: i for i, name in enumerate(classes)}
-        splits = {name: [(root / rel, index[label]) for rel, label in record[name]] for name in SPLITS}
+        splits = {
+            name: [(root / rel, label_from_names(label, index)) for rel, label in record[name]] for name in SPLITS
+        }
         layout = str(record.get("layout", "split"))
         fold = str(record.get("fold") or "")
     except FileNotFoundError:

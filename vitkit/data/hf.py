@@ -6,7 +6,8 @@ once cached: ``HF_DATASETS_OFFLINE=1``). ``data.image_key`` and ``data.label_key
 ``data.train``/``val``/``test`` the splits (default ``train``; ``validation``/``val``/``valid``;
 ``test``), and a missing val or test split is carved from train, stratified, as for folders
 (``vitkit.data.folder.make_splits``). Class names come from a ``ClassLabel`` feature (else the sorted
-label values). Rows decode in the DataLoader workers to the folder path's base images.
+label values). A label column of lists (``List(ClassLabel)`` or lists of names) makes the data
+multi-label (``vitkit.data.multilabel``). Rows decode in the DataLoader workers to the folder path's base images.
 """
 
 from __future__ import annotations
@@ -123,13 +124,20 @@ class HuggingFace(ImageDataset):
             raise UserError(f"hf: {self.root} has no train split ({', '.join(tables)}); set data.train")
         return chosen
 
+    def _multi_label(self, table: Any) -> bool:
+        """Whether the label column holds a list of labels per row (``List``/``Sequence`` feature)."""
+        return hasattr(table.features.get(self.label_key), "feature")
+
     def _classes(self, table: Any) -> tuple[list[str], dict[Any, int]]:
-        """Class names and the label value -> class index map (a ClassLabel's names, else sorted values)."""
+        """Class names and the label value -> class index map (a ClassLabel's names, else sorted values;
+        multi-label: of the lists' items)."""
         feature = table.features.get(self.label_key)
-        names = getattr(feature, "names", None)
+        multi = self._multi_label(table)
+        names = getattr(feature.feature if multi else feature, "names", None)
         if names:
             return list(names), {i: i for i in range(len(names))}
-        values = sorted(set(table[self.label_key]), key=str)
+        column = table[self.label_key]
+        values = sorted({v for row in column for v in row} if multi else set(column), key=str)
         return [str(v) for v in values], {v: i for i, v in enumerate(values)}
 
     def load(self) -> DataSplits:
@@ -144,18 +152,25 @@ class HuggingFace(ImageDataset):
                 raise UserError(f"hf: split {split!r} has no column {missing[0]!r} ({columns}); set data.image_key "
                                 "and data.label_key")  # fmt: skip
         self.classes, index = self._classes(tables[chosen["train"]])
+        multi = self._multi_label(tables[chosen["train"]])
         found = {}
         for name, split in chosen.items():
             labels = tables[split][self.label_key]
-            unknown = [v for v in labels if v not in index]
+            unknown = [v for value in labels for v in (value if multi else [value]) if v not in index]
             if unknown:
                 raise UserError(f"hf: split {split!r} has label {unknown[0]!r}, not among the train split's classes")
-            found[name] = [((split, row), index[value]) for row, value in enumerate(labels)]
+            if multi and any(not value for value in labels):
+                raise UserError(f"hf: split {split!r} has a row with no labels; give every image at least one")
+            found[name] = [
+                ((split, row), tuple(sorted({index[v] for v in value})) if multi else index[value])
+                for row, value in enumerate(labels)
+            ]
         splits = make_splits(found, self.classes, self.val_fraction, self.test_fraction, self.split_seed)
         used = {split: tables[split] for split in chosen.values()}
 
         def split_set(samples: list) -> ImageSet:
             rows = DatasetRows(used, self.image_key, samples, self.base_size, self.in_chans, self.interpolation)
+            rows.num_classes = len(self.classes)  # multi-label tuples become multi-hot rows
             return ImageSet(files=rows)
 
         out = self._splits(*(split_set(splits[name]) for name in ("train", "val", "test")))

@@ -8,8 +8,9 @@ label order) and ``_info.json``, the index timm's ``wds/`` reader expects::
 
 A sample is ``<key>.<jpg|png|webp>`` (the original encoded bytes; other formats re-encoded as PNG, or
 every image re-encoded as JPEG when ``max_size`` shrinks it), ``<key>.cls`` (the class index as text)
-and ``<key>.json`` (``{"path", "class"}``). Keys are ``<split>-<position>``, so a sample's key names
-its position in its split. No torch import at module level.
+and ``<key>.json`` (``{"path", "class"}``); a multi-label sample has ``<key>.labels`` (its class indices
+as ``0;2``) instead of ``.cls``, and ``"class"`` lists its names. Keys are ``<split>-<position>``, so a
+sample's key names its position in its split. No torch import at module level.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class ShardSplit:
 
 
 def write_split(
-    out: Path, split: str, samples: Sequence[tuple[Any, int, str]], classes: Sequence[str], shard_bytes: int,
+    out: Path, split: str, samples: Sequence[tuple[Any, Any, str]], classes: Sequence[str], shard_bytes: int,
     max_size: int = 0,
 ) -> ShardSplit:  # fmt: skip
     """Write ``samples`` (image path or tensor, label, name to record) as ``<split>-NNNNNN.tar`` shards of
@@ -102,7 +103,9 @@ def write_split(
     tar, size = None, 0
     for position, (image, label, recorded) in enumerate(samples):
         data, ext = encoded_image(image, max_size)
-        meta = json.dumps({"path": recorded, "class": classes[label]}).encode()
+        multi = isinstance(label, tuple)  # multi-label: its class indices
+        names = [classes[i] for i in label] if multi else classes[label]
+        meta = json.dumps({"path": recorded, "class": names}).encode()
         need = len(data) + len(meta) + 3 * 1024  # three members: headers and padding
         if tar is None or (size + need > shard_bytes and written.shard_lengths[-1] > 0):
             if tar is not None:
@@ -112,7 +115,10 @@ def write_split(
             tar, size = tarfile.open(out / written.filenames[-1], "w", format=tarfile.USTAR_FORMAT), 1024  # noqa: SIM115 (one shard after another)
         key = f"{split}-{position:08d}"
         _add(tar, f"{key}.{ext}", data)
-        _add(tar, f"{key}.cls", str(label).encode())
+        if multi:
+            _add(tar, f"{key}.labels", ";".join(map(str, label)).encode())
+        else:
+            _add(tar, f"{key}.cls", str(label).encode())
         _add(tar, f"{key}.json", meta)
         size += need
         written.shard_lengths[-1] += 1

@@ -84,6 +84,7 @@ class ShardStream(IterableDataset):
         self.train, self.batch_size, self.seed, self.epoch = False, 1, 0, 0
         self.rank, self.world_size = 0, 1
         self.augment: list = []  # per-sample augmentations (objects with ``one(image)``), training split only
+        self.multi_label, self.num_classes = False, 0  # multi-label shards: ``.labels`` become multi-hot rows
         self._index: list[tuple[int, int]] | None = None  # random access: (shard, sample in shard) per position
 
     def __len__(self) -> int:
@@ -133,7 +134,7 @@ class ShardStream(IterableDataset):
 
     # ---------------------------------------------------------------------------- iteration
 
-    def decode(self, sample: dict[str, Any], index: int) -> tuple[torch.Tensor, int]:
+    def decode(self, sample: dict[str, Any], index: int) -> tuple[torch.Tensor, Any]:
         """The base image (per-sample augmentations applied, seeded by epoch and split ``index``) and label."""
         from vitkit.data.imageio import base_image, open_image
 
@@ -144,6 +145,11 @@ class ShardStream(IterableDataset):
                 torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
                 for augment in self.augment:
                     image = augment.one(image)
+        if self.multi_label:
+            from vitkit.data.multilabel import multi_hot
+
+            ids = tuple(int(i) for i in sample["labels"].decode().split(";") if i)
+            return image, multi_hot([ids], self.num_classes)[0]
         return image, int(sample["cls"])
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -201,6 +207,8 @@ def _shuffled(samples: Iterator[Any], size: int, seed: int) -> Iterator[Any]:
 
 def _collate(batch: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = zip(*batch, strict=True)
+    if isinstance(labels[0], torch.Tensor):  # multi-hot rows
+        return torch.stack(images), torch.stack(labels)
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
 

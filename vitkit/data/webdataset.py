@@ -70,6 +70,11 @@ class WebDataset(ImageDataset):
         if not classes:
             raise UserError("webdataset: no classes.json (or classes in _info.json) beside the shards")
         self.classes = list(classes)
+        from vitkit.data.shards import read_shard
+
+        multi = "labels" in next(read_shard(sets["train"].files.shards.urls[0]), {})  # multi-label shards
+        for split in sets.values():
+            split.files.multi_label, split.files.num_classes = multi, len(self.classes)
         out = self._splits(sets["train"], sets["val"], sets["test"])
         out.crop_pct = self.crop_pct
         return out

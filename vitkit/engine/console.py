@@ -75,6 +75,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"{summary['name']}: summary", show_header=False)
     for key in (
         "test_acc",
+        "test_map",
+        "test_exact_match",
         "test_top5",
         "test_loss",
         "best_val_acc",
@@ -87,6 +89,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         "run_dir",
     ):
         value = summary.get(key)
+        if value is None and key in ("test_map", "test_exact_match", "test_top5"):
+            continue  # multi-label runs only / single-label runs only
         text = f"{value:.4f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
         if key == "test_acc" and leak_note(summary):  # duplicates of test images in train: say so right here
             text += f"  [bold red]{leak_note(summary)}[/]"

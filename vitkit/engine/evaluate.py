@@ -1,4 +1,9 @@
-"""Evaluation: loss, top-1/top-5 accuracy and predictions over a loader."""
+"""Evaluation: loss, top-1/top-5 accuracy and predictions over a loader.
+
+Multi-label data (multi-hot targets): the loss is the per-class sigmoid BCE, ``acc`` the exact match
+(every label right at threshold 0.5), ``top5`` the share of images whose top-scored label is one of
+theirs; ``predictions`` are the 0/1 rows at 0.5 and ``probabilities`` the sigmoids.
+"""
 
 from __future__ import annotations
 
@@ -17,19 +22,24 @@ class Evaluation:
     acc: float
     top5: float
     count: int
-    predictions: torch.Tensor  # (N,) predicted class
-    targets: torch.Tensor  # (N,)
-    probabilities: torch.Tensor  # (N, classes), softmax of the logits
+    predictions: torch.Tensor  # (N,) predicted class; multi-label: (N, classes) 0/1
+    targets: torch.Tensor  # (N,); multi-label: (N, classes) multi-hot
+    probabilities: torch.Tensor  # (N, classes): softmax; multi-label: sigmoid
     logits: torch.Tensor | None = None  # (N, classes) on the CPU: what calibration fits its temperature on
+
+    @property
+    def multi_label(self) -> bool:
+        return self.targets.ndim == 2
 
     def with_temperature(self, temperature: float) -> Evaluation:
         """This evaluation with probabilities ``softmax(logits / temperature)`` (predictions, so accuracy,
-        unchanged): what ``predict`` reports for these images."""
+        unchanged): what ``predict`` reports for these images. Multi-label: unchanged (per-class thresholds
+        are its calibration)."""
         import dataclasses
 
         from vitkit.engine.calibration import calibrated
 
-        if self.logits is None or temperature == 1.0:
+        if self.logits is None or temperature == 1.0 or self.multi_label:
             return self
         return dataclasses.replace(self, probabilities=calibrated(self.logits, temperature))
 
@@ -48,13 +58,19 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device, precision: str
         with autocast(device, precision):
             logits = model(images)
         logits = logits.float()
-        total_loss += nn.functional.cross_entropy(logits, targets, reduction="sum").double()
+        if targets.ndim == 2:  # multi-label
+            bce = nn.functional.binary_cross_entropy_with_logits(logits, targets.float(), reduction="none")
+            total_loss += bce.mean(dim=1).sum().double()
+        else:
+            total_loss += nn.functional.cross_entropy(logits, targets, reduction="sum").double()
         logits_all.append(logits)
         targets_all.append(targets)
     model.train(was_training)
     logits = torch.cat(logits_all)
     targets = torch.cat(targets_all)
     count = len(targets)
+    if targets.ndim == 2:
+        return _multi_label(logits, targets, float(total_loss) / max(count, 1))
     k = min(5, logits.shape[1])
     top = logits.topk(k, dim=1).indices
     correct1 = (top[:, 0] == targets).sum()
@@ -68,4 +84,22 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device, precision: str
         targets=targets.cpu(),
         probabilities=logits.softmax(dim=1).cpu(),
         logits=logits.cpu(),
+    )
+
+
+def _multi_label(logits: torch.Tensor, targets: torch.Tensor, loss: float) -> Evaluation:
+    """The ``Evaluation`` of multi-label logits against multi-hot targets (see the module's doc)."""
+    count = len(targets)
+    probs = logits.sigmoid()
+    predicted = (probs > 0.5).long()
+    exact = (predicted == targets.long()).all(dim=1).sum()
+    top_hit = targets.gather(1, logits.argmax(dim=1, keepdim=True)).squeeze(1).gt(0).sum()
+    return Evaluation(
+        loss=loss,
+        acc=float(exact) / max(count, 1),
+        top5=float(top_hit) / max(count, 1),
+        count=count,
+        predictions=predicted.cpu(),
+        targets=targets.cpu(),
+        probabilities=probs.cpu(),
     )

@@ -183,6 +183,8 @@ SUMMARY_KEYS = (
     "model",
     "params",
     "test_acc",
+    "test_map",
+    "test_exact_match",
     "test_macro_precision",
     "test_macro_recall",
     "test_macro_f1",

@@ -112,14 +112,20 @@ def write_report(
     temperature: float = 1.0,
     extra: dict[str, Any] | None = None,
     names: Sequence[str] | None = None,
+    thresholds: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Per-class table (printed), ``report_<name>.json`` and, with ``plots``, the confusion, example, mistake
     and reliability plots; ``temperature``: the run's (probabilities shown calibrated by it); ``extra``:
     more entries for the JSON (test-time augmentation's accuracy, say); ``names``: the split's files
-    (``mistakes.split_names``), to name the examples of mistakes."""
+    (``mistakes.split_names``), to name the examples of mistakes. Multi-label results:
+    ``vitkit.engine.multilabel_report`` at the per-class ``thresholds``."""
     from vitkit.engine.mistakes import write_mistakes
 
     out_dir = Path(out_dir)
+    if result.multi_label:
+        from vitkit.engine.multilabel_report import write_multilabel_report
+
+        return write_multilabel_report(out_dir, title, result, classes, name, thresholds)
     suffix = "" if name == "test" else f"_{name}"
     calibration = write_calibration(out_dir, title, result, name, temperature, plots)
     result = result.with_temperature(temperature)
@@ -197,6 +203,7 @@ def write_run_report(
     temperature: float = 1.0,
     val: Evaluation | None = None,
     names: Sequence[str] | None = None,
+    thresholds: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """What ``vitkit run`` adds at its end: the test split's report, ``lr.png`` and, given the ``val``
     evaluation, its calibration (``reliability_val.png``; returned as ``val_calibration``)."""
@@ -204,8 +211,10 @@ def write_run_report(
         from vitkit.viz import plot_lr
 
         plot_lr(history, run_dir, title)
-    val_calibration = None if val is None else write_calibration(run_dir, title, val, "val", temperature, plots)
-    report = write_report(run_dir, title, result, split, classes, "test", plots, temperature, None, names)
+    val_calibration = (
+        None if val is None or val.multi_label else write_calibration(run_dir, title, val, "val", temperature, plots)
+    )
+    report = write_report(run_dir, title, result, split, classes, "test", plots, temperature, None, names, thresholds)
     return {**report, "val_calibration": val_calibration}
 
 
@@ -219,6 +228,7 @@ def write_eval_report(
     temperature: float = 1.0,
     extra: dict[str, Any] | None = None,
     names: Sequence[str] | None = None,
+    thresholds: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """What ``vitkit eval`` adds: the split's report, and ``lr.png`` again from the run's ``metrics.csv``."""
     import csv
@@ -229,4 +239,4 @@ def write_eval_report(
 
         with open(metrics, newline="") as f:
             plot_lr(list(csv.DictReader(f)), out_dir, title)
-    return write_report(out_dir, title, result, split, classes, name, True, temperature, extra, names)
+    return write_report(out_dir, title, result, split, classes, name, True, temperature, extra, names, thresholds)

@@ -137,6 +137,11 @@ class Trainer:
         self.loss_fn = build.build_loss(recipe, num_classes, self.data.in_chans, self.img_size)
         if isinstance(self.loss_fn, torch.nn.Module):  # a plugin's loss may be a plain function
             self.loss_fn.to(self.device)
+        self.thresholds: list[float] | None = None  # multi-label: per-class thresholds, chosen on val at the end
+        if self.data.multi_label:
+            from vitkit.data.multilabel import check_multi_label
+
+            check_multi_label(recipe, self.loss_fn)
         if hasattr(self.loss_fn, "prepare_student"):  # distillation: DeiT's two heads, each its own term
             self.loss_fn.prepare_student(self.model)
         self.ema = ModelEma(self.model, recipe.train.ema) if recipe.train.ema > 0 else None
@@ -275,8 +280,11 @@ class Trainer:
                         run=self.run, epoch=epoch, step=update_step, lr=lr, loss=loss.detach()
                     )
             loss_sum += loss.detach() * len(targets)
-            labels = targets if targets.ndim == 1 else targets.argmax(dim=1)  # soft targets: their top class
-            correct += (logits.detach().argmax(dim=1) == labels).sum()
+            if self.data.multi_label:  # the top-scored label is one of the image's
+                correct += targets.gather(1, logits.detach().argmax(dim=1, keepdim=True)).gt(0).sum()
+            else:
+                labels = targets if targets.ndim == 1 else targets.argmax(dim=1)  # soft targets: their top class
+                correct += (logits.detach().argmax(dim=1) == labels).sum()
             seen += len(targets)
             progress.advance(step + 1, loss_sum, seen)
             if trial is not None and trial.after_step():
@@ -395,6 +403,19 @@ class Trainer:
                     break
         return self._finish(run, best_acc, best_epoch, time.perf_counter() - start)
 
+    def _choose_thresholds(self, run_dir: Path, val: Evaluation) -> None:
+        """Multi-label: per-class thresholds from the best weights' val predictions, kept with the model
+        (``model.safetensors`` and ``best.pt``) for ``vitkit eval`` and ``vitkit predict``."""
+        from vitkit.engine.checkpoint import load_checkpoint
+        from vitkit.engine.multilabel_report import choose_thresholds
+
+        self.thresholds = choose_thresholds(val.probabilities, val.targets)
+        best_path = run_dir / "checkpoints" / "best.pt"
+        if self.dist.is_main and best_path.is_file():
+            best = load_checkpoint(best_path)
+            best["data"] = self.data_meta()
+            save_checkpoint(best, best_path)
+
     def _weights(self, source: str) -> dict[str, torch.Tensor]:
         """A CPU copy of the live (``model``) or EMA (``ema``) weights, whole even under FSDP."""
         if source == "ema":
@@ -414,6 +435,7 @@ class Trainer:
             "std": list(self.data.std),
             **({"crop_pct": self.data.crop_pct, "interpolation": self.preprocessing.interpolation}
                if self.data.crop_pct else {}),
+            **({"thresholds": self.thresholds} if getattr(self, "thresholds", None) else {}),
         }  # fmt: skip
 
     def _save(
@@ -450,10 +472,13 @@ class Trainer:
         self.saved_epoch = epoch
 
     def _calibrate(self, run_dir: Path, val: Evaluation) -> float:
-        """Fit the temperature on the best weights' val logits and store it in ``checkpoints/best.pt``."""
+        """Fit the temperature on the best weights' val logits and store it in ``checkpoints/best.pt``
+        (multi-label: 1.0, its per-class thresholds calibrate it)."""
         from vitkit.engine.calibration import fit_temperature
         from vitkit.engine.checkpoint import load_checkpoint
 
+        if val.multi_label:
+            return 1.0
         temperature = fit_temperature(val.logits, val.targets)
         best = run_dir / "checkpoints" / "best.pt"
         save_checkpoint({**load_checkpoint(best), "temperature": temperature}, best)
@@ -478,6 +503,8 @@ class Trainer:
         dist.load_full_state_dict(self.model, self.best_state, self.strategy)
         val = self._evaluate(self.model, self.val_loader, whole=True)  # its logits fit the temperature
         test = self._evaluate(self.model, self.test_loader, whole=True)
+        if self.data.multi_label:
+            self._choose_thresholds(run_dir, val)
         if not self.dist.is_main:
             dist.shutdown()
             return {"test_acc": test.acc, "rank": self.dist.rank}
@@ -536,10 +563,14 @@ class Trainer:
 
         report = write_run_report(
             run_dir, self.recipe.name, test, self.data.test, self.data.classes, run.history,
-            self.recipe.output.plots, temperature, val, split_names(self.data, "test"),
+            self.recipe.output.plots, temperature, val, split_names(self.data, "test"), self.thresholds,
         )  # fmt: skip
         summary.update({f"test_macro_{key}": value for key, value in report["macro"].items()})
-        summary.update(calibration_summary(report, temperature))
+        if self.data.multi_label:  # test_acc: exact match at 0.5; these: at the thresholds chosen on val
+            del summary["test_top5"]
+            summary.update(multi_label=True, test_map=report["map"], test_exact_match=report["exact_match"])
+        else:
+            summary.update(calibration_summary(report, temperature))
         from vitkit.engine.html_report import write_run_html
 
         write_run_html(run_dir, summary)  # report.html: the run on one self-contained page

@@ -62,14 +62,19 @@ class TTAViews:
         """Evaluation transforms have no epoch-dependent augmentations."""
 
 
-def mean_probabilities(model: nn.Module, inputs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def mean_probabilities(
+    model: nn.Module, inputs: torch.Tensor, temperature: float = 1.0, multi_label: bool = False
+) -> torch.Tensor:
     """``softmax(model(x) / temperature)`` of a ``(B, C, S, S)`` batch, or its mean over the views of a
-    ``(K, B, C, S, S)`` one (``TTAViews``)."""
+    ``(K, B, C, S, S)`` one (``TTAViews``); ``multi_label``: each class's own sigmoid instead."""
     from vitkit.engine.calibration import calibrated
 
+    def probabilities(x: torch.Tensor) -> torch.Tensor:
+        return model(x).float().sigmoid() if multi_label else calibrated(model(x), temperature)
+
     if inputs.ndim == 4:
-        return calibrated(model(inputs), temperature)
-    return torch.stack([calibrated(model(views), temperature) for views in inputs]).mean(dim=0)
+        return probabilities(inputs)
+    return torch.stack([probabilities(views) for views in inputs]).mean(dim=0)
 
 
 class TTAModel(nn.Module):
