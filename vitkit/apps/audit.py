@@ -52,6 +52,8 @@ def check_labels(
     from vitkit.audit.labels import folds_for, label_issues, out_of_fold_probs, pixel_features
     from vitkit.audit.source import base_batches
 
+    if data.multi_label:
+        return [], {"skipped": "multi-label data: the label check (confident learning) reads one label per image"}
     labels = np.array([item.label for item in items])
     usable = folds_for(labels, folds)
     if usable < 2:

@@ -72,7 +72,6 @@ def reevaluate(
     loader = build_loader(getattr(data, split), batch, transform, dev, False, recipe.data.num_workers)
     result = evaluate(model, loader, dev, precision)
     temperature = temperature_of(state)
-    calibration = calibration_report(result.logits, result.targets, temperature)
     report = {
         "checkpoint": str(ckpt_path),
         "split": split,
@@ -82,11 +81,16 @@ def reevaluate(
         f"{split}_loss": result.loss,
         "count": result.count,
         "precision": precision,
-        "temperature": temperature,
-        f"{split}_ece": calibration["ece"],
-        f"{split}_ece_calibrated": calibration["ece_calibrated"],
     }
+    if not result.multi_label:  # multi-label: the per-class thresholds (meta) are its calibration
+        calibration = calibration_report(result.logits, result.targets, temperature)
+        report.update(
+            {"temperature": temperature, f"{split}_ece": calibration["ece"],
+             f"{split}_ece_calibrated": calibration["ece_calibrated"]}
+        )  # fmt: skip
     extra = {}
+    if tta and result.multi_label:
+        raise UserError("vitkit eval --tta: test-time augmentation is for single-label runs")
     if tta:
         tta_loader = build_loader(
             getattr(data, split), batch, TTAViews(transform, tta), dev, False, recipe.data.num_workers
@@ -102,7 +106,7 @@ def reevaluate(
     )
     keys = [f"{split}_acc", *[f"{split}_acc_tta"] * bool(tta), f"{split}_top5", f"{split}_loss", "count"]
     keys += ["temperature", f"{split}_ece", f"{split}_ece_calibrated", *[f"{split}_ece_tta"] * bool(tta)]
-    for key in keys:
+    for key in (key for key in keys if key in report):
         value = report[key]
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vitkit.data.multilabel import label_names
+
 if TYPE_CHECKING:
     import torch
 
@@ -33,12 +35,13 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 @dataclass(frozen=True)
 class Item:
-    """One image of the audited data: its file, its path relative to the root, its split and class index."""
+    """One image of the audited data: its file, its path relative to the root, its split and class index
+    (a tuple of them for a multi-label image)."""
 
     path: Path
     rel: str
     split: str
-    label: int
+    label: int | tuple[int, ...]
 
 
 def pixel_digest(img: Any) -> str:
@@ -168,7 +171,7 @@ def duplicate_groups(
             {
                 "paths": [items[i].rel for i in group],
                 "splits": [items[i].split for i in group],
-                "labels": [classes[items[i].label] for i in group],
+                "labels": [label_names(items[i].label, classes) for i in group],
                 "kind": "exact" if exact else "near",
                 "leak": is_leak(items[i].split for i in group),
                 "max_distance": 0 if exact else max(distance.get(i, 0) for i in group),

@@ -12,6 +12,7 @@ import numpy as np
 
 from vitkit.audit.duplicates import Item, pixel_digest
 from vitkit.data.folder import SPLITS
+from vitkit.data.multilabel import label_ids
 
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F", "P;L")
 
@@ -46,8 +47,9 @@ def class_counts(items: Sequence[Item], classes: Sequence[str]) -> dict[str, dic
     """``{class: {train, val, test, total}}`` image counts."""
     counts = {cls: dict.fromkeys((*SPLITS, "total"), 0) for cls in classes}
     for item in items:
-        counts[classes[item.label]][item.split] += 1
-        counts[classes[item.label]]["total"] += 1
+        for label in label_ids(item.label):  # a multi-label image counts in each of its classes
+            counts[classes[label]][item.split] += 1
+            counts[classes[label]]["total"] += 1
     return counts
 
 

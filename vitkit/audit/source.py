@@ -21,7 +21,11 @@ def items_of(data: Any) -> list[Item]:
         raise UserError("vitkit audit reads folders of image files (data.dataset = imagefolder)")
     root = Path(record["root"])
     index = {name: i for i, name in enumerate(record["classes"])}
-    return [Item(root / rel, rel, split, index[cls]) for split in SPLITS for rel, cls in record[split]]
+
+    def label(cls: str | list[str]) -> int | tuple[int, ...]:
+        return index[cls] if isinstance(cls, str) else tuple(index[c] for c in cls)  # a list: multi-label
+
+    return [Item(root / rel, rel, split, label(cls)) for split in SPLITS for rel, cls in record[split]]
 
 
 def cached(data: Any) -> bool:
