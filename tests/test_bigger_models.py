@@ -247,7 +247,7 @@ def test_i27_4_compile_auto_too_few_steps_stays_eager(tmp_path, capsys):
     (True, "vit_nano_patch4_16", "fp32"),  # digits: the casts cost more than bf16 saves
     (False, "vit_tiny_patch16_224", "fp32"),
 ])  # fmt: skip
-def test_i27_6_cpu_auto_precision_from_work_per_image(monkeypatch, native, name, expected):
+def test_i27_5_cpu_auto_precision_from_work_per_image(monkeypatch, native, name, expected):
     from vitkit.engine import device
     from vitkit.engine.efficiency import cpu_auto_precision
 
@@ -271,7 +271,7 @@ batch_size = 32
 
 
 @pytest.mark.slow
-def test_i27_3_bench_reports_cpu_peak_memory_and_checkpointing_lowers_it(cli, write_recipe):
+def test_i27_6_bench_reports_cpu_peak_memory_and_checkpointing_lowers_it(cli, write_recipe):
     import json
 
     recipe = write_recipe(BENCH_RECIPE)

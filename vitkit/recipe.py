@@ -91,6 +91,20 @@ class EarlyStoppingConfig:
     mode: str = _f("auto", choices=("auto", "max", "min"), doc="auto: max for *acc*, min otherwise")
 
 
+EpochSizes = list[list[int]]  # [[epoch, img_size], ...]: from that epoch on, train at that size
+
+
+@dataclass
+class ProgressiveConfig:
+    """``train.progressive``: train at smaller images first, at ``model.img_size`` at the end (progressive
+    resizing); evaluation is always at ``model.img_size``. ``start``/``until`` grow the size linearly, or
+    ``sizes`` lists ``[epoch, img_size]`` pairs; sizes are multiples of the patch size."""
+
+    start: float = _f(1.0, min=0.0, max=1.0, above=True, doc="first epoch's size as a share of img_size (1: off)")
+    until: float = _f(0.5, min=0.0, max=1.0, above=True, doc="share of the epochs below full size (with start)")
+    sizes: EpochSizes = _f([], doc="[[epoch, img_size], ...]: from that epoch on, that size (instead of start)")
+
+
 @dataclass
 class TrainConfig:
     """``[train]``: the loop."""
@@ -109,6 +123,7 @@ class TrainConfig:
     strategy: str = _f("ddp", choices=("ddp", "fsdp"), doc="multi-process strategy under torchrun")
     compile: bool | str = _f(False, doc='torch.compile the model; "auto": only when it pays (measured)')
     grad_checkpointing: bool = _f(False, doc="recompute block activations in backward: less memory, more time")
+    progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
     log_every: int = _f(0, min=0, doc="progress refresh in steps (0: auto)")
     threads: int = _f(0, min=0, doc="CPU threads for torch's ops (0: torch's default, one per core); --threads")
 
@@ -337,6 +352,13 @@ def _check(value: Any, hint: Any, meta: dict[str, Any], where: str, key: str) ->
     elif hint == str | list:  # a path pattern or a list of them
         if not isinstance(value, (str, list)) or isinstance(value, list) and not all(isinstance(v, str) for v in value):
             fail("a string or a list of strings")
+    elif hint == EpochSizes:
+        pairs = isinstance(value, list) and all(
+            isinstance(pair, list) and len(pair) == 2 and all(type(n) is int and n >= 1 for n in pair) for pair in value
+        )
+        if not pairs:
+            fail("a list of [epoch, img_size] pairs of positive integers, e.g. [[1, 16], [5, 24]]")
+        return value
     elif hint is list:
         if not isinstance(value, list):
             fail("a list")

@@ -30,6 +30,7 @@ from vitkit.engine.ema import ModelEma
 from vitkit.engine.evaluate import Evaluation, evaluate
 from vitkit.engine.faults import NonFiniteWatch, divergence_error, scaler_step, signal_at_test_point
 from vitkit.engine.hooks import GuardedHooks
+from vitkit.engine.progressive import progressive
 from vitkit.engine.resume import capture_rng
 from vitkit.engine.run import Run
 from vitkit.engine.threads import busy_note, set_threads
@@ -40,7 +41,8 @@ from vitkit.registry import split_spec
 from vitkit.run_dirs import mark_output_dir
 
 METRIC_COLUMNS = [
-    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "ema_val_loss", "ema_val_acc", "lr", "time", "img_per_s"
+    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "ema_val_loss", "ema_val_acc", "lr", "time", "img_per_s",
+    "train_size",
 ]  # fmt: skip
 
 
@@ -128,6 +130,7 @@ class Trainer:
             console.print(why)
         if recipe.train.grad_checkpointing:
             enable_grad_checkpointing(self.model, recipe.where())
+        self.progressive = progressive(recipe, self.model, self.img_size)  # train.progressive: smaller images first
         self.data.mean, self.data.std = self.preprocessing.mean_std(self.data.in_chans, self.data.mean, self.data.std)
         if self.dist.enabled:  # same initial weights on every rank; from here each rank draws its own numbers
             seed_everything(recipe.seed + self.dist.rank, recipe.train.deterministic)
@@ -159,6 +162,7 @@ class Trainer:
         eval_batch = data.eval_batch_size or 4 * self.batch_size
         augments = build.build_augments(recipe, num_classes, self.img_size)
         train_tf, eval_tf = batch_transforms(recipe, self.data, self.img_size, augments)
+        self.train_transform = train_tf
         rank, world = self.dist.rank, self.dist.world_size
         self.train_loader = build_loader(
             self.data.train, self.batch_size, train_tf, self.device, True, data.num_workers, recipe.seed, rank, world
@@ -371,10 +375,15 @@ class Trainer:
             self.compile_trial = CompileWhenPays(self.wrapped, steps_left, self.device)
             if self.compile_trial.decision is not None:
                 console.print(self.compile_trial.line())
+        if self.progressive is not None:
+            console.print(self.progressive.line(), soft_wrap=True)
         with EpochProgress(epochs, len(self.train_loader)) as progress:
             for epoch in range(first_epoch, epochs + 1):
                 progress.start_epoch(epoch, self._lr())
-                row: dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch, progress)}
+                row: dict[str, Any] = {"epoch": epoch}
+                if self.progressive is not None:
+                    row["train_size"] = self.progressive.apply(epoch, self.train_transform)
+                row.update(self.train_epoch(epoch, progress))
                 val = self._evaluate(self.model, self.val_loader)
                 row.update(val_loss=val.loss, val_acc=val.acc)
                 candidates = [("model", val)]

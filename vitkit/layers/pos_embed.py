@@ -115,20 +115,32 @@ class Rope2d(nn.Module):
             raise ValueError(f"rope2d needs a head dim (embed_dim / num_heads) divisible by 4, got {head_dim}")
         self.num_prefix_tokens = num_prefix_tokens
         quarter = head_dim // 4
-        freqs = theta ** (-torch.arange(quarter, dtype=torch.float32) / quarter)
-        rows, cols = _grid(grid_size)
-        x, y = rearrange(cols, "n -> n 1") * freqs, rearrange(rows, "n -> n 1") * freqs
-        angles = torch.cat([x, x, y, y], dim=-1)  # (patches, head_dim), matching rotate_half's pairs
+        self.grid_size = grid_size
+        self.register_buffer(
+            "freqs", theta ** (-torch.arange(quarter, dtype=torch.float32) / quarter), persistent=False
+        )
+        angles = self.angles(grid_size)
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
         # which patches the tokens are, (B, K), after patch dropout; None: all, in order. The model
         # sets it at each forward (a checkpointed block's recompute reads the same value)
         self.kept: torch.Tensor | None = None
+        # the patch grid of the images now (a model with dynamic_img_size sets it at each forward); None: grid_size
+        self.grid: int | None = None
+
+    def angles(self, grid_size: int) -> torch.Tensor:
+        """``(grid_size**2, head_dim)`` rotation angles of a patch grid, matching ``rotate``'s channel pairs."""
+        rows, cols = (axis.to(self.freqs.device) for axis in _grid(grid_size))
+        x, y = rearrange(cols, "n -> n 1") * self.freqs, rearrange(rows, "n -> n 1") * self.freqs
+        return torch.cat([x, x, y, y], dim=-1)
 
     def rotate(self, t: torch.Tensor) -> torch.Tensor:
         """``(B, heads, prefix + patches, head_dim)`` with the patch tokens rotated."""
         prefix, patches = t[..., : self.num_prefix_tokens, :], t[..., self.num_prefix_tokens :, :]
         cos, sin = self.cos, self.sin
+        if self.grid is not None and self.grid != self.grid_size:  # another image size: recomputed
+            angles = self.angles(self.grid)
+            cos, sin = angles.cos(), angles.sin()
         if self.kept is not None:  # each image's own kept positions
             cos, sin = (rearrange(table[self.kept], "b n d -> b 1 n d") for table in (cos, sin))
         if patches.shape[-2] != cos.shape[-2]:

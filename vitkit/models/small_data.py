@@ -10,6 +10,7 @@ from einops import rearrange
 from torch import nn
 
 from vitkit.layers.attention.lsa import LocalitySelfAttention
+from vitkit.layers.patch_embed import check_img_size
 from vitkit.models.factory import register_config
 from vitkit.models.vit import VisionTransformer
 from vitkit.registry import ATTENTION
@@ -26,6 +27,7 @@ class ShiftedPatchTokenizer(nn.Module):
         self.img_size, self.patch_size = img_size, patch_size
         self.grid_size = img_size // patch_size
         self.num_patches = self.grid_size**2
+        self.strict_img_size = True  # off: any square multiple of patch_size (layers.patch_embed.check_img_size)
         self.shift = max(patch_size // 2, 1)
         patch_dim = 5 * in_chans * patch_size**2
         self.norm = nn.LayerNorm(patch_dim, eps=1e-6)
@@ -39,8 +41,7 @@ class ShiftedPatchTokenizer(nn.Module):
         return torch.cat([x, *(F.pad(x, pad) for pad in pads)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (self.img_size, self.img_size):
-            raise ValueError(f"expected {self.img_size}x{self.img_size} images, got {tuple(x.shape[-2:])}")
+        check_img_size(self, x)
         patches = rearrange(
             self.shifted(x), "b c (gh p1) (gw p2) -> b (gh gw) (p1 p2 c)", p1=self.patch_size, p2=self.patch_size
         )

@@ -25,7 +25,8 @@ class VisionTransformer(GradCheckpointing, nn.Module):
     patches only), ``fc_norm`` (LayerNorm after pooling instead of before; unset: on with
     ``global_pool="avg"``, as timm's ``fc_norm=None``), ``pre_norm`` (LayerNorm before the blocks),
     ``patch_drop_rate`` (in training, drop that share of the patch tokens, after positions are added).
-    ``set_grad_checkpointing()`` recomputes block activations in backward, as in timm.
+    ``set_grad_checkpointing()`` recomputes block activations in backward, as in timm;
+    ``set_dynamic_img_size()`` takes square images of other sizes (timm's ``dynamic_img_size``).
     """
 
     def __init__(
@@ -94,6 +95,8 @@ class VisionTransformer(GradCheckpointing, nn.Module):
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.num_classes, self.embed_dim = num_classes, embed_dim
         position = POS_EMBED.create(pos_embed)
+        self.position = position  # recomputes a fixed table for another patch grid (dynamic_img_size)
+        self.dynamic_img_size = False
         self.global_pool, self.pos_embed_kind, self.mlp_kind = global_pool, split_spec(pos_embed)[0], split_spec(mlp)[0]
         self.depth, self.num_heads, self.mlp_ratio, self.qkv_bias = depth, num_heads, mlp_ratio, qkv_bias
         self.init_values, self.qk_norm, self.pre_norm = init_values, qk_norm, pre_norm
@@ -179,19 +182,39 @@ class VisionTransformer(GradCheckpointing, nn.Module):
         """Parameter names that weight decay should skip (tokens, positions)."""
         return {"cls_token", "dist_token", "reg_token", "pos_embed"}
 
+    def set_dynamic_img_size(self, enable: bool = True) -> None:
+        """Take square images whose side is any multiple of the patch size (progressive resizing): learned
+        positions are resampled to the images' patch grid in each forward (bicubic, timm's
+        ``resample_abs_pos_embed``; the parameter keeps ``img_size``'s grid), fixed and rotary ones recomputed."""
+        self.dynamic_img_size = enable
+        self.patch_embed.strict_img_size = not enable
+
+    def position_table(self, grid_size: int) -> torch.Tensor | None:
+        """The additive position table for a ``grid_size`` patch grid (the model's own at its ``img_size``)."""
+        if self.pos_embed is None or grid_size == self.patch_embed.grid_size:
+            return self.pos_embed
+        embedded = 0 if self.pos_patches_only else self.num_prefix_tokens
+        if isinstance(self.pos_embed, nn.Parameter):
+            from vitkit.models.weights import resample_pos_embed
+
+            return resample_pos_embed(self.pos_embed, grid_size, embedded)
+        return self.position.table(grid_size, self.embed_dim, embedded).to(self.pos_embed)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` -> normed tokens ``(B, prefix + patches, dim)``."""
+        grid = x.shape[-1] // self.patch_embed.patch_size
         x = self.patch_embed(x)
-        if self.pos_embed is not None and self.pos_patches_only:
-            x = x + self.pos_embed.to(x.dtype)
+        pos_embed = self.position_table(grid)
+        if pos_embed is not None and self.pos_patches_only:
+            x = x + pos_embed.to(x.dtype)
         prefix = [repeat(t, "1 n d -> b n d", b=x.shape[0]) for t in self.prefix_parameters()]
         x = torch.cat([*prefix, x], dim=1)
-        if self.pos_embed is not None and not self.pos_patches_only:
-            x = x + self.pos_embed
+        if pos_embed is not None and not self.pos_patches_only:
+            x = x + pos_embed
         x, kept = self.patch_drop(x)  # after the positions: the kept tokens carry theirs
         rope = getattr(self.blocks[0].attn, "rope", None) if len(self.blocks) else None
         if rope is not None:
-            rope.kept = kept
+            rope.kept, rope.grid = kept, grid
         return self.norm(self.blocks(self.norm_pre(self.pos_drop(x))))
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
