@@ -119,16 +119,34 @@ def test_i28_3_outputs_and_best_toml_reproduces_the_best_trial(study: Path) -> N
     page = (study / "tune.html").read_text()
     assert "data:image/png;base64," in page and "http://" not in page and "https://" not in page
     trial = json.loads((Path(best["run_dir"]) / "summary.json").read_text())
-    assert summary["best"]["test_acc"] == trial["test_acc"]  # reported apart, from the best trial's own run
     cwd = study.parents[2]
     done = vitkit(cwd, "run", str(study / "best.toml"))
     assert done.returncode == 0, done.stderr
     rerun = json.loads(next((cwd / "runs" / "tiny").glob("*/summary.json")).read_text())
-    for key in ("best_val_acc", "best_epoch", "test_acc", "final_train_loss"):
+    for key in ("best_val_acc", "best_epoch", "final_train_loss"):
         assert rerun[key] == trial[key], key
+    assert rerun["test_acc"] == summary["best"]["test_acc"]  # the study's one test score is the rerun's
     with open(cwd / rerun["run_dir"] / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert float(rows[rerun["best_epoch"] - 1]["val_loss"]) == pytest.approx(float(best["best_val_loss"]), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_i28_a_trials_never_score_test_only_the_best_trial_once(study: Path) -> None:
+    summary = json.loads((study / "tune_summary.json").read_text())
+    runs = sorted((study / "trials").iterdir())
+    assert len(runs) == 3
+    for run in runs:  # no trial evaluated the test split while the study ran
+        trial = json.loads((run / "summary.json").read_text())
+        assert not any(key.startswith("test_") for key in trial), run
+        assert trial["test"] == "not scored by this run"
+    scored = [run for run in runs if (run / "eval_test.json").is_file()]
+    assert scored == [Path(summary["best"]["run_dir"])]  # the chosen trial alone, scored after the study
+    assert [run for run in runs if (run / "report_test.json").is_file()] == scored
+    test = json.loads((scored[0] / "eval_test.json").read_text())
+    assert test["split"] == "test" and test["count"] > 0
+    assert summary["best"]["test_acc"] == test["test_acc"]
+    assert f"{test['test_acc']:.4f}" in (study / "tune.html").read_text()
 
 
 def _seeded_study(storage: str, params: list[dict[str, float]]) -> None:

@@ -1,7 +1,7 @@
 """``vitkit tune``: an Optuna study over recipe keys. Every trial trains through ``fit_guarded`` (the one data
 path; the loaded data is reused while the data-affecting keys stay the same), reports its validation metric
-after each epoch from a hook so the pruner can stop it, and is scored on validation only: the test split
-of the best trial is reported apart, never ranked on.
+after each epoch from a hook so the pruner can stop it, and is scored on validation only: no trial evaluates
+the test split; the study scores the chosen trial's weights on it once, at the end, and reports that apart.
 
 The study lives in an Optuna storage (default: ``study.db``, SQLite, in ``runs/<name>-tune/<time>/``); the
 same command continues it after a kill or Ctrl-C, ``--jobs N`` runs N worker processes on it, and any number
@@ -367,7 +367,7 @@ def run_trial(
             reporter = TrialReporter(trial, settings.metric, "none" if fold else settings.pruner, on_epoch)
             plugins.register(reporter, "vitkit_tune_trial")
             try:
-                summary = fit_guarded(this, run_dir=where, plugins=plugins, data=cache.get(this))
+                summary = fit_guarded(this, run_dir=where, plugins=plugins, data=cache.get(this), score_test=False)
             finally:
                 plugins.unregister(name="vitkit_tune_trial")
             history = read_metrics(where)

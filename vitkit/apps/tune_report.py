@@ -1,6 +1,7 @@
 """A study's outputs in its folder: ``trials.csv``, ``best.toml`` (the best trial as a complete recipe),
 ``history.png``, ``importance.png``, ``params.png``, ``tune.html`` (self-contained) and ``tune_summary.json``.
-The best trial's test accuracy is read from its own run and shown apart; nothing is ranked on it."""
+No trial evaluates the test split: the chosen trial's weights are scored on it here, once (``vitkit eval``'s
+path, kept in its run as ``eval_test.json``), and shown apart; nothing is ranked on it."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def write_outputs(study: Any, recipe: Recipe, settings: Any, study_dir: Path) ->
         )
         atomic_write_text(study_dir / "best.toml", header + dump_toml(recipe_best.to_dict()))
         run_dir = Path(best.user_attrs.get("run_dir", ""))
-        test = _test_of(run_dir)
+        test = score_test(run_dir, recipe.train.device)
         summary["best"] = {
             "number": best.number,
             "params": best.params,
@@ -81,15 +82,22 @@ def write_outputs(study: Any, recipe: Recipe, settings: Any, study_dir: Path) ->
     return summary
 
 
-def _test_of(run_dir: Path) -> float | None:
-    """The test accuracy of one run (the best trial's; the mean over folds with cross-validation)."""
-    paths = (
-        [run_dir / "summary.json"]
+def score_test(run_dir: Path, device: str = "auto") -> float | None:
+    """The test accuracy of a chosen trial's kept weights (the mean over folds with cross-validation),
+    scored once through ``vitkit eval``'s path; later calls read the ``eval_test.json`` it left."""
+    runs = (
+        [run_dir]
         if (run_dir / "summary.json").is_file()
-        else sorted(run_dir.glob("fold*/summary.json"))
+        else sorted(p.parent for p in run_dir.glob("fold*/summary.json"))
     )
-    values = [json.loads(p.read_text()).get("test_acc") for p in paths]
-    values = [v for v in values if isinstance(v, (int, float))]
+    values = []
+    for run in runs:
+        saved = run / "eval_test.json"
+        if not saved.is_file():
+            from vitkit.apps.reevaluate import reevaluate
+
+            reevaluate(run, "test", device)  # writes eval_test.json
+        values.append(float(json.loads(saved.read_text())["test_acc"]))
     return sum(values) / len(values) if values else None
 
 

@@ -84,7 +84,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         "device",
         "run_dir",
     ):
-        value = summary.get(key)
+        if key not in summary:  # e.g. test_* of a run that does not score the test split
+            continue
+        value = summary[key]
         text = f"{value:.4f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
         table.add_row(key, text)
     console.print(table)

@@ -83,9 +83,13 @@ def new_run_dir(recipe: Recipe, prefix: str = "") -> Path:
 class Trainer:
     """Builds everything a recipe names, then ``fit()`` trains, validates and tests."""
 
-    def __init__(self, recipe: Recipe, plugins: Any = None, data: DataSplits | None = None) -> None:
-        """``data``: the recipe's data already loaded (``build.load_dataset``), e.g. by the LR finder."""
+    def __init__(
+        self, recipe: Recipe, plugins: Any = None, data: DataSplits | None = None, score_test: bool = True
+    ) -> None:
+        """``data``: the recipe's data already loaded (``build.load_dataset``), e.g. by the LR finder.
+        ``score_test=False``: the run never evaluates the test split (a ``vitkit tune`` trial)."""
         self.recipe = recipe
+        self.score_test = score_test
         self.plugins = plugins or new_manager()
         self.hooks = GuardedHooks(self.plugins)  # a plugin's exception is reported, the run goes on
         self.dist = dist.init_distributed(recipe.train.device)
@@ -439,17 +443,15 @@ class Trainer:
             best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
             self.best_state, self.best_weights = best["model"], best.get("best_weights", "model")
         dist.load_full_state_dict(self.model, self.best_state, self.strategy)
-        test = self._evaluate(self.model, self.test_loader, whole=True)
+        test = self._evaluate(self.model, self.test_loader, whole=True) if self.score_test else None
         if not self.dist.is_main:
             dist.shutdown()
-            return {"test_acc": test.acc, "rank": self.dist.rank}
+            return {"test_acc": test.acc if test else None, "rank": self.dist.rank}
         last = run.history[-1]
         summary = {
             "name": self.recipe.name,
             "model": self.recipe.model["name"],
-            "test_acc": test.acc,
-            "test_top5": test.top5,
-            "test_loss": test.loss,
+            **({"test_acc": test.acc, "test_top5": test.top5, "test_loss": test.loss} if test else {}),
             "best_val_acc": best_acc,
             "best_epoch": best_epoch,
             "best_weights": self.best_weights,
@@ -484,12 +486,21 @@ class Trainer:
             from vitkit.viz import plot_curves
 
             plot_curves(run.history, run_dir, title=self.recipe.name, best=best_epoch)
-        from vitkit.engine.report import write_run_report
+        if test is not None:
+            from vitkit.engine.report import write_run_report
 
-        report = write_run_report(
-            run_dir, self.recipe.name, test, self.data.test, self.data.classes, run.history, self.recipe.output.plots
-        )
-        summary.update({f"test_macro_{key}": value for key, value in report["macro"].items()})
+            report = write_run_report(
+                run_dir,
+                self.recipe.name,
+                test,
+                self.data.test,
+                self.data.classes,
+                run.history,
+                self.recipe.output.plots,
+            )
+            summary.update({f"test_macro_{key}": value for key, value in report["macro"].items()})
+        else:
+            summary["test"] = "not scored by this run"
         from vitkit.engine.html_report import write_run_html
 
         write_run_html(run_dir, summary)  # report.html: the run on one self-contained page
