@@ -266,3 +266,53 @@ def test_i28_1_folds_score_each_trial_by_the_mean_over_folds(tmp_path: Path, rec
         with open(run / "metrics.csv", newline="") as f:
             losses.append(float(list(csv.DictReader(f))[summary["best_epoch"] - 1]["val_loss"]))
     assert row["epochs_run"] == "4" and float(row["best_val_loss"]) == pytest.approx(sum(losses) / 2, rel=1e-5)
+
+
+def _dominates(a: list[float], b: list[float], signs: list[float]) -> bool:
+    """``a`` at least as good as ``b`` on every metric and better on one (signs: +1 maximize, -1 minimize)."""
+    pairs = [(s * x, s * y) for s, x, y in zip(signs, a, b, strict=True)]
+    return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
+
+
+@pytest.mark.slow
+def test_i28_b_multi_objective_study_writes_a_pareto_front(tmp_path: Path, recipe: Path) -> None:
+    metrics = ["best_val_acc", "gmacs", "infer_img_per_s"]
+    done = vitkit(
+        tmp_path, "tune", str(recipe), "--space", "model.depth=int(1,3)", "--space", "model.embed_dim=choice(16,32)",
+        *(arg for m in metrics for arg in ("--metric", m)), "--trials", "4", "--set", "train.epochs=1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "best_val_acc (maximize), gmacs (minimize), infer_img_per_s (maximize); pruner none" in done.stdout
+    study = study_dirs(tmp_path)[0]
+    rows = [r for r in trials_csv(study) if r["state"] == "COMPLETE"]
+    assert len(rows) == 4
+    scores = {int(r["number"]): [float(r[m]) for m in metrics] for r in rows}
+    by_arch = {(r["model.depth"], r["model.embed_dim"]): float(r["gmacs"]) for r in rows}
+    assert len(set(by_arch.values())) == len(by_arch)  # the compute of each architecture, counted
+    assert all(v > 0 for v in scores.values() for v in v[1:])
+    signs = [1.0, -1.0, 1.0]
+    expected = {n for n, v in scores.items() if not any(_dominates(w, v, signs) for w in scores.values())}
+    summary = json.loads((study / "tune_summary.json").read_text())
+    assert summary["best"] is None and summary["metrics"] == metrics
+    assert {p["number"] for p in summary["front"]} == expected
+    with open(study / "front.csv", newline="") as f:
+        front = list(csv.DictReader(f))
+    assert {int(r["number"]) for r in front} == expected
+    for point in summary["front"]:  # one recipe per front point, its test accuracy scored once, apart
+        assert point["values"] == dict(zip(metrics, scores[point["number"]], strict=True))
+        text = (tmp_path / point["recipe"]).read_text()
+        assert f"depth = {point['params']['model.depth']}" in text
+        test = json.loads((Path(point["run_dir"]) / "eval_test.json").read_text())
+        assert point["test_acc"] == test["test_acc"]
+    others = [r for r in rows if int(r["number"]) not in expected]
+    assert not any((Path(r["run_dir"]) / "eval_test.json").exists() for r in others)
+    assert (study / "front.png").is_file() and "Pareto front" in (study / "tune.html").read_text()
+    assert not (study / "best.toml").exists()  # no single best: the front is the answer
+
+
+def test_i28_b_multi_objective_refuses_a_pruner_and_mismatched_directions(cli, recipe: Path) -> None:
+    two = ["--metric", "best_val_acc", "--metric", "params"]
+    code, _, err = cli("tune", recipe, *SPACE, *two, "--pruner", "median")
+    assert code == 2 and "prunes single-objective studies only" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("tune", recipe, *SPACE, *two, "--direction", "maximize")
+    assert code == 2 and "give one direction per metric" in err

@@ -31,8 +31,11 @@ SUMMARY_METRICS = (
     "best_val_acc", "final_val_acc", "final_ema_val_acc", "final_train_loss", "best_epoch", "params",
     "train_img_per_s", "wall_time_s",
 )  # fmt: skip
+# measured on the trial's model after it trains (``tune_costs``): what a Pareto front trades accuracy against
+COST_METRICS = ("gmacs", "infer_img_per_s")
 STALE_S = 1800.0  # a RUNNING trial of another machine without a heartbeat for this long is taken as dead
 KEY_FILE = "tune.json"
+KEY_FIELDS = ("metrics", "directions", "sampler", "pruner", "seed", "folds", "storage")
 
 
 @dataclasses.dataclass
@@ -41,13 +44,26 @@ class Settings:
 
     space: list[Param]
     trials: int
-    metric: str
-    direction: str
+    metrics: list[str]  # several: a multi-objective study (a Pareto front)
+    directions: list[str]  # one per metric
     sampler: str
     pruner: str
     seed: int
     folds: int
     storage: str  # "" : study.db in the study folder
+
+    @property
+    def metric(self) -> str:
+        """The first (with one metric: the) metric; the one trials report after each epoch."""
+        return self.metrics[0]
+
+    @property
+    def direction(self) -> str:
+        return self.directions[0]
+
+    @property
+    def multi(self) -> bool:
+        return len(self.metrics) > 1
 
     def key(self, recipe: Recipe) -> dict[str, Any]:
         data = recipe.to_dict()
@@ -56,7 +72,7 @@ class Settings:
         return {
             "recipe": data,
             "space": [p.text() for p in self.space],
-            **{k: getattr(self, k) for k in ("metric", "direction", "sampler", "pruner", "seed", "folds", "storage")},
+            **{k: getattr(self, k) for k in KEY_FIELDS},
         }
 
 
@@ -64,21 +80,42 @@ def settings_for(
     recipe: Recipe,
     space: list[str] = (),
     trials: int | None = None,
-    metric: str | None = None,
-    direction: str | None = None,
+    metric: str | list[str] | None = None,
+    direction: str | list[str] | None = None,
     sampler: str | None = None,
     pruner: str | None = None,
     seed: int | None = None,
     folds: int | None = None,
     storage: str | None = None,
 ) -> Settings:
-    """The study's settings: the recipe's ``[tune]`` table, with what the caller gives on top, checked."""
+    """The study's settings: the recipe's ``[tune]`` table, with what the caller gives on top, checked.
+    Several metrics make a multi-objective study (``direction``: one per metric, or ``auto``)."""
     table = recipe.tune
+    metrics = [metric] if isinstance(metric, str) else list(metric or [table.metric])
+    directions = [direction] if isinstance(direction, str) else list(direction or [])
+    if not directions:
+        directions = [table.direction] if len(metrics) == 1 else ["auto"]
+    if directions == ["auto"]:
+        directions = directions * len(metrics)
+    if len(directions) != len(metrics):
+        raise UserError(
+            f"vitkit tune: {len(metrics)} --metric and {len(directions)} --direction: give one direction per "
+            f"metric, in the same order (or none: auto)"
+        )
+    if len(set(metrics)) != len(metrics):
+        raise UserError(f"vitkit tune --metric: {', '.join(metrics)}: a metric is named twice")
+    if len(metrics) > 1:
+        if pruner not in (None, "none"):
+            raise UserError(
+                f"vitkit tune --pruner {pruner}: Optuna prunes single-objective studies only; a study with "
+                f"several --metric trains every trial in full"
+            )
+        pruner = "none"
     settings = Settings(
         space=parse_space(list(space), table.space),
         trials=table.trials if trials is None else trials,
-        metric=metric or table.metric,
-        direction=direction or table.direction,
+        metrics=metrics,
+        directions=directions,
         sampler=sampler or table.sampler,
         pruner=pruner or table.pruner,
         seed=table.seed if seed is None else seed,
@@ -90,27 +127,32 @@ def settings_for(
         raise UserError(f"vitkit tune --trials {settings.trials}: expected at least 1")
     if settings.folds == 1 or settings.folds < 0:
         raise UserError(f"vitkit tune --folds {settings.folds}: expected K >= 2 (or 0: the usual split)")
-    if settings.metric.startswith("test"):
-        raise UserError(
-            f"vitkit tune --metric {settings.metric}: a study never ranks on the test split (it is scored once, "
-            f"for the best trial); rank on {DEFAULT_METRIC} or best_val_acc"
-        )
-    if settings.metric not in (DEFAULT_METRIC, *SUMMARY_METRICS):
-        raise UserError(
-            f"vitkit tune --metric {settings.metric!r}: expected {DEFAULT_METRIC} (the validation loss of the kept "
-            f"epoch) or one of {', '.join(SUMMARY_METRICS)}"
-        )
-    if settings.direction == "auto":
-        smaller = settings.metric.endswith(("loss", "_s")) and settings.metric != "train_img_per_s"
-        settings.direction = "minimize" if smaller or settings.metric == "params" else "maximize"
+    for metric in settings.metrics:
+        if metric.startswith("test"):
+            raise UserError(
+                f"vitkit tune --metric {metric}: a study never ranks on the test split (it is scored once, for "
+                f"the chosen trial); rank on {DEFAULT_METRIC} or best_val_acc"
+            )
+        if metric not in (DEFAULT_METRIC, *SUMMARY_METRICS, *COST_METRICS):
+            raise UserError(
+                f"vitkit tune --metric {metric!r}: expected {DEFAULT_METRIC} (the validation loss of the kept "
+                f"epoch) or one of {', '.join((*SUMMARY_METRICS, *COST_METRICS))}"
+            )
+    settings.directions = [auto_direction(m) if d == "auto" else d for m, d in zip(metrics, directions, strict=True)]
     for name, value, allowed in (
-        ("--direction", settings.direction, ("minimize", "maximize")),
+        *(("--direction", d, ("minimize", "maximize")) for d in settings.directions),
         ("--sampler", settings.sampler, ("tpe", "random")),
         ("--pruner", settings.pruner, ("median", "hyperband", "none")),
     ):
         if value not in allowed:
             raise UserError(f"vitkit tune {name} {value!r}: expected one of {', '.join(allowed)}")
     return settings
+
+
+def auto_direction(metric: str) -> str:
+    """``auto``: minimize losses, times, sizes and compute; maximize accuracies and throughputs."""
+    smaller = metric.endswith(("loss", "_s")) and not metric.endswith("img_per_s")
+    return "minimize" if smaller or metric in ("params", "gmacs") else "maximize"
 
 
 # ------------------------------------------------------------------------------------ the metric
@@ -227,7 +269,7 @@ def open_study(recipe: Recipe, settings: Settings, study_dir: Path) -> Any:
     return optuna.create_study(
         storage=_storage(settings.storage, study_dir),
         study_name=study_name(recipe),
-        direction=settings.direction,
+        directions=settings.directions,
         sampler=_sampler(settings, 0),
         pruner=_pruner(settings, epochs),
         load_if_exists=True,
@@ -358,7 +400,8 @@ def run_trial(
     plugins = plugins or new_manager()
     run_dir = (study_dir / "trials" / f"{trial.number:04d}").resolve()
     trial.set_user_attr("run_dir", str(run_dir))
-    scores, epochs, pruned = [], 0, False
+    scores: list[list[float]] = []  # per fold: one value per metric
+    epochs, pruned, costs = 0, False, {}
     folds = range(1, settings.folds + 1) if settings.folds else [0]
     try:
         for fold in folds:
@@ -372,13 +415,18 @@ def run_trial(
                 plugins.unregister(name="vitkit_tune_trial")
             history = read_metrics(where)
             epochs += int(summary["epochs_run"])
-            scores.append(final_value(settings.metric, summary, history))
+            wanted = [m for m in settings.metrics if m in COST_METRICS and m not in costs]
+            if wanted:  # the model's, the same for every fold
+                from vitkit.apps.tune_costs import model_costs
+
+                costs.update(model_costs(this, cache.get(this), wanted))
+            scores.append([costs[m] if m in costs else final_value(m, summary, history) for m in settings.metrics])
             if reporter.pruned_at is not None:
                 pruned = True
                 _mark_pruned(where, reporter.pruned_at, settings.pruner)
                 break
-            if fold:  # cross-validation: the pruner compares the running mean after each fold
-                trial.report(sum(scores) / len(scores), fold)
+            if fold and not settings.multi:  # cross-validation: the pruner compares the running mean per fold
+                trial.report(_mean(scores)[0], fold)
                 if settings.pruner != "none" and fold < settings.folds and trial.should_prune():
                     pruned = True
                     break
@@ -392,12 +440,18 @@ def run_trial(
         study.tell(trial, state=TrialState.FAIL)
         raise
     trial.set_user_attr("epochs", epochs)
-    score = sum(scores) / len(scores)
-    trial.set_user_attr("value", score)
+    values = _mean(scores)
+    trial.set_user_attr("value", values[0])
+    trial.set_user_attr("values", values)
     if pruned:
         study.tell(trial, state=TrialState.PRUNED)
     else:
-        study.tell(trial, score)
+        study.tell(trial, values if settings.multi else values[0])
+
+
+def _mean(scores: list[list[float]]) -> list[float]:
+    """The mean over folds of each metric."""
+    return [sum(column) / len(column) for column in zip(*scores, strict=True)]
 
 
 def _mark_pruned(run_dir: Path, epoch: int, pruner: str) -> None:
@@ -463,8 +517,8 @@ def tune(
     recipe: Recipe,
     space: list[str] = (),
     trials: int | None = None,
-    metric: str | None = None,
-    direction: str | None = None,
+    metric: str | list[str] | None = None,
+    direction: str | list[str] | None = None,
     sampler: str | None = None,
     pruner: str | None = None,
     seed: int | None = None,
@@ -475,7 +529,8 @@ def tune(
     plugins: Any = None,
 ) -> dict[str, Any]:
     """Run (or continue) a study on ``recipe``; returns its summary (also ``tune_summary.json``): the best
-    trial's values, score and run, its test accuracy (reported apart), counts, and the study folder."""
+    trial's values, score and run, its test accuracy (reported apart), counts, and the study folder. Several
+    ``metric``: a multi-objective study; ``front`` lists its Pareto front (``best`` is ``None``)."""
     from vitkit.extras import require
 
     require("tune", "optuna", what="vitkit tune")
@@ -488,10 +543,11 @@ def tune(
     from vitkit.apps.tune_live import Live
 
     before = counts(study)
+    objectives = ", ".join(f"{m} ({d})" for m, d in zip(settings.metrics, settings.directions, strict=True))
     verb = "continuing" if continued or before["finished"] else "starting"
     print(
         f"vitkit tune {recipe.name}: {verb} study {study_name(recipe)} -> {study_dir} "
-        f"({before['finished']}/{settings.trials} trials finished; metric {settings.metric}, {settings.direction}; "
+        f"({before['finished']}/{settings.trials} trials finished; metric {objectives}; "
         f"pruner {settings.pruner}; {jobs} job{'s' * (jobs != 1)})",
         flush=True,
     )
@@ -549,7 +605,7 @@ def worker_main(study_dir: str, threads: int | None, plugins_for: Any) -> int:
     key = saved["key"]
     settings = Settings(
         space=parse_space(key["space"]), trials=saved["trials"],
-        **{k: key[k] for k in ("metric", "direction", "sampler", "pruner", "seed", "folds", "storage")},
+        **{k: key[k] for k in KEY_FIELDS},
     )  # fmt: skip
     from vitkit.engine.console import console
 
