@@ -316,3 +316,30 @@ def test_i28_b_multi_objective_refuses_a_pruner_and_mismatched_directions(cli, r
     assert code == 2 and "prunes single-objective studies only" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli("tune", recipe, *SPACE, *two, "--direction", "maximize")
     assert code == 2 and "give one direction per metric" in err
+
+
+@pytest.mark.slow
+def test_i28_c_trials_under_torchrun_follow_rank_0_values_and_prune_decision(tmp_path: Path) -> None:
+    from .test_distributed import _torchrun
+
+    # each trial a different depth: a rank that trained other values than rank 0's would break DDP's model check
+    space = '["optimizer.lr=loguniform(1e-7,3e-2)", "model.depth=int(1,3)"]'
+    (tmp_path / "tiny.toml").write_text(RECIPE + f"[tune]\nspace = {space}\ntrials = 3\n")
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    good = {"optimizer.lr": 2e-2}
+    _seeded_study(
+        storage, [{**good, "model.depth": 1}, {**good, "model.depth": 2}, {"optimizer.lr": 1e-7, "model.depth": 3}]
+    )
+    code, out, err = _torchrun(["tune", "tiny.toml", "--storage", storage, "--pruner", "median"], tmp_path)
+    assert code == 0, err[-3000:]
+    (study,) = study_dirs(tmp_path)  # one study folder: rank 1 wrote nothing
+    rows = trials_csv(study)
+    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert [r["epochs_run"] for r in rows] == ["2", "2", "1"]  # every rank stopped after epoch 1
+    for row in rows:
+        run = Path(row["run_dir"])
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["world_size"] == 2 and summary["epochs_run"] == int(row["epochs_run"])
+        assert f"depth = {row['model.depth']}" in (run / "recipe.toml").read_text()
+    assert json.loads((Path(rows[2]["run_dir"]) / "summary.json").read_text())["status"] == "pruned"
+    assert json.loads((study / "tune_summary.json").read_text())["best"]["test_acc"] is not None

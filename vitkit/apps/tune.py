@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vitkit.apps.tune_ranks import follow, is_follower, send, under_torchrun
 from vitkit.apps.tune_space import Param, check_space, parse_space, with_values
 from vitkit.errors import RunInterrupted, UserError
 from vitkit.plugins import hookimpl
@@ -409,6 +410,8 @@ def run_trial(
             where = run_dir / f"fold{fold}" if fold else run_dir
             reporter = TrialReporter(trial, settings.metric, "none" if fold else settings.pruner, on_epoch)
             plugins.register(reporter, "vitkit_tune_trial")
+            if under_torchrun():  # every rank trains it; the pruner's stop reaches them through the trainer
+                send(this)
             try:
                 summary = fit_guarded(this, run_dir=where, plugins=plugins, data=cache.get(this), score_test=False)
             finally:
@@ -537,6 +540,11 @@ def tune(
     settings = settings_for(recipe, space, trials, metric, direction, sampler, pruner, seed, folds, storage)
     if jobs < 1:
         raise UserError(f"vitkit tune --jobs {jobs}: expected at least 1")
+    if under_torchrun() and jobs > 1:
+        raise UserError("vitkit tune --jobs under torchrun: every rank trains each trial; run one process per rank")
+    if is_follower():  # a rank other than 0: it trains what rank 0 sends
+        follow(recipe.train.device, plugins)
+        return {}
     study_dir, continued = find_study_dir(recipe, settings, new)
     remember_trials(study_dir, settings.trials)
     study = open_study(recipe, settings, study_dir)
@@ -553,7 +561,13 @@ def tune(
     )
     try:
         with Live(study, settings, study_dir) as live:
-            if jobs == 1:
+            if under_torchrun():  # every trial trains on all ranks; rank 0 runs the study
+                from vitkit.engine.distributed import hold_group
+
+                with hold_group(recipe.train.device):
+                    work(study, recipe, settings, study_dir, plugins, live.epoch, live.trial_done)
+                    send(None)  # the study has its trials: the other ranks return
+            elif jobs == 1:
                 work(study, recipe, settings, study_dir, plugins, live.epoch, live.trial_done)
             else:
                 _workers(study_dir, jobs, live)
