@@ -225,10 +225,19 @@ def _storage(url: str, study_dir: Path) -> Any:
 
         return optuna.storages.JournalStorage(JournalFileBackend(url))
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except Exception as err:  # a bad URL, a missing driver, a server that does not answer
-        raise UserError(f"vitkit tune --storage {url}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except Exception as err:  # a bad URL, a missing driver, a server that does not answer
+            # two processes creating one new database at once: one of them loses the race to create the
+            # tables (IntegrityError on alembic_version, or "table ... already exists"); they exist now
+            raced = type(err).__name__ in ("IntegrityError", "OperationalError") and (
+                "alembic_version" in str(err) or "already exists" in str(err)
+            )
+            if not raced or attempt == 2:
+                first = str(err).splitlines()[0]
+                raise UserError(f"vitkit tune --storage {url}: {type(err).__name__}: {first}") from None
+    raise AssertionError("unreachable")
 
 
 def _sampler(settings: Settings, number: int) -> Any:

@@ -51,7 +51,8 @@ def _fit(
 ) -> dict[str, Any]:
     trainer: Trainer | None = None
     try:
-        trainer = Trainer(recipe, plugins, data, score_test)
+        trainer = Trainer(recipe, plugins, data)
+        trainer.score_test = score_test
         built.append(trainer)
         return trainer.fit(run_dir, resume=resume)
     except out_of_memory_types():

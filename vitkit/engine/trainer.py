@@ -83,13 +83,11 @@ def new_run_dir(recipe: Recipe, prefix: str = "") -> Path:
 class Trainer:
     """Builds everything a recipe names, then ``fit()`` trains, validates and tests."""
 
-    def __init__(
-        self, recipe: Recipe, plugins: Any = None, data: DataSplits | None = None, score_test: bool = True
-    ) -> None:
-        """``data``: the recipe's data already loaded (``build.load_dataset``), e.g. by the LR finder.
-        ``score_test=False``: the run never evaluates the test split (a ``vitkit tune`` trial)."""
+    score_test = True  # False: fit() never evaluates the test split (a ``vitkit tune`` trial)
+
+    def __init__(self, recipe: Recipe, plugins: Any = None, data: DataSplits | None = None) -> None:
+        """``data``: the recipe's data already loaded (``build.load_dataset``), e.g. by the LR finder."""
         self.recipe = recipe
-        self.score_test = score_test
         self.plugins = plugins or new_manager()
         self.hooks = GuardedHooks(self.plugins)  # a plugin's exception is reported, the run goes on
         self.dist = dist.init_distributed(recipe.train.device)
