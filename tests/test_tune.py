@@ -343,3 +343,29 @@ def test_i28_c_trials_under_torchrun_follow_rank_0_values_and_prune_decision(tmp
         assert f"depth = {row['model.depth']}" in (run / "recipe.toml").read_text()
     assert json.loads((Path(rows[2]["run_dir"]) / "summary.json").read_text())["status"] == "pruned"
     assert json.loads((study / "tune_summary.json").read_text())["best"]["test_acc"] is not None
+
+
+def test_i28_4_jobs_give_each_worker_its_own_gpu(tmp_path: Path, recipe: Path, monkeypatch) -> None:
+    """Two visible GPUs, ``--jobs 2``: each worker process is started with one of them."""
+    import vitkit.apps.compare_jobs
+    from vitkit.apps import tune
+
+    started: list[str | None] = []
+
+    class Worker:  # records the environment a worker starts with, then ends at once
+        returncode = 0
+
+        def __init__(self, cmd: list[str], env: dict[str, str], **kwargs: object) -> None:
+            started.append(env.get("CUDA_VISIBLE_DEVICES"))
+
+        def poll(self) -> int:
+            return 0
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(vitkit.apps.compare_jobs, "gpu_slots", lambda: ["3", "5"])
+    monkeypatch.setattr(tune.subprocess, "Popen", Worker)
+    live = type("Live", (), {"refresh": lambda self: None})()
+    tune._workers(tmp_path, 2, live)
+    assert started == ["3", "5"]

@@ -592,15 +592,20 @@ def tune(
 
 
 def _workers(study_dir: Path, jobs: int, live: Any) -> None:
-    """``jobs`` worker processes on the study, CPU threads split between them; waits for all."""
+    """``jobs`` worker processes on the study, CPU threads split between them and one GPU each where several
+    are visible; waits for all."""
+    from vitkit.apps.compare_jobs import gpu_slots
     from vitkit.engine.threads import cores
 
-    threads = max(1, cores() // jobs)
+    threads, gpus = max(1, cores() // jobs), gpu_slots()
     procs = []
     for index in range(jobs):
         log = open(study_dir / f"worker{index}.log", "w")  # noqa: SIM115 (closed after the worker ends)
         cmd = [sys.executable, "-m", "vitkit", "tune", "--worker", str(study_dir), "--threads", str(threads)]
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+        env = dict(os.environ)
+        if len(gpus) > 1:  # one GPU each (round robin when there are more workers than GPUs)
+            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
     try:
         while any(proc.poll() is None for proc, _ in procs):
             live.refresh()
