@@ -119,16 +119,34 @@ def test_i28_3_outputs_and_best_toml_reproduces_the_best_trial(study: Path) -> N
     page = (study / "tune.html").read_text()
     assert "data:image/png;base64," in page and "http://" not in page and "https://" not in page
     trial = json.loads((Path(best["run_dir"]) / "summary.json").read_text())
-    assert summary["best"]["test_acc"] == trial["test_acc"]  # reported apart, from the best trial's own run
     cwd = study.parents[2]
     done = vitkit(cwd, "run", str(study / "best.toml"))
     assert done.returncode == 0, done.stderr
     rerun = json.loads(next((cwd / "runs" / "tiny").glob("*/summary.json")).read_text())
-    for key in ("best_val_acc", "best_epoch", "test_acc", "final_train_loss"):
+    for key in ("best_val_acc", "best_epoch", "final_train_loss"):
         assert rerun[key] == trial[key], key
+    assert rerun["test_acc"] == summary["best"]["test_acc"]  # the study's one test score is the rerun's
     with open(cwd / rerun["run_dir"] / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert float(rows[rerun["best_epoch"] - 1]["val_loss"]) == pytest.approx(float(best["best_val_loss"]), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_i28_a_trials_never_score_test_only_the_best_trial_once(study: Path) -> None:
+    summary = json.loads((study / "tune_summary.json").read_text())
+    runs = sorted((study / "trials").iterdir())
+    assert len(runs) == 3
+    for run in runs:  # no trial evaluated the test split while the study ran
+        trial = json.loads((run / "summary.json").read_text())
+        assert not any(key.startswith("test_") for key in trial), run
+        assert trial["test"] == "not scored by this run"
+    scored = [run for run in runs if (run / "eval_test.json").is_file()]
+    assert scored == [Path(summary["best"]["run_dir"])]  # the chosen trial alone, scored after the study
+    assert [run for run in runs if (run / "report_test.json").is_file()] == scored
+    test = json.loads((scored[0] / "eval_test.json").read_text())
+    assert test["split"] == "test" and test["count"] > 0
+    assert summary["best"]["test_acc"] == test["test_acc"]
+    assert f"{test['test_acc']:.4f}" in (study / "tune.html").read_text()
 
 
 def _seeded_study(storage: str, params: list[dict[str, float]]) -> None:
@@ -248,3 +266,106 @@ def test_i28_1_folds_score_each_trial_by_the_mean_over_folds(tmp_path: Path, rec
         with open(run / "metrics.csv", newline="") as f:
             losses.append(float(list(csv.DictReader(f))[summary["best_epoch"] - 1]["val_loss"]))
     assert row["epochs_run"] == "4" and float(row["best_val_loss"]) == pytest.approx(sum(losses) / 2, rel=1e-5)
+
+
+def _dominates(a: list[float], b: list[float], signs: list[float]) -> bool:
+    """``a`` at least as good as ``b`` on every metric and better on one (signs: +1 maximize, -1 minimize)."""
+    pairs = [(s * x, s * y) for s, x, y in zip(signs, a, b, strict=True)]
+    return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
+
+
+@pytest.mark.slow
+def test_i28_b_multi_objective_study_writes_a_pareto_front(tmp_path: Path, recipe: Path) -> None:
+    metrics = ["best_val_acc", "gmacs", "infer_img_per_s"]
+    done = vitkit(
+        tmp_path, "tune", str(recipe), "--space", "model.depth=int(1,3)", "--space", "model.embed_dim=choice(16,32)",
+        *(arg for m in metrics for arg in ("--metric", m)), "--trials", "4", "--set", "train.epochs=1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "best_val_acc (maximize), gmacs (minimize), infer_img_per_s (maximize); pruner none" in done.stdout
+    study = study_dirs(tmp_path)[0]
+    rows = [r for r in trials_csv(study) if r["state"] == "COMPLETE"]
+    assert len(rows) == 4
+    scores = {int(r["number"]): [float(r[m]) for m in metrics] for r in rows}
+    by_arch = {(r["model.depth"], r["model.embed_dim"]): float(r["gmacs"]) for r in rows}
+    assert len(set(by_arch.values())) == len(by_arch)  # the compute of each architecture, counted
+    assert all(v > 0 for v in scores.values() for v in v[1:])
+    signs = [1.0, -1.0, 1.0]
+    expected = {n for n, v in scores.items() if not any(_dominates(w, v, signs) for w in scores.values())}
+    summary = json.loads((study / "tune_summary.json").read_text())
+    assert summary["best"] is None and summary["metrics"] == metrics
+    assert {p["number"] for p in summary["front"]} == expected
+    with open(study / "front.csv", newline="") as f:
+        front = list(csv.DictReader(f))
+    assert {int(r["number"]) for r in front} == expected
+    for point in summary["front"]:  # one recipe per front point, its test accuracy scored once, apart
+        assert point["values"] == dict(zip(metrics, scores[point["number"]], strict=True))
+        text = (tmp_path / point["recipe"]).read_text()
+        assert f"depth = {point['params']['model.depth']}" in text
+        test = json.loads((Path(point["run_dir"]) / "eval_test.json").read_text())
+        assert point["test_acc"] == test["test_acc"]
+    others = [r for r in rows if int(r["number"]) not in expected]
+    assert not any((Path(r["run_dir"]) / "eval_test.json").exists() for r in others)
+    assert (study / "front.png").is_file() and "Pareto front" in (study / "tune.html").read_text()
+    assert not (study / "best.toml").exists()  # no single best: the front is the answer
+
+
+def test_i28_b_multi_objective_refuses_a_pruner_and_mismatched_directions(cli, recipe: Path) -> None:
+    two = ["--metric", "best_val_acc", "--metric", "params"]
+    code, _, err = cli("tune", recipe, *SPACE, *two, "--pruner", "median")
+    assert code == 2 and "prunes single-objective studies only" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("tune", recipe, *SPACE, *two, "--direction", "maximize")
+    assert code == 2 and "give one direction per metric" in err
+
+
+@pytest.mark.slow
+def test_i28_c_trials_under_torchrun_follow_rank_0_values_and_prune_decision(tmp_path: Path) -> None:
+    from .test_distributed import _torchrun
+
+    # each trial a different depth: a rank that trained other values than rank 0's would break DDP's model check
+    space = '["optimizer.lr=loguniform(1e-7,3e-2)", "model.depth=int(1,3)"]'
+    (tmp_path / "tiny.toml").write_text(RECIPE + f"[tune]\nspace = {space}\ntrials = 3\n")
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    good = {"optimizer.lr": 2e-2}
+    _seeded_study(
+        storage, [{**good, "model.depth": 1}, {**good, "model.depth": 2}, {"optimizer.lr": 1e-7, "model.depth": 3}]
+    )
+    code, out, err = _torchrun(["tune", "tiny.toml", "--storage", storage, "--pruner", "median"], tmp_path)
+    assert code == 0, err[-3000:]
+    (study,) = study_dirs(tmp_path)  # one study folder: rank 1 wrote nothing
+    rows = trials_csv(study)
+    assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert [r["epochs_run"] for r in rows] == ["2", "2", "1"]  # every rank stopped after epoch 1
+    for row in rows:
+        run = Path(row["run_dir"])
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["world_size"] == 2 and summary["epochs_run"] == int(row["epochs_run"])
+        assert f"depth = {row['model.depth']}" in (run / "recipe.toml").read_text()
+    assert json.loads((Path(rows[2]["run_dir"]) / "summary.json").read_text())["status"] == "pruned"
+    assert json.loads((study / "tune_summary.json").read_text())["best"]["test_acc"] is not None
+
+
+def test_i28_4_jobs_give_each_worker_its_own_gpu(tmp_path: Path, recipe: Path, monkeypatch) -> None:
+    """Two visible GPUs, ``--jobs 2``: each worker process is started with one of them."""
+    import vitkit.apps.compare_jobs
+    from vitkit.apps import tune
+
+    started: list[str | None] = []
+
+    class Worker:  # records the environment a worker starts with, then ends at once
+        returncode = 0
+
+        def __init__(self, cmd: list[str], env: dict[str, str], **kwargs: object) -> None:
+            started.append(env.get("CUDA_VISIBLE_DEVICES"))
+
+        def poll(self) -> int:
+            return 0
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(vitkit.apps.compare_jobs, "gpu_slots", lambda: ["3", "5"])
+    monkeypatch.setattr(tune.subprocess, "Popen", Worker)
+    live = type("Live", (), {"refresh": lambda self: None})()
+    tune._workers(tmp_path, 2, live)
+    assert started == ["3", "5"]

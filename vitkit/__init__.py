@@ -108,7 +108,7 @@ def tune(
     recipe: Recipe,
     space: list[str] | tuple[str, ...] = (),
     trials: int | None = None,
-    metric: str | None = None,
+    metric: str | list[str] | None = None,
     pruner: str | None = None,
     seed: int | None = None,
     folds: int | None = None,
@@ -120,7 +120,8 @@ def tune(
     """``vitkit tune`` from Python: search ``space`` (``"optimizer.lr=loguniform(1e-4,3e-3)"`` entries, added to
     ``recipe.tune.space``) over ``trials`` trials, ranked on validation; continues the same study when it exists
     (``new``: start afresh). Returns the study summary (``best``: values, score, run, best.toml, test accuracy
-    reported apart; ``counts``; ``study_dir``). Needs ``pip install "vitkit[tune]"``."""
+    reported apart; ``counts``; ``study_dir``; several ``metric``: ``front``, the Pareto front).
+    Needs ``pip install "vitkit[tune]"``."""
     from vitkit.apps.tune import tune as _tune
 
     return _tune(

@@ -387,9 +387,15 @@ def _add_tune(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     tune.add_argument("--trials", type=int, metavar="N", help="trials to finish, complete or pruned (tune.trials)")
     tune.add_argument(
-        "--metric", metavar="M", help="best_val_loss (default: val loss of the kept epoch), best_val_acc, ..."
+        "--metric",
+        action="append",
+        metavar="M",
+        help="best_val_loss (default: val loss of the kept epoch), best_val_acc, ...; repeat it for a Pareto "
+        "front, e.g. --metric best_val_acc --metric infer_img_per_s (or gmacs, params)",
     )
-    tune.add_argument("--direction", choices=("auto", "minimize", "maximize"), help="default: auto")
+    tune.add_argument(
+        "--direction", action="append", choices=("auto", "minimize", "maximize"), help="default: auto (per metric)"
+    )
     tune.add_argument("--sampler", choices=("tpe", "random"), help="default: tpe, seeded")
     tune.add_argument("--pruner", choices=("median", "hyperband", "none"), help="default: median")
     tune.add_argument("--seed", type=int, metavar="S", help="the sampler's seed (tune.seed)")

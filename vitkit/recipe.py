@@ -143,7 +143,7 @@ class TuneConfig:
     space: list = _f([], doc='"KEY=loguniform(a,b)" | uniform(a,b) | int(a,b) | choice(x,y,...) entries')
     trials: int = _f(20, min=1, doc="trials the study finishes (complete or pruned)")
     metric: str = _f("best_val_loss", doc="best_val_loss (val loss of the kept epoch) or a summary.json key")
-    direction: str = _f("auto", choices=("auto", "minimize", "maximize"), doc="auto: minimize *loss*, else maximize")
+    direction: str = _f("auto", choices=("auto", "minimize", "maximize"), doc="auto: minimize loss/size, else maximize")
     sampler: str = _f("tpe", choices=("tpe", "random"), doc="Optuna sampler, seeded by tune.seed")
     pruner: str = _f("median", choices=("median", "hyperband", "none"), doc="stop trials far behind after an epoch")
     seed: int = _f(0, min=0, doc="the sampler's seed (each trial trains with the recipe's seed)")

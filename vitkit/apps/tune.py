@@ -1,7 +1,7 @@
 """``vitkit tune``: an Optuna study over recipe keys. Every trial trains through ``fit_guarded`` (the one data
 path; the loaded data is reused while the data-affecting keys stay the same), reports its validation metric
-after each epoch from a hook so the pruner can stop it, and is scored on validation only: the test split
-of the best trial is reported apart, never ranked on.
+after each epoch from a hook so the pruner can stop it, and is scored on validation only: no trial evaluates
+the test split; the study scores the chosen trial's weights on it once, at the end, and reports that apart.
 
 The study lives in an Optuna storage (default: ``study.db``, SQLite, in ``runs/<name>-tune/<time>/``); the
 same command continues it after a kill or Ctrl-C, ``--jobs N`` runs N worker processes on it, and any number
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vitkit.apps.tune_report import counts
+from vitkit.apps.tune_ranks import follow, is_follower, send, under_torchrun
 from vitkit.apps.tune_space import Param, check_space, parse_space, with_values
 from vitkit.errors import RunInterrupted, UserError
 from vitkit.plugins import hookimpl
@@ -32,8 +33,11 @@ SUMMARY_METRICS = (
     "best_val_acc", "final_val_acc", "final_ema_val_acc", "final_train_loss", "best_epoch", "params",
     "train_img_per_s", "wall_time_s",
 )  # fmt: skip
+# measured on the trial's model after it trains (``tune_costs``): what a Pareto front trades accuracy against
+COST_METRICS = ("gmacs", "infer_img_per_s")
 STALE_S = 1800.0  # a RUNNING trial of another machine without a heartbeat for this long is taken as dead
 KEY_FILE = "tune.json"
+KEY_FIELDS = ("metrics", "directions", "sampler", "pruner", "seed", "folds", "storage")
 
 
 @dataclasses.dataclass
@@ -42,13 +46,26 @@ class Settings:
 
     space: list[Param]
     trials: int
-    metric: str
-    direction: str
+    metrics: list[str]  # several: a multi-objective study (a Pareto front)
+    directions: list[str]  # one per metric
     sampler: str
     pruner: str
     seed: int
     folds: int
     storage: str  # "" : study.db in the study folder
+
+    @property
+    def metric(self) -> str:
+        """The first (with one metric: the) metric; the one trials report after each epoch."""
+        return self.metrics[0]
+
+    @property
+    def direction(self) -> str:
+        return self.directions[0]
+
+    @property
+    def multi(self) -> bool:
+        return len(self.metrics) > 1
 
     def key(self, recipe: Recipe) -> dict[str, Any]:
         data = recipe.to_dict()
@@ -57,7 +74,7 @@ class Settings:
         return {
             "recipe": data,
             "space": [p.text() for p in self.space],
-            **{k: getattr(self, k) for k in ("metric", "direction", "sampler", "pruner", "seed", "folds", "storage")},
+            **{k: getattr(self, k) for k in KEY_FIELDS},
         }
 
 
@@ -65,21 +82,42 @@ def settings_for(
     recipe: Recipe,
     space: list[str] = (),
     trials: int | None = None,
-    metric: str | None = None,
-    direction: str | None = None,
+    metric: str | list[str] | None = None,
+    direction: str | list[str] | None = None,
     sampler: str | None = None,
     pruner: str | None = None,
     seed: int | None = None,
     folds: int | None = None,
     storage: str | None = None,
 ) -> Settings:
-    """The study's settings: the recipe's ``[tune]`` table, with what the caller gives on top, checked."""
+    """The study's settings: the recipe's ``[tune]`` table, with what the caller gives on top, checked.
+    Several metrics make a multi-objective study (``direction``: one per metric, or ``auto``)."""
     table = recipe.tune
+    metrics = [metric] if isinstance(metric, str) else list(metric or [table.metric])
+    directions = [direction] if isinstance(direction, str) else list(direction or [])
+    if not directions:
+        directions = [table.direction] if len(metrics) == 1 else ["auto"]
+    if directions == ["auto"]:
+        directions = directions * len(metrics)
+    if len(directions) != len(metrics):
+        raise UserError(
+            f"vitkit tune: {len(metrics)} --metric and {len(directions)} --direction: give one direction per "
+            f"metric, in the same order (or none: auto)"
+        )
+    if len(set(metrics)) != len(metrics):
+        raise UserError(f"vitkit tune --metric: {', '.join(metrics)}: a metric is named twice")
+    if len(metrics) > 1:
+        if pruner not in (None, "none"):
+            raise UserError(
+                f"vitkit tune --pruner {pruner}: Optuna prunes single-objective studies only; a study with "
+                f"several --metric trains every trial in full"
+            )
+        pruner = "none"
     settings = Settings(
         space=parse_space(list(space), table.space),
         trials=table.trials if trials is None else trials,
-        metric=metric or table.metric,
-        direction=direction or table.direction,
+        metrics=metrics,
+        directions=directions,
         sampler=sampler or table.sampler,
         pruner=pruner or table.pruner,
         seed=table.seed if seed is None else seed,
@@ -91,27 +129,32 @@ def settings_for(
         raise UserError(f"vitkit tune --trials {settings.trials}: expected at least 1")
     if settings.folds == 1 or settings.folds < 0:
         raise UserError(f"vitkit tune --folds {settings.folds}: expected K >= 2 (or 0: the usual split)")
-    if settings.metric.startswith("test"):
-        raise UserError(
-            f"vitkit tune --metric {settings.metric}: a study never ranks on the test split (it is scored once, "
-            f"for the best trial); rank on {DEFAULT_METRIC} or best_val_acc"
-        )
-    if settings.metric not in (DEFAULT_METRIC, *SUMMARY_METRICS):
-        raise UserError(
-            f"vitkit tune --metric {settings.metric!r}: expected {DEFAULT_METRIC} (the validation loss of the kept "
-            f"epoch) or one of {', '.join(SUMMARY_METRICS)}"
-        )
-    if settings.direction == "auto":
-        smaller = settings.metric.endswith(("loss", "_s")) and settings.metric != "train_img_per_s"
-        settings.direction = "minimize" if smaller or settings.metric == "params" else "maximize"
+    for metric in settings.metrics:
+        if metric.startswith("test"):
+            raise UserError(
+                f"vitkit tune --metric {metric}: a study never ranks on the test split (it is scored once, for "
+                f"the chosen trial); rank on {DEFAULT_METRIC} or best_val_acc"
+            )
+        if metric not in (DEFAULT_METRIC, *SUMMARY_METRICS, *COST_METRICS):
+            raise UserError(
+                f"vitkit tune --metric {metric!r}: expected {DEFAULT_METRIC} (the validation loss of the kept "
+                f"epoch) or one of {', '.join((*SUMMARY_METRICS, *COST_METRICS))}"
+            )
+    settings.directions = [auto_direction(m) if d == "auto" else d for m, d in zip(metrics, directions, strict=True)]
     for name, value, allowed in (
-        ("--direction", settings.direction, ("minimize", "maximize")),
+        *(("--direction", d, ("minimize", "maximize")) for d in settings.directions),
         ("--sampler", settings.sampler, ("tpe", "random")),
         ("--pruner", settings.pruner, ("median", "hyperband", "none")),
     ):
         if value not in allowed:
             raise UserError(f"vitkit tune {name} {value!r}: expected one of {', '.join(allowed)}")
     return settings
+
+
+def auto_direction(metric: str) -> str:
+    """``auto``: minimize losses, times, sizes and compute; maximize accuracies and throughputs."""
+    smaller = metric.endswith(("loss", "_s")) and not metric.endswith("img_per_s")
+    return "minimize" if smaller or metric in ("params", "gmacs") else "maximize"
 
 
 # ------------------------------------------------------------------------------------ the metric
@@ -187,9 +230,15 @@ def _storage(url: str, study_dir: Path) -> Any:
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
         except Exception as err:  # a bad URL, a missing driver, a server that does not answer
-            if "already exists" in str(err) and attempt < 2:
-                continue  # another process created the schema at the same moment: it is there now
-            raise UserError(f"vitkit tune --storage {url}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+            # two processes creating one new database at once: one of them loses the race to create the
+            # tables (IntegrityError on alembic_version, or "table ... already exists"); they exist now
+            raced = type(err).__name__ in ("IntegrityError", "OperationalError") and (
+                "alembic_version" in str(err) or "already exists" in str(err)
+            )
+            if not raced or attempt == 2:
+                first = str(err).splitlines()[0]
+                raise UserError(f"vitkit tune --storage {url}: {type(err).__name__}: {first}") from None
+    raise AssertionError("unreachable")
 
 
 def _sampler(settings: Settings, number: int) -> Any:
@@ -231,7 +280,7 @@ def open_study(recipe: Recipe, settings: Settings, study_dir: Path) -> Any:
     return optuna.create_study(
         storage=_storage(settings.storage, study_dir),
         study_name=study_name(recipe),
-        direction=settings.direction,
+        directions=settings.directions,
         sampler=_sampler(settings, 0),
         pruner=_pruner(settings, epochs),
         load_if_exists=True,
@@ -351,7 +400,8 @@ def run_trial(
     plugins = plugins or new_manager()
     run_dir = (study_dir / "trials" / f"{trial.number:04d}").resolve()
     trial.set_user_attr("run_dir", str(run_dir))
-    scores, epochs, pruned = [], 0, False
+    scores: list[list[float]] = []  # per fold: one value per metric
+    epochs, pruned, costs = 0, False, {}
     folds = range(1, settings.folds + 1) if settings.folds else [0]
     try:
         for fold in folds:
@@ -359,19 +409,26 @@ def run_trial(
             where = run_dir / f"fold{fold}" if fold else run_dir
             reporter = TrialReporter(trial, settings.metric, "none" if fold else settings.pruner, on_epoch)
             plugins.register(reporter, "vitkit_tune_trial")
+            if under_torchrun():  # every rank trains it; the pruner's stop reaches them through the trainer
+                send(this)
             try:
-                summary = fit_guarded(this, run_dir=where, plugins=plugins, data=cache.get(this))
+                summary = fit_guarded(this, run_dir=where, plugins=plugins, data=cache.get(this), score_test=False)
             finally:
                 plugins.unregister(name="vitkit_tune_trial")
             history = read_metrics(where)
             epochs += int(summary["epochs_run"])
-            scores.append(final_value(settings.metric, summary, history))
+            wanted = [m for m in settings.metrics if m in COST_METRICS and m not in costs]
+            if wanted:  # the model's, the same for every fold
+                from vitkit.apps.tune_costs import model_costs
+
+                costs.update(model_costs(this, cache.get(this), wanted))
+            scores.append([costs[m] if m in costs else final_value(m, summary, history) for m in settings.metrics])
             if reporter.pruned_at is not None:
                 pruned = True
                 _mark_pruned(where, reporter.pruned_at, settings.pruner)
                 break
-            if fold:  # cross-validation: the pruner compares the running mean after each fold
-                trial.report(sum(scores) / len(scores), fold)
+            if fold and not settings.multi:  # cross-validation: the pruner compares the running mean per fold
+                trial.report(_mean(scores)[0], fold)
                 if settings.pruner != "none" and fold < settings.folds and trial.should_prune():
                     pruned = True
                     break
@@ -385,12 +442,18 @@ def run_trial(
         study.tell(trial, state=TrialState.FAIL)
         raise
     trial.set_user_attr("epochs", epochs)
-    score = sum(scores) / len(scores)
-    trial.set_user_attr("value", score)
+    values = _mean(scores)
+    trial.set_user_attr("value", values[0])
+    trial.set_user_attr("values", values)
     if pruned:
         study.tell(trial, state=TrialState.PRUNED)
     else:
-        study.tell(trial, score)
+        study.tell(trial, values if settings.multi else values[0])
+
+
+def _mean(scores: list[list[float]]) -> list[float]:
+    """The mean over folds of each metric."""
+    return [sum(column) / len(column) for column in zip(*scores, strict=True)]
 
 
 def _mark_pruned(run_dir: Path, epoch: int, pruner: str) -> None:
@@ -456,8 +519,8 @@ def tune(
     recipe: Recipe,
     space: list[str] = (),
     trials: int | None = None,
-    metric: str | None = None,
-    direction: str | None = None,
+    metric: str | list[str] | None = None,
+    direction: str | list[str] | None = None,
     sampler: str | None = None,
     pruner: str | None = None,
     seed: int | None = None,
@@ -468,29 +531,42 @@ def tune(
     plugins: Any = None,
 ) -> dict[str, Any]:
     """Run (or continue) a study on ``recipe``; returns its summary (also ``tune_summary.json``): the best
-    trial's values, score and run, its test accuracy (reported apart), counts, and the study folder."""
+    trial's values, score and run, its test accuracy (reported apart), counts, and the study folder. Several
+    ``metric``: a multi-objective study; ``front`` lists its Pareto front (``best`` is ``None``)."""
     from vitkit.extras import require
 
     require("tune", "optuna", what="vitkit tune")
     settings = settings_for(recipe, space, trials, metric, direction, sampler, pruner, seed, folds, storage)
     if jobs < 1:
         raise UserError(f"vitkit tune --jobs {jobs}: expected at least 1")
+    if under_torchrun() and jobs > 1:
+        raise UserError("vitkit tune --jobs under torchrun: every rank trains each trial; run one process per rank")
+    if is_follower():  # a rank other than 0: it trains what rank 0 sends
+        follow(recipe.train.device, plugins)
+        return {}
     study_dir, continued = find_study_dir(recipe, settings, new)
     remember_trials(study_dir, settings.trials)
     study = open_study(recipe, settings, study_dir)
     from vitkit.apps.tune_live import Live
 
     before = counts(study)
+    objectives = ", ".join(f"{m} ({d})" for m, d in zip(settings.metrics, settings.directions, strict=True))
     verb = "continuing" if continued or before["finished"] else "starting"
     print(
         f"vitkit tune {recipe.name}: {verb} study {study_name(recipe)} -> {study_dir} "
-        f"({before['finished']}/{settings.trials} trials finished; metric {settings.metric}, {settings.direction}; "
+        f"({before['finished']}/{settings.trials} trials finished; metric {objectives}; "
         f"pruner {settings.pruner}; {jobs} job{'s' * (jobs != 1)})",
         flush=True,
     )
     try:
         with Live(study, settings, study_dir) as live:
-            if jobs == 1:
+            if under_torchrun():  # every trial trains on all ranks; rank 0 runs the study
+                from vitkit.engine.distributed import hold_group
+
+                with hold_group(recipe.train.device):
+                    work(study, recipe, settings, study_dir, plugins, live.epoch, live.trial_done)
+                    send(None)  # the study has its trials: the other ranks return
+            elif jobs == 1:
                 work(study, recipe, settings, study_dir, plugins, live.epoch, live.trial_done)
             else:
                 _workers(study_dir, jobs, live)
@@ -506,15 +582,20 @@ def tune(
 
 
 def _workers(study_dir: Path, jobs: int, live: Any) -> None:
-    """``jobs`` worker processes on the study, CPU threads split between them; waits for all."""
+    """``jobs`` worker processes on the study, CPU threads split between them and one GPU each where several
+    are visible; waits for all."""
+    from vitkit.apps.compare_jobs import gpu_slots
     from vitkit.engine.threads import cores
 
-    threads = max(1, cores() // jobs)
+    threads, gpus = max(1, cores() // jobs), gpu_slots()
     procs = []
     for index in range(jobs):
         log = open(study_dir / f"worker{index}.log", "w")  # noqa: SIM115 (closed after the worker ends)
         cmd = [sys.executable, "-m", "vitkit", "tune", "--worker", str(study_dir), "--threads", str(threads)]
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+        env = dict(os.environ)
+        if len(gpus) > 1:  # one GPU each (round robin when there are more workers than GPUs)
+            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
     try:
         while any(proc.poll() is None for proc, _ in procs):
             live.refresh()
@@ -542,7 +623,7 @@ def worker_main(study_dir: str, threads: int | None, plugins_for: Any) -> int:
     key = saved["key"]
     settings = Settings(
         space=parse_space(key["space"]), trials=saved["trials"],
-        **{k: key[k] for k in ("metric", "direction", "sampler", "pruner", "seed", "folds", "storage")},
+        **{k: key[k] for k in KEY_FIELDS},
     )  # fmt: skip
     from vitkit.engine.console import console
 

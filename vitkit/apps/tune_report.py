@@ -1,11 +1,14 @@
 """A study's outputs in its folder: ``trials.csv``, ``best.toml`` (the best trial as a complete recipe),
-``history.png``, ``importance.png``, ``params.png``, ``tune.html`` (self-contained) and ``tune_summary.json``.
-The best trial's test accuracy is read from its own run and shown apart; nothing is ranked on it."""
+``history.png``, ``importance.png``, ``params.png``, ``tune.html`` (self-contained) and ``tune_summary.json``;
+a multi-objective study writes its Pareto front instead of ``best.toml``: ``front.csv``, ``front/trialN.toml``,
+``front.png``. No trial evaluates the test split: each chosen trial's weights are scored on it here, once
+(``vitkit eval``'s path, kept in its run as ``eval_test.json``), and shown apart; nothing is ranked on it."""
 
 from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +35,10 @@ def _rows(study: Any, settings: Any) -> list[dict[str, Any]]:
             continue
         row: dict[str, Any] = {"number": t.number, "state": t.state.name}
         row.update({p.key: t.params.get(p.key, "") for p in settings.space})
-        value = t.user_attrs.get("value")
-        row[settings.metric] = "" if value is None else value
+        values = t.user_attrs.get("values") or [t.user_attrs.get("value")]  # a pruned trial: the first only
+        for i, metric in enumerate(settings.metrics):
+            value = values[i] if i < len(values) else None
+            row[metric] = "" if value is None else value
         row["epochs_run"] = t.user_attrs.get("epochs", "")
         row["run_dir"] = t.user_attrs.get("run_dir", "")
         row["error"] = t.user_attrs.get("error", "") if t.state.name == "FAIL" else ""
@@ -58,13 +63,21 @@ def write_outputs(study: Any, recipe: Recipe, settings: Any, study_dir: Path) ->
         "study_dir": str(study_dir),
         "metric": settings.metric,
         "direction": settings.direction,
+        "metrics": settings.metrics,
+        "directions": settings.directions,
         "space": [p.text() for p in settings.space],
         "trials_requested": settings.trials,
         "counts": counts(study),
         "best": None,
     }
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    if complete:
+    plots: list[tuple[Path, str]] = []
+    if settings.multi:
+        summary["front"] = []
+        if complete:
+            summary["front"] = write_front(study, recipe, settings, study_dir)
+            plots.append(_front_plot(study, settings, summary["front"], study_dir))
+    elif complete:
         best = study.best_trial
         recipe_best = best_recipe(recipe, best.params)
         header = (
@@ -73,7 +86,7 @@ def write_outputs(study: Any, recipe: Recipe, settings: Any, study_dir: Path) ->
         )
         atomic_write_text(study_dir / "best.toml", header + dump_toml(recipe_best.to_dict()))
         run_dir = Path(best.user_attrs.get("run_dir", ""))
-        test = _test_of(run_dir)
+        test = score_test(run_dir, recipe.train.device)
         summary["best"] = {
             "number": best.number,
             "params": best.params,
@@ -83,22 +96,97 @@ def write_outputs(study: Any, recipe: Recipe, settings: Any, study_dir: Path) ->
             "test_acc": test,  # reported apart: scored on the best trial's weights, never ranked on
             "recipe": str(study_dir / "best.toml"),
         }
-    plots = _plots(study, settings, study_dir)
+    plots += _plots(study, settings, study_dir)
     atomic_write_text(study_dir / "tune_summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     _html(summary, rows, plots, study_dir)
     _print(summary)
     return summary
 
 
-def _test_of(run_dir: Path) -> float | None:
-    """The test accuracy of one run (the best trial's; the mean over folds with cross-validation)."""
-    paths = (
-        [run_dir / "summary.json"]
-        if (run_dir / "summary.json").is_file()
-        else sorted(run_dir.glob("fold*/summary.json"))
+def write_front(study: Any, recipe: Recipe, settings: Any, study_dir: Path) -> list[dict[str, Any]]:
+    """A multi-objective study's Pareto front: ``front.csv`` and one recipe per point, ``front/trialN.toml``;
+    each point's test accuracy scored once, reported apart. Sorted by the first metric, best first."""
+    points = sorted(study.best_trials, key=lambda t: t.values[0], reverse=settings.direction == "maximize")
+    (study_dir / "front").mkdir(exist_ok=True)
+    front = []
+    for t in points:
+        path = study_dir / "front" / f"trial{t.number}.toml"
+        scores = ", ".join(f"{m} = {v:.6g}" for m, v in zip(settings.metrics, t.values, strict=True))
+        header = f"# vitkit tune: trial {t.number} of study {study.study_name} ({study_dir}), on the front: {scores}\n"
+        atomic_write_text(path, header + dump_toml(best_recipe(recipe, t.params).to_dict()))
+        run_dir = Path(t.user_attrs.get("run_dir", ""))
+        front.append({
+            "number": t.number,
+            "params": t.params,
+            "values": dict(zip(settings.metrics, t.values, strict=True)),
+            "run_dir": str(run_dir),
+            "test_acc": score_test(run_dir, recipe.train.device),  # reported apart, never ranked on
+            "recipe": str(path),
+        })  # fmt: skip
+    fields = ["number", *settings.metrics, *(p.key for p in settings.space), "test_acc", "recipe"]
+    with open(study_dir / "front.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for point in front:
+            writer.writerow({
+                "number": point["number"], **point["values"], **point["params"],
+                "test_acc": point["test_acc"], "recipe": point["recipe"],
+            })  # fmt: skip
+    return front
+
+
+def _front_plot(study: Any, settings: Any, front: list[dict[str, Any]], study_dir: Path) -> tuple[Path, str]:
+    """front.png: every complete trial on the first two metrics, the Pareto front joined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_metric, y_metric = settings.metrics[1], settings.metrics[0]
+    on_front = {point["number"] for point in front}
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    others = [t for t in trials if t.number not in on_front]
+    ax.scatter([t.values[1] for t in others], [t.values[0] for t in others], c="tab:gray", label="dominated")
+    line = sorted(front, key=lambda p: p["values"][x_metric])
+    xs, ys = [p["values"][x_metric] for p in line], [p["values"][y_metric] for p in line]
+    ax.plot(xs, ys, "o-", c="tab:red", label="Pareto front")
+    for p in line:
+        ax.annotate(f"#{p['number']}", (p["values"][x_metric], p["values"][y_metric]), fontsize=8)
+    ax.set(
+        xlabel=f"{x_metric} ({settings.directions[1]})",
+        ylabel=f"{y_metric} ({settings.directions[0]})",
+        title="Pareto front",
     )
-    values = [json.loads(p.read_text()).get("test_acc") for p in paths]
-    values = [v for v in values if isinstance(v, (int, float))]
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(study_dir / "front.png", dpi=110)
+    plt.close(fig)
+    caption = f"{y_metric} against {x_metric} for every complete trial; the front: no trial beats it on both"
+    return study_dir / "front.png", caption
+
+
+def score_test(run_dir: Path, device: str = "auto") -> float | None:
+    """The test accuracy of a chosen trial's kept weights (the mean over folds with cross-validation),
+    scored once through ``vitkit eval``'s path; later calls read the ``eval_test.json`` it left."""
+    runs = (
+        [run_dir]
+        if (run_dir / "summary.json").is_file()
+        else sorted(p.parent for p in run_dir.glob("fold*/summary.json"))
+    )
+    values = []
+    for run in runs:
+        saved = run / "eval_test.json"
+        if not saved.is_file():
+            from vitkit.apps.reevaluate import reevaluate
+            from vitkit.engine.console import console
+
+            quiet, console.quiet = console.quiet, True  # its tables: in the run directory, not the study's output
+            try:
+                reevaluate(run, "test", device)  # writes eval_test.json
+            finally:
+                console.quiet = quiet
+        values.append(float(json.loads(saved.read_text())["test_acc"]))
     return sum(values) / len(values) if values else None
 
 
@@ -116,7 +204,13 @@ def _print(summary: dict[str, Any]) -> None:
             f"\nbest: trial {best['number']}, {summary['metric']} {best['value']:.4g} ({values}); "
             f"its test accuracy, reported apart: {test}\nrecipe: {best['recipe']}  (vitkit run {best['recipe']})"
         )
-    print(line + f"\nwrote {summary['study_dir']}/: trials.csv, best.toml, tune.html, plots", flush=True)
+    for point in summary.get("front", []):
+        scores = ", ".join(f"{m} {v:.4g}" for m, v in point["values"].items())
+        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in point["params"].items())
+        test = "-" if point["test_acc"] is None else f"{point['test_acc']:.4f}"
+        line += f"\nfront: trial {point['number']}: {scores} ({values}); test, apart: {test}; {point['recipe']}"
+    wrote = "front.csv, front/*.toml" if "front" in summary else "best.toml"
+    print(line + f"\nwrote {summary['study_dir']}/: trials.csv, {wrote}, tune.html, plots", flush=True)
 
 
 def _plots(study: Any, settings: Any, study_dir: Path) -> list[tuple[Path, str]]:
@@ -151,7 +245,7 @@ def _plots(study: Any, settings: Any, study_dir: Path) -> list[tuple[Path, str]]
     plt.close(fig)
     out.append((study_dir / "history.png", "the metric of every trial (pruned: at the epoch it stopped)"))
 
-    importances = _importances(study)
+    importances = _importances(study, settings)
     if importances:
         fig, ax = plt.subplots(figsize=(7, 0.5 + 0.5 * len(importances)))
         keys = list(importances)[::-1]
@@ -180,14 +274,19 @@ def _plots(study: Any, settings: Any, study_dir: Path) -> list[tuple[Path, str]]
     return out
 
 
-def _importances(study: Any) -> dict[str, float]:
+def _importances(study: Any, settings: Any) -> dict[str, float]:
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if len(complete) < 2:
         return {}
     import optuna
 
     try:
-        return optuna.importance.get_param_importances(study)
+        if not settings.multi:
+            return optuna.importance.get_param_importances(study)
+        sign = -1.0 if settings.direction == "maximize" else 1.0  # the evaluator ranks on low target values
+        with warnings.catch_warnings():  # its note that it does so
+            warnings.simplefilter("ignore", UserWarning)
+            return optuna.importance.get_param_importances(study, target=lambda t: sign * t.values[0])
     except (RuntimeError, ValueError, ZeroDivisionError):  # too few distinct values to tell
         return {}
 
@@ -198,10 +297,12 @@ def _html(summary: dict[str, Any], rows: list[dict[str, Any]], plots: list[tuple
     best = summary["best"]
     parts = [f"<h1>vitkit tune: {esc(summary['study'])}</h1>"]
     n = summary["counts"]
+    metrics = zip(summary["metrics"], summary["directions"], strict=True)
+    objectives = ", ".join(f"{m} ({d})" for m, d in metrics)
     parts.append(
         f"<p>{n['finished']}/{summary['trials_requested']} trials finished ({n['complete']} complete, "
-        f"{n['pruned']} pruned, {n['fail']} failed); ranked on {esc(summary['metric'])} "
-        f"({esc(summary['direction'])}) over: {esc(', '.join(summary['space']))}.</p>"
+        f"{n['pruned']} pruned, {n['fail']} failed); ranked on {esc(objectives)} "
+        f"over: {esc(', '.join(summary['space']))}.</p>"
     )
     if best is not None:
         values = ", ".join(
@@ -212,6 +313,26 @@ def _html(summary: dict[str, Any], rows: list[dict[str, Any]], plots: list[tuple
             f"<h2>Best trial</h2><p>trial {best['number']}: {esc(values)}; {esc(summary['metric'])} "
             f"{best['value']:.5g}. Test accuracy of its weights, reported apart (never ranked on): {test}. "
             f"Recipe: {link(study_dir / 'best.toml', 'best.toml', study_dir)}</p>"
+        )
+    if summary.get("front"):
+        headers = ["trial", *summary["metrics"], "values", "test acc (apart)", "recipe"]
+        cells = [
+            [
+                point["number"],
+                *(f"{v:.4g}" for v in point["values"].values()),
+                ", ".join(
+                    f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in point["params"].items()
+                ),
+                "-" if point["test_acc"] is None else f"{point['test_acc']:.4f}",
+                link(Path(point["recipe"]), Path(point["recipe"]).name, study_dir),
+            ]
+            for point in summary["front"]
+        ]
+        parts.append(
+            f"<h2>Pareto front</h2><p>{len(cells)} trials that no other trial beats on every metric "
+            f"({esc(', '.join(f'{m} ({d})' for m, d in zip(summary['metrics'], summary['directions'], strict=True)))}"
+            f"), one recipe each. Test accuracy of their weights, reported apart (never ranked on).</p>"
+            + table(headers, cells, text_columns=1)
         )
     parts.append("<h2>Plots</h2>" + "".join(figure(path, caption) for path, caption in plots))
     headers = list(rows[0]) if rows else []

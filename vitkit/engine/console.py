@@ -88,9 +88,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         "device",
         "run_dir",
     ):
-        value = summary.get(key)
-        if value is None and key in ("test_map", "test_exact_match", "test_top5"):
-            continue  # multi-label runs only / single-label runs only
+        if key not in summary:  # e.g. test_* of a run that does not score the test split
+            continue
+        value = summary[key]
         text = f"{value:.4f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
         if key == "test_acc" and leak_note(summary):  # duplicates of test images in train: say so right here
             text += f"  [bold red]{leak_note(summary)}[/]"

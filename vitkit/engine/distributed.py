@@ -7,7 +7,9 @@ shards both loaders by rank, and sums metrics across ranks. Only rank 0 prints a
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,14 +96,37 @@ def process_device(dist_info: Dist, device: torch.device) -> torch.device:
     return device
 
 
+_held = False  # a caller keeps the group across runs (``hold_group``): a run's shutdown only waits
+
+
+@contextlib.contextmanager
+def hold_group(device_name: str = "auto") -> Iterator[Dist]:
+    """Join the process group and keep it across several runs in this process (``vitkit tune`` under
+    torchrun: a group destroyed and made again in one process can read its old peers' addresses from the
+    store and hang); it is left at the end."""
+    global _held
+    info = init_distributed(device_name)
+    _held = True
+    try:
+        yield info
+    finally:
+        _held = False
+    import gc
+
+    gc.collect()  # the runs' wrapped models (DDP's reducer) hold the group: gone before it is torn down
+    shutdown()  # not after an error: the other ranks may be inside another collective; torchrun ends them
+
+
 def shutdown() -> None:
     """Leave the process group together: every rank waits for the others before tearing it down
-    (a rank that destroys its group while a peer still talks to it can abort at exit)."""
+    (a rank that destroys its group while a peer still talks to it can abort at exit). While a caller
+    holds the group (``hold_group``), only wait."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-        dist.destroy_process_group()
+        if not _held:
+            dist.destroy_process_group()
 
 
 def all_reduce_sum(values: list[float] | torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -21,16 +21,18 @@ def fit_guarded(
     run_dir: Path | None = None,
     plugins: Any = None,
     data: Any = None,
+    score_test: bool = True,
 ) -> dict[str, Any]:
     """Build a ``Trainer`` and fit it (``resume``: a ``last.pt`` state to continue in ``run_dir``);
     out-of-memory, a full disk, Ctrl-C and a lost peer process each end with one message that says what
     was kept. A run that stops on an error leaves ``failed.json`` in its directory (``vitkit runs`` shows
-    it). ``data``: the recipe's data when already loaded (``build.load_dataset``)."""
+    it). ``data``: the recipe's data when already loaded (``build.load_dataset``); ``score_test=False``: the
+    run never evaluates the test split (a ``vitkit tune`` trial)."""
     if resume is not None and run_dir is not None:
         clear_failure(run_dir)
     built: list[Any] = []
     try:
-        return _fit(recipe, resume, run_dir, plugins, built, data)
+        return _fit(recipe, resume, run_dir, plugins, built, data, score_test)
     except Exception as err:
         run = getattr(built[0], "run", None) if built else None
         if run is not None and built[0].dist.is_main:
@@ -39,11 +41,18 @@ def fit_guarded(
 
 
 def _fit(
-    recipe: Recipe, resume: dict[str, Any] | None, run_dir: Path | None, plugins: Any, built: list[Any], data: Any
+    recipe: Recipe,
+    resume: dict[str, Any] | None,
+    run_dir: Path | None,
+    plugins: Any,
+    built: list[Any],
+    data: Any,
+    score_test: bool,
 ) -> dict[str, Any]:
     trainer: Trainer | None = None
     try:
         trainer = Trainer(recipe, plugins, data)
+        trainer.score_test = score_test
         built.append(trainer)
         return trainer.fit(run_dir, resume=resume)
     except out_of_memory_types():

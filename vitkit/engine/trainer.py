@@ -95,6 +95,8 @@ def new_run_dir(recipe: Recipe, prefix: str = "") -> Path:
 class Trainer:
     """Builds everything a recipe names, then ``fit()`` trains, validates and tests."""
 
+    score_test = True  # False: fit() never evaluates the test split (a ``vitkit tune`` trial)
+
     def __init__(self, recipe: Recipe, plugins: Any = None, data: DataSplits | None = None) -> None:
         """``data``: the recipe's data already loaded (``build.load_dataset``), e.g. by the LR finder."""
         self.recipe = recipe
@@ -511,20 +513,18 @@ class Trainer:
             self.best_state, self.best_weights = best["model"], best.get("best_weights", "model")
         dist.load_full_state_dict(self.model, self.best_state, self.strategy)
         val = self._evaluate(self.model, self.val_loader, whole=True)  # its logits fit the temperature
-        test = self._evaluate(self.model, self.test_loader, whole=True)
+        test = self._evaluate(self.model, self.test_loader, whole=True) if self.score_test else None
         if self.data.multi_label:
             self._choose_thresholds(run_dir, val)
         if not self.dist.is_main:
             dist.shutdown()
-            return {"test_acc": test.acc, "rank": self.dist.rank}
+            return {"test_acc": test.acc if test else None, "rank": self.dist.rank}
         temperature = self._calibrate(run_dir, val)
         last = run.history[-1]
         summary = {
             "name": self.recipe.name,
             "model": self.recipe.model["name"],
-            "test_acc": test.acc,
-            "test_top5": test.top5,
-            "test_loss": test.loss,
+            **({"test_acc": test.acc, "test_top5": test.top5, "test_loss": test.loss} if test else {}),
             "best_val_acc": best_acc,
             "best_epoch": best_epoch,
             "best_weights": self.best_weights,
@@ -567,19 +567,23 @@ class Trainer:
             from vitkit.viz import plot_curves
 
             plot_curves(run.history, run_dir, title=self.recipe.name, best=best_epoch)
-        from vitkit.engine.mistakes import split_names
-        from vitkit.engine.report import write_run_report
+        if test is not None:
+            from vitkit.engine.mistakes import split_names
+            from vitkit.engine.report import write_run_report
 
-        report = write_run_report(
-            run_dir, self.recipe.name, test, self.data.test, self.data.classes, run.history,
-            self.recipe.output.plots, temperature, val, split_names(self.data, "test"), self.thresholds,
-        )  # fmt: skip
-        summary.update({f"test_macro_{key}": value for key, value in report["macro"].items()})
-        if self.data.multi_label:  # test_acc: exact match at 0.5; these: at the thresholds chosen on val
-            del summary["test_top5"]
-            summary.update(multi_label=True, test_map=report["map"], test_exact_match=report["exact_match"])
+            report = write_run_report(
+                run_dir, self.recipe.name, test, self.data.test, self.data.classes, run.history,
+                self.recipe.output.plots, temperature, val, split_names(self.data, "test"), self.thresholds,
+            )  # fmt: skip
+            summary.update({f"test_macro_{key}": value for key, value in report["macro"].items()})
+            if self.data.multi_label:  # test_acc: exact match at 0.5; these: at the thresholds chosen on val
+                del summary["test_top5"]
+                summary.update(multi_label=True, test_map=report["map"], test_exact_match=report["exact_match"])
+            else:
+                summary.update(calibration_summary(report, temperature))
         else:
-            summary.update(calibration_summary(report, temperature))
+            summary["test"] = "not scored by this run"
+            summary["temperature"] = temperature
         from vitkit.engine.html_report import write_run_html
 
         write_run_html(run_dir, summary)  # report.html: the run on one self-contained page
