@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vitkit.apps.tune_report import counts
 from vitkit.apps.tune_ranks import follow, is_follower, send, under_torchrun
+from vitkit.apps.tune_report import counts
 from vitkit.apps.tune_space import Param, check_space, parse_space, with_values
 from vitkit.errors import RunInterrupted, UserError
 from vitkit.plugins import hookimpl
