@@ -38,8 +38,10 @@ def reevaluate(
     """Rebuild the run's data and model from the checkpoint's recipe and evaluate ``split``.
 
     ``data_root`` replaces the recipe's ``data.root`` (a dataset that moved). Probabilities are calibrated
-    by the run's temperature (1 for runs without one); ``tta`` (``engine.tta``) also scores the mean
-    probabilities over test-time augmented views, reported beside the plain accuracy."""
+    by the run's temperature (1 for runs without one), as ``predict`` reports them; the report keeps
+    ``{split}_loss`` uncalibrated (as training logged it) beside ``{split}_loss_calibrated``. ``tta``
+    (``engine.tta``) also scores the mean probabilities over test-time augmented views, reported beside
+    the plain accuracy."""
     from vitkit.engine.calibration import calibration_report, expected_calibration_error, temperature_of
     from vitkit.engine.mistakes import split_names
     from vitkit.engine.tta import TTAModel, TTAViews, check_tta
@@ -86,7 +88,8 @@ def reevaluate(
         calibration = calibration_report(result.logits, result.targets, temperature)
         report.update(
             {"temperature": temperature, f"{split}_ece": calibration["ece"],
-             f"{split}_ece_calibrated": calibration["ece_calibrated"]}
+             f"{split}_ece_calibrated": calibration["ece_calibrated"],
+             f"{split}_loss_calibrated": calibration["nll_calibrated"]}
         )  # fmt: skip
     extra = {}
     if tta and result.multi_label:
@@ -105,7 +108,13 @@ def reevaluate(
         show_header=False,
     )
     keys = [f"{split}_acc", *[f"{split}_acc_tta"] * bool(tta), f"{split}_top5", f"{split}_loss", "count"]
-    keys += ["temperature", f"{split}_ece", f"{split}_ece_calibrated", *[f"{split}_ece_tta"] * bool(tta)]
+    keys += [
+        "temperature",
+        f"{split}_loss_calibrated",
+        f"{split}_ece",
+        f"{split}_ece_calibrated",
+        *[f"{split}_ece_tta"] * bool(tta),
+    ]
     for key in (key for key in keys if key in report):
         value = report[key]
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
@@ -132,4 +141,4 @@ def reevaluate(
         from vitkit.engine.html_report import write_run_html
 
         write_run_html(run_dir, json.loads((run_dir / "summary.json").read_text()))
-    return result, report
+    return result.with_temperature(temperature), report  # the probabilities predict reports

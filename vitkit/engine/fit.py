@@ -40,6 +40,16 @@ def fit_guarded(
         raise
 
 
+def _device_name(name: str) -> str:
+    """The device ``train.device`` resolves to, for an error raised before the trainer has one."""
+    from vitkit.engine.device import select_device
+
+    try:
+        return str(select_device(name))
+    except Exception:  # the error being reported matters more than naming the device
+        return name
+
+
 def _fit(
     recipe: Recipe,
     resume: dict[str, Any] | None,
@@ -56,7 +66,7 @@ def _fit(
         built.append(trainer)
         return trainer.fit(run_dir, resume=resume)
     except out_of_memory_types():
-        device = trainer.device if trainer is not None else recipe.train.device
+        device = getattr(trainer, "device", None) or _device_name(recipe.train.device)  # OOM while building
         raise out_of_memory_error(recipe, device, getattr(trainer, "batch_size", None)) from None
     except OSError as err:
         if err.errno not in DISK_ERRNOS:
