@@ -1,15 +1,19 @@
 """Issue 26.3: ``data.dataset = "hf"`` trains from a Hugging Face dataset built from generated images
 and written with ``save_to_disk`` (nothing downloaded): classes from its ClassLabel, its test split
-kept, val carved from train."""
+kept, val carved from train; under torchrun, ranks train on disjoint, equal shares of the whole split."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from .conftest import ROOT
 from .photos import draw_photo
 
 SHAPES = ["disc", "square", "triangle"]
@@ -87,3 +91,35 @@ def test_i26_3_hf_parquet_files_train(tmp_path, cli, kind):
     (run_dir,) = (tmp_path / "runs" / "hf").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert sum(summary["split_sizes"].values()) == 30 and summary["split_sizes"]["test"] == 3  # both carved
+
+
+@pytest.mark.slow
+def test_i26_2_torchrun_on_an_hf_dataset_gives_ranks_disjoint_equal_shares_of_the_whole_split(tmp_path):
+    """Two processes (gloo) on a saved Hugging Face dataset: per epoch each rank's training images are
+    disjoint, the same count on both, together the whole split; the test report covers the whole test split."""
+    root = _saved_dataset(tmp_path / "hfds")
+    recipe = tmp_path / "hf.toml"
+    text = RECIPE.replace("ROOT", root.as_posix()).replace("OUT", (tmp_path / "runs").as_posix())
+    recipe.write_text(text.replace("epochs = 1", "epochs = 2"))
+    log = tmp_path / "log"
+    log.mkdir()
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "VITKIT_TEST_SAMPLE_LOG": str(log)}
+    done = subprocess.run(
+        [*command, "-m", "vitkit", "run", str(recipe)], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "hf").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    n_train, n_test = summary["split_sizes"]["train"], summary["split_sizes"]["test"]
+    assert n_train == 27 and summary["world_size"] == 2  # odd: one rank's stretch is one short and padded
+    orders = []
+    for epoch in (1, 2):
+        ranks = [[int(i) for i in (log / f"train-epoch{epoch}-rank{r}.txt").read_text().split()] for r in (0, 1)]
+        assert len(ranks[0]) == len(ranks[1]) == 14  # ceil(27 / 2): the same steps on both ranks
+        assert not set(ranks[0]) & set(ranks[1])  # disjoint
+        assert set(ranks[0]) | set(ranks[1]) == set(range(n_train))  # the whole split, every epoch
+        orders.append(ranks[0])
+    assert orders[0] != orders[1]  # a new order every epoch
+    report = json.loads((run_dir / "report_test.json").read_text())
+    assert report["count"] == n_test == 9 and sum(sum(row) for row in report["confusion"]) == n_test

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,6 +12,7 @@ import torch.nn.functional as F
 
 from vitkit.data.datasets import ImageSet
 
+SAMPLE_LOG = "VITKIT_TEST_SAMPLE_LOG"  # test hook: a folder where training samplers write the positions they yield
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -80,6 +83,25 @@ def epoch_order(n: int, seed: int, epoch: int, weights: torch.Tensor | None = No
     return torch.randperm(n, generator=g)
 
 
+def rank_stretch(n: int, rank: int, world: int) -> range:
+    """The contiguous positions of ``rank`` among ``n`` (sizes differ by at most one)."""
+    return range(rank * n // world, (rank + 1) * n // world)
+
+
+def train_positions(n: int, rank: int, world: int) -> list[int]:
+    """Rank ``rank``'s ``ceil(n / world)`` training positions: its stretch, its first one repeated if short
+    (every position trained on once per epoch, disjoint across ranks, the same step count on every rank)."""
+    stretch = list(rank_stretch(n, rank, world))
+    need = -(-n // world)
+    return (stretch * need)[:need] if stretch else []
+
+
+def train_share(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Rank ``rank``'s share of an epoch's training ``order`` (``train_positions`` of it); shards stream
+    by the same positions (``data.stream``)."""
+    return order[train_positions(len(order), rank, world_size)]
+
+
 class EpochSampler(torch.utils.data.Sampler):
     """Yields ``(epoch, index)`` for a file-backed dataset: training order from ``epoch_order`` (this rank's
     share), evaluation order sequential (``rank::world_size``); the dataset seeds per-sample
@@ -94,14 +116,17 @@ class EpochSampler(torch.utils.data.Sampler):
         if not self.train:
             return list(eval_shard(self.n, self.rank, self.world_size))
         order = epoch_order(self.n, self.seed, self.epoch, self.weights)
-        per_rank = self.n // self.world_size
-        return order[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()
+        return train_share(order, self.rank, self.world_size).tolist()
 
     def __len__(self) -> int:
-        return len(self.indices()) if not self.train else self.n // self.world_size
+        return len(self.indices()) if not self.train else -(-self.n // self.world_size)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(self.epoch, i) for i in self.indices()])
+        indices = self.indices()
+        if self.train and os.environ.get(SAMPLE_LOG):
+            name = f"train-epoch{self.epoch}-rank{self.rank}.txt"
+            (Path(os.environ[SAMPLE_LOG]) / name).write_text("".join(f"{i}\n" for i in indices))
+        return iter([(self.epoch, i) for i in indices])
 
 
 class InMemoryLoader:
@@ -134,9 +159,7 @@ class InMemoryLoader:
         n = len(self.labels)
         if not self.train:
             return torch.tensor(eval_shard(n, self.rank, self.world_size), dtype=torch.long)
-        order = epoch_order(n, self.seed, self.epoch, self.sample_weights)
-        per_rank = n // self.world_size
-        return order[self.rank * per_rank : (self.rank + 1) * per_rank]
+        return train_share(epoch_order(n, self.seed, self.epoch, self.sample_weights), self.rank, self.world_size)
 
     def __len__(self) -> int:
         n = len(self._indices())

@@ -31,21 +31,8 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from vitkit.data.loaders import SAMPLE_LOG, train_positions  # the same shares as file loaders
 from vitkit.data.shards import Shards, read_shard, sample_image
-
-SAMPLE_LOG = "VITKIT_TEST_SAMPLE_LOG"  # test hook: a folder; each worker writes the sample keys it yields
-
-
-def rank_stretch(n: int, rank: int, world: int) -> range:
-    """The contiguous stream positions of ``rank`` (sizes differ by at most one)."""
-    return range(rank * n // world, (rank + 1) * n // world)
-
-
-def train_positions(n: int, rank: int, world: int) -> list[int]:
-    """Rank ``rank``'s ``ceil(n / world)`` stream positions: its stretch, its first one repeated if short."""
-    stretch = list(rank_stretch(n, rank, world))
-    need = math.ceil(n / world)
-    return (stretch * need)[:need] if stretch else []
 
 
 def worker_block(batches: int, worker: int, workers: int) -> range:
