@@ -91,7 +91,14 @@ def _free_port() -> int:
 def _start(launcher: list[str], vitkit_args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
     """``torchrun LAUNCHER -m vitkit VITKIT_ARGS`` in a session of its own (a hang is ended with every worker)."""
     command = [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "vitkit", *vitkit_args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "200", **env}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "COLUMNS": "200",
+        "PYTHONFAULTHANDLER": "1",
+        **env,
+    }
     return subprocess.Popen(
         command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -105,6 +112,13 @@ def _wait(proc: subprocess.Popen) -> tuple[int, str, str]:
         out, err = proc.communicate()
         raise AssertionError(f"torchrun hung: {err[-3000:]}") from None
     return proc.returncode, out, err
+
+
+def _failure(err: str, out: str = "") -> str:
+    """What a failed launch printed: rank 0's last output lines (how far the run got), the workers' own
+    error lines (Python tracebacks, faulthandler's dump of a C++ abort), then torchrun's."""
+    lines = [line for line in err.splitlines() if "torch/distributed/elastic" not in line]
+    return "stdout: " + out[-1500:] + "\nstderr: " + "\n".join(lines)[-6000:]
 
 
 def _torchrun(vitkit_args: list[str], cwd: Path, launcher: tuple[str, ...] = (), **env: str) -> tuple[int, str, str]:
@@ -151,7 +165,7 @@ def ddp_run(tmp_path_factory, probe):
     code, out, err = _torchrun(
         ["run", str(recipe), "--plugin", str(probe)], folder, VITKIT_PROBE_DIR=str(folder / "probe")
     )
-    assert code == 0, err[-3000:]
+    assert code == 0, _failure(err, out)
     return folder, recipe, _run_dir(folder), out, _files(_run_dir(folder))  # files before vitkit eval adds one
 
 
@@ -340,7 +354,7 @@ def test_lost_worker_is_restarted_and_the_run_continues_in_its_directory(ddp_run
         ("--max-restarts=1",),
         VITKIT_TEST_SIGNAL_AT="2:3:KILL:1",
     )
-    assert code == 0, err[-3000:]
+    assert code == 0, _failure(err, out)
     assert "resuming after epoch 1" in out
     assert "Traceback" not in err  # rank 0, left alone in its collective, says so in one line (if not stopped first)
     run_dir = _run_dir(tmp_path)
@@ -361,8 +375,8 @@ def test_two_launchers_one_process_each_write_one_run(ddp_run, probe, tmp_path):
     ]  # fmt: skip
     procs = [_start(launcher, ["run", str(recipe), "--plugin", str(probe)], tmp_path) for _ in range(2)]
     results = [_wait(proc) for proc in procs]
-    for code, _, err in results:
-        assert code == 0, err[-3000:]
+    for code, out, err in results:
+        assert code == 0, _failure(err, out)
     assert sum(out.count("epoch 2/2") for _, out, _ in results) == 1  # global rank 0 alone prints
     run_dir = _run_dir(tmp_path)
     assert _rows(run_dir) == _rows(reference)
@@ -375,8 +389,8 @@ def test_fsdp_killed_and_resumed_matches_uninterrupted(tmp_path):
     """Issue 17.1: FSDP's last.pt (whole weights, optimizer state by parameter name) resumes under FSDP."""
     args = lambda recipe: ["run", str(recipe)]  # noqa: E731
     reference = _recipe(tmp_path / "reference", "vit_nano_patch4_16", "fsdp")
-    code, _, err = _torchrun(args(reference), tmp_path)
-    assert code == 0, err[-3000:]
+    code, out, err = _torchrun(args(reference), tmp_path)
+    assert code == 0, _failure(err, out)
 
     killed = _recipe(tmp_path / "killed", "vit_nano_patch4_16", "fsdp")
     code, _, _ = _torchrun(args(killed), tmp_path, VITKIT_TEST_SIGNAL_AT="2:2:KILL:1")
@@ -387,8 +401,8 @@ def test_fsdp_killed_and_resumed_matches_uninterrupted(tmp_path):
     assert all(isinstance(name, str) for name in state["optimizer"]["state"])  # whole state, by name
     assert len(state["rng_ranks"]) == 2
 
-    code, _, err = _torchrun(["run", "--resume", str(run_dir)], tmp_path)
-    assert code == 0, err[-3000:]
+    code, out, err = _torchrun(["run", "--resume", str(run_dir)], tmp_path)
+    assert code == 0, _failure(err, out)
     expected_dir = _run_dir(tmp_path / "reference")
     assert _rows(run_dir) == _rows(expected_dir)
     summary, expected = (json.loads((d / "summary.json").read_text()) for d in (run_dir, expected_dir))

@@ -517,7 +517,7 @@ class Trainer:
         if self.data.multi_label:
             self._choose_thresholds(run_dir, val)
         if not self.dist.is_main:
-            dist.shutdown()
+            self._leave_group()
             return {"test_acc": test.acc if test else None, "rank": self.dist.rank}
         temperature = self._calibrate(run_dir, val)
         last = run.history[-1]
@@ -593,5 +593,17 @@ class Trainer:
         self.announced = False
         self.hooks.vitkit_on_run_end(run=run, summary=summary)
         print_summary(summary)
-        dist.shutdown()
+        self._leave_group()
         return summary
+
+    def _leave_group(self) -> None:
+        """Leave the process group together (a no-op in one process). DDP's reducer holds the group: the
+        wrapper goes first, so the group's threads end at ``destroy_process_group``, not at interpreter
+        exit, where a gloo group torn down late can abort the process (as ``distributed.hold_group``)."""
+        if self.dist.enabled and self.strategy == "ddp":
+            import gc
+
+            self.wrapped = self.forward = self.model
+            self.compile_trial = None
+            gc.collect()
+        dist.shutdown()
