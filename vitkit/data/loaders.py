@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from vitkit.data.datasets import ImageSet
+from vitkit.data.shares import SAMPLE_LOG, train_positions
 
-SAMPLE_LOG = "VITKIT_TEST_SAMPLE_LOG"  # test hook: a folder where training samplers write the positions they yield
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -81,19 +81,6 @@ def epoch_order(n: int, seed: int, epoch: int, weights: torch.Tensor | None = No
     if weights is not None:
         return torch.multinomial(weights.double(), n, replacement=True, generator=g)
     return torch.randperm(n, generator=g)
-
-
-def rank_stretch(n: int, rank: int, world: int) -> range:
-    """The contiguous positions of ``rank`` among ``n`` (sizes differ by at most one)."""
-    return range(rank * n // world, (rank + 1) * n // world)
-
-
-def train_positions(n: int, rank: int, world: int) -> list[int]:
-    """Rank ``rank``'s ``ceil(n / world)`` training positions: its stretch, its first one repeated if short
-    (every position trained on once per epoch, disjoint across ranks, the same step count on every rank)."""
-    stretch = list(rank_stretch(n, rank, world))
-    need = -(-n // world)
-    return (stretch * need)[:need] if stretch else []
 
 
 def train_share(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:

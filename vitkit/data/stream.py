@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from vitkit.data.loaders import SAMPLE_LOG, train_positions  # the same shares as file loaders
 from vitkit.data.shards import Shards, read_shard, sample_image
+from vitkit.data.shares import SAMPLE_LOG, train_positions
 
 
 def worker_block(batches: int, worker: int, workers: int) -> range:
