@@ -233,6 +233,32 @@ def test_i27_4_compile_auto_decides_both_ways(tmp_path, monkeypatch, capsys, fig
     assert f"train.compile auto: {choice}: eager 10.0 ms/step" in out
 
 
+def test_i27_4_compile_auto_times_its_compiled_steps_through_the_compiled_model(tmp_path, monkeypatch):
+    """The steps the trial times as compiled run through what ``torch.compile`` returned, not the eager model
+    (they did not: the trial compared eager with eager and measured 0 s of compiling)."""
+    import torch
+
+    from vitkit.engine.trainer import Trainer
+
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(len(x))
+            return self.model(x)
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: Counting(model))
+    monkeypatch.setenv("VITKIT_TEST_COMPILE_FIGURES", "10,9.9,1000")  # the trial ends choosing eager
+    trainer = Trainer(_tiny(tmp_path, train={"compile": "auto"}))
+    trainer.fit()
+    assert trainer.compile_trial.decision["choice"] == "eager"
+    assert len(calls) == 4  # the compiling step and 3 timed compiled steps; eager again after the decision
+
+
 def test_i27_4_compile_auto_too_few_steps_stays_eager(tmp_path, capsys):
     from vitkit.engine.trainer import Trainer
 

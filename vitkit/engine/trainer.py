@@ -293,9 +293,11 @@ class Trainer:
                 correct += (logits.detach().argmax(dim=1) == labels).sum()
             seen += len(targets)
             progress.advance(step + 1, loss_sum, seen)
-            if trial is not None and trial.after_step():
-                self.forward = trial.forward
-                progress.print(trial.line())
+            if trial is not None:
+                decided = trial.after_step()
+                self.forward = trial.forward  # the next step runs (and is timed) through the model the trial chose
+                if decided:
+                    progress.print(trial.line())
         elapsed = time.perf_counter() - start
         loss_total, correct_total, seen_total = dist.all_reduce_sum(
             [float(loss_sum), float(correct), seen], self.device
