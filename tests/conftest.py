@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # run the suite with VITKIT_TENSORBOARD=1 to exercise it everywhere.
 os.environ.setdefault("VITKIT_TENSORBOARD", "0")
 RECIPES = ROOT / "recipes"
+
+
+def torchrun_vitkit(args: list, **env: str) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=2 -m vitkit ARGS`` (CPU, gloo, one thread per process)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vitkit"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **env}
+    return subprocess.run([*command, *map(str, args)], env=env, capture_output=True, text=True, timeout=900)
 
 
 def installed(distribution: str) -> bool:

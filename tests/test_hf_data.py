@@ -5,15 +5,12 @@ kept, val carved from train; under torchrun, ranks train on disjoint, equal shar
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import torchrun_vitkit
 from .photos import draw_photo
 
 SHAPES = ["disc", "square", "triangle"]
@@ -103,11 +100,7 @@ def test_i26_2_torchrun_on_an_hf_dataset_gives_ranks_disjoint_equal_shares_of_th
     recipe.write_text(text.replace("epochs = 1", "epochs = 2"))
     log = tmp_path / "log"
     log.mkdir()
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "VITKIT_TEST_SAMPLE_LOG": str(log)}
-    done = subprocess.run(
-        [*command, "-m", "vitkit", "run", str(recipe)], env=env, capture_output=True, text=True, timeout=900
-    )
+    done = torchrun_vitkit(["run", recipe], VITKIT_TEST_SAMPLE_LOG=str(log))
     assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs" / "hf").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -17,7 +17,7 @@ import pytest
 
 from vitkit.data.folder import scan
 
-from .conftest import ROOT
+from .conftest import ROOT, torchrun_vitkit
 from .photos import tiny_folder
 
 RECIPE = """
@@ -221,11 +221,7 @@ def test_i26_2_torchrun_ranks_read_disjoint_shares_with_the_same_steps(tmp_path,
     recipe = _recipe(tmp_path, shards)
     log = tmp_path / "log"
     log.mkdir()
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "VITKIT_TEST_SAMPLE_LOG": str(log)}
-    done = subprocess.run(
-        [*command, "-m", "vitkit", "run", str(recipe)], env=env, capture_output=True, text=True, timeout=900
-    )
+    done = torchrun_vitkit(["run", recipe], VITKIT_TEST_SAMPLE_LOG=str(log))
     assert done.returncode == 0, done.stderr[-3000:]
     orders = []
     for epoch in (1, 2):
