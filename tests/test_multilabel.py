@@ -142,7 +142,8 @@ def test_i26_4_thresholds_chosen_on_val_give_the_best_f1_per_class():
 
 
 @pytest.mark.slow
-def test_i26_4_hf_dataset_with_a_list_of_labels_trains_multi_label(cli, tmp_path):
+@pytest.mark.parametrize("streaming", [False, True])
+def test_i26_4_hf_dataset_with_a_list_of_labels_trains_multi_label(cli, tmp_path, streaming):
     import datasets
 
     datasets.disable_progress_bars()
@@ -158,11 +159,12 @@ def test_i26_4_hf_dataset_with_a_list_of_labels_trains_multi_label(cli, tmp_path
     recipe = _recipe(tmp_path, root)
     text = recipe.read_text().replace('dataset = "imagefolder"', 'dataset = "hf"\nlabel_key = "tags"')
     recipe.write_text(text.replace(f'root = "{root.as_posix()}"', f'root = "{(tmp_path / "hfds").as_posix()}"'))
-    code, _, err = cli("run", recipe, "--set", "train.epochs=1")
+    code, _, err = cli("run", recipe, "--set", "train.epochs=1", "--set", f"data.streaming={str(streaming).lower()}")
     assert code == 0, err
     (run_dir,) = (tmp_path / "runs" / "photos").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     report = json.loads((run_dir / "report_test.json").read_text())
+    assert report["count"] == summary["split_sizes"]["test"] and sum(summary["split_sizes"].values()) == 45
     assert summary["multi_label"] is True and [r["class"] for r in report["per_class"]] == names
     counts = summary["data"]["class_counts"]
     total = {n: sum(counts[s][n] for s in counts) for n in names}  # every label of every row counted

@@ -64,9 +64,12 @@ class DataConfig:
     train: str | list = _f("", doc="webdataset: training shards, a brace pattern or a list (under root); hf: split")
     val: str | list = _f("", doc="webdataset: validation shards; hf: split name (none: carved from train)")
     test: str | list = _f("", doc="webdataset: test shards; hf: split name (none: carved from train)")
-    shuffle: int = _f(1000, min=0, doc="webdataset: shuffle buffer of training samples per worker (0: off)")
+    shuffle: int = _f(
+        1000, min=0, doc="webdataset, hf streaming: shuffle buffer of training samples per worker (0: off)"
+    )
     image_key: str = _f("image", doc="hf: the column holding the images")
     label_key: str = _f("label", doc="hf: the column holding the class labels")
+    streaming: bool = _f(False, doc="hf: stream the splits shard by shard (as webdataset) instead of loading them")
 
 
 @dataclass

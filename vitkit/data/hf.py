@@ -8,10 +8,12 @@ once cached: ``HF_DATASETS_OFFLINE=1``). ``data.image_key`` and ``data.label_key
 (``vitkit.data.folder.make_splits``). Class names come from a ``ClassLabel`` feature (else the sorted
 label values). A label column of lists (``List(ClassLabel)`` or lists of names) makes the data
 multi-label (``vitkit.data.multilabel``). Rows decode in the DataLoader workers to the folder path's base images.
+``data.streaming = true`` streams the splits shard by shard through ``data.stream.ShardStream`` instead.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,29 +49,85 @@ class DatasetRows(ImageFiles):
         return base_image(image, self.in_chans, self.base_size, self.interpolation)
 
 
-def open_dataset(root: str) -> dict[str, Any]:
-    """The splits of ``root`` (see the module doc) as ``{name: datasets.Dataset}``."""
+def open_dataset(root: str, streaming: bool = False) -> dict[str, Any]:
+    """The splits of ``root`` (see the module doc) as ``{name: datasets.Dataset}``; ``streaming``: as
+    ``datasets.IterableDataset`` (a ``save_to_disk`` folder streams its Arrow shards)."""
     import datasets
 
     path = Path(root)
+    stream = {"streaming": True} if streaming else {}
     try:
         if path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "state.json")):
             loaded = datasets.load_from_disk(str(path))
+            if streaming:
+                splits = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
+                return {
+                    name: table.to_iterable_dataset(num_shards=_arrow_shards(table)) for name, table in splits.items()
+                }
         elif path.is_dir() and (files := [f for f in sorted(path.rglob("*")) if f.suffix in DATA_SUFFIXES]):
-            loaded = datasets.load_dataset(DATA_SUFFIXES[files[0].suffix], data_dir=str(path))
+            loaded = datasets.load_dataset(DATA_SUFFIXES[files[0].suffix], data_dir=str(path), **stream)
         elif Path(root.split("*")[0]).suffix in DATA_SUFFIXES or root.endswith(tuple(DATA_SUFFIXES)):
-            loaded = datasets.load_dataset(DATA_SUFFIXES[Path(root).suffix], data_files={"train": root})
+            loaded = datasets.load_dataset(DATA_SUFFIXES[Path(root).suffix], data_files={"train": root}, **stream)
         elif path.exists():
             raise UserError(f"hf: {root} is neither a save_to_disk folder nor Parquet/Arrow files")
         else:
-            loaded = datasets.load_dataset(root)  # a Hub name, through the HF cache
+            loaded = datasets.load_dataset(root, **stream)  # a Hub name, through the HF cache
     except UserError:
         raise
     except Exception as err:  # datasets raises many kinds: missing, offline, bad files
         raise UserError(
             f"hf: cannot load {root}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
         ) from None
-    return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
+    if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        return dict(loaded)
+    return {"train": loaded}
+
+
+def _arrow_shards(table: Any) -> int:
+    """How many shards a saved split streams as: its Arrow files (``to_iterable_dataset``'s natural cut)."""
+    return max(1, len(getattr(table, "cache_files", None) or []))
+
+
+class StreamedRows:
+    """``Shards.reader`` for a streamed Hugging Face split: shard ``url`` (its index) of the split as the raw
+    samples ``ShardStream`` decodes (``jpg``: the encoded image, ``cls`` or ``labels``), only the rows
+    ``keep`` lists for that shard (a split carved from another), images never decoded here."""
+
+    def __init__(self, root: str, split: str, image_key: str, label_key: str, index: dict[Any, int],
+                 multi: bool, keep: list[list[int]]) -> None:  # fmt: skip
+        self.root, self.split, self.image_key, self.label_key = root, split, image_key, label_key
+        self.index, self.multi, self.keep = index, multi, keep
+
+    def __call__(self, url: str) -> Iterator[dict[str, Any]]:
+        import datasets
+
+        table = open_dataset(self.root, streaming=True)[self.split]
+        table = table.cast_column(self.image_key, datasets.Image(decode=False))
+        shard, wanted = int(url), set(self.keep[int(url)])
+        # .iter(): plain iteration inside a DataLoader worker would hand this worker only its share of the
+        # shards (datasets' own worker split); ShardStream has already chosen what each worker reads
+        batches = table.shard(num_shards=table.n_shards, index=shard).iter(batch_size=64)
+        items = (
+            (image, value)
+            for batch in batches
+            for image, value in zip(batch[self.image_key], batch[self.label_key], strict=True)
+        )
+        for row, (image, value) in enumerate(items):
+            if row not in wanted:
+                continue
+            sample = {"__key__": f"{self.split}/{shard}/{row}", "jpg": _image_bytes(image)}
+            if self.multi:
+                sample["labels"] = ";".join(str(i) for i in sorted({self.index[v] for v in value})).encode()
+            else:
+                sample["cls"] = self.index[value]
+            yield sample
+
+
+def _image_bytes(image: dict[str, Any]) -> bytes:
+    """The encoded bytes of an undecoded ``Image`` value (``{"bytes", "path"}``)."""
+    if image.get("bytes"):
+        return image["bytes"]
+    return Path(image["path"]).read_bytes()
 
 
 @register_dataset("hf")
@@ -92,6 +150,8 @@ class HuggingFace(ImageDataset):
         in_chans: int = 3,
         crop_pct: float = 0.875,
         interpolation: str = "bilinear",
+        streaming: bool = False,
+        shuffle: int = 1000,
         **kwargs: Any,
     ) -> None:
         super().__init__(img_size, **kwargs)
@@ -99,6 +159,9 @@ class HuggingFace(ImageDataset):
         from vitkit.extras import require
 
         require("data", "datasets", what='data.dataset = "hf"')
+        if not isinstance(streaming, bool):
+            raise UserError(f"hf: data.streaming: expected true or false, got {streaming!r}")
+        self.streaming, self.shuffle = streaming, shuffle
         for key, value in (("train", train), ("val", val), ("test", test)):
             if not isinstance(value, str):
                 raise UserError(f"hf: data.{key} names one split of the dataset, got {value!r}")
@@ -128,43 +191,96 @@ class HuggingFace(ImageDataset):
         """Whether the label column holds a list of labels per row (``List``/``Sequence`` feature)."""
         return hasattr(table.features.get(self.label_key), "feature")
 
-    def _classes(self, table: Any) -> tuple[list[str], dict[Any, int]]:
+    def _classes(self, table: Any, column: list | None = None) -> tuple[list[str], dict[Any, int]]:
         """Class names and the label value -> class index map (a ClassLabel's names, else sorted values;
-        multi-label: of the lists' items)."""
+        multi-label: of the lists' items). ``column``: the label values, where the table cannot give them."""
         feature = table.features.get(self.label_key)
         multi = self._multi_label(table)
         names = getattr(feature.feature if multi else feature, "names", None)
         if names:
             return list(names), {i: i for i in range(len(names))}
-        column = table[self.label_key]
+        column = table[self.label_key] if column is None else column
         values = sorted({v for row in column for v in row} if multi else set(column), key=str)
         return [str(v) for v in values], {v: i for i, v in enumerate(values)}
+
+    def _check_columns(self, tables: dict[str, Any], chosen: dict[str, str]) -> None:
+        for split in chosen.values():
+            columns = tables[split].column_names or []
+            missing = [k for k in (self.image_key, self.label_key) if k not in columns]
+            if missing:
+                raise UserError(f"hf: split {split!r} has no column {missing[0]!r} ({', '.join(columns)}); set "
+                                "data.image_key and data.label_key")  # fmt: skip
+
+    def _targets(self, split: str, labels: list, index: dict[Any, int], multi: bool) -> list[Any]:
+        """Each row's class index (multi-label: sorted tuple of them), checked against the train classes."""
+        unknown = [v for value in labels for v in (value if multi else [value]) if v not in index]
+        if unknown:
+            raise UserError(f"hf: split {split!r} has label {unknown[0]!r}, not among the train split's classes")
+        if multi and any(not value for value in labels):
+            raise UserError(f"hf: split {split!r} has a row with no labels; give every image at least one")
+        return [tuple(sorted({index[v] for v in value})) if multi else index[value] for value in labels]
+
+    def _load_streamed(self) -> DataSplits:
+        """``data.streaming``: every split streamed by its shards through ``data.stream.ShardStream`` (the plan
+        shards use: each rank and worker its own samples, exact epochs, the same steps on every rank). One
+        pass over the label column counts each shard's rows and carves a missing val or test split."""
+        from vitkit.data.folder import make_splits
+        from vitkit.data.shards import Shards
+        from vitkit.data.stream import ShardStream
+
+        tables = open_dataset(str(self.root), streaming=True)
+        chosen = self._split_names(tables)
+        self._check_columns(tables, chosen)
+        labels: dict[str, list[list[Any]]] = {}  # source split -> each shard's label values, in row order
+        for split in set(chosen.values()):
+            column = tables[split].select_columns([self.label_key])
+            shards = range(column.n_shards)
+            labels[split] = [[row[self.label_key] for row in column.shard(column.n_shards, i)] for i in shards]
+        train = tables[chosen["train"]]
+        self.classes, index = self._classes(train, [v for shard in labels[chosen["train"]] for v in shard])
+        multi = self._multi_label(train)
+        found = {}
+        for name, split in chosen.items():
+            places = [(split, shard, row) for shard, values in enumerate(labels[split]) for row in range(len(values))]
+            targets = self._targets(split, [v for values in labels[split] for v in values], index, multi)
+            found[name] = list(zip(places, targets, strict=True))
+        splits = make_splits(found, self.classes, self.val_fraction, self.test_fraction, self.split_seed)
+        sets = {}
+        for name in ("train", "val", "test"):
+            source = chosen.get(name, chosen["train"])  # a carved split streams from train's shards
+            keep: list[list[int]] = [[] for _ in labels[source]]
+            target_of = {}
+            for (_, shard, row), target in splits[name]:
+                keep[shard].append(row)
+                target_of[shard, row] = target
+            keep = [sorted(rows) for rows in keep]
+            reader = StreamedRows(str(self.root), source, self.image_key, self.label_key, index, multi, keep)
+            shards = Shards([str(i) for i in range(len(keep))], [len(rows) for rows in keep], reader)
+            stream = ShardStream(shards, self.base_size, self.in_chans, self.interpolation, self.shuffle, name)
+            stream.multi_label, stream.num_classes = multi, len(self.classes)
+            stream.samples = [((source, s, r), target_of[s, r]) for s, rows in enumerate(keep) for r in rows]
+            sets[name] = ImageSet(files=stream)
+        out = self._splits(sets["train"], sets["val"], sets["test"])
+        out.crop_pct = self.crop_pct
+        carved = [name for name in ("val", "test") if name not in chosen]
+        if carved:
+            out.notes.append(f"hf: {' and '.join(carved)} carved from {chosen['train']!r}, stratified (streamed)")
+        return out
 
     def load(self) -> DataSplits:
         from vitkit.data.folder import make_splits
 
+        if self.streaming:
+            return self._load_streamed()
         tables = open_dataset(str(self.root))
         chosen = self._split_names(tables)
-        for split in chosen.values():
-            missing = [k for k in (self.image_key, self.label_key) if k not in tables[split].column_names]
-            if missing:
-                columns = ", ".join(tables[split].column_names)
-                raise UserError(f"hf: split {split!r} has no column {missing[0]!r} ({columns}); set data.image_key "
-                                "and data.label_key")  # fmt: skip
+        self._check_columns(tables, chosen)
         self.classes, index = self._classes(tables[chosen["train"]])
         multi = self._multi_label(tables[chosen["train"]])
         found = {}
         for name, split in chosen.items():
-            labels = tables[split][self.label_key]
-            unknown = [v for value in labels for v in (value if multi else [value]) if v not in index]
-            if unknown:
-                raise UserError(f"hf: split {split!r} has label {unknown[0]!r}, not among the train split's classes")
-            if multi and any(not value for value in labels):
-                raise UserError(f"hf: split {split!r} has a row with no labels; give every image at least one")
-            found[name] = [
-                ((split, row), tuple(sorted({index[v] for v in value})) if multi else index[value])
-                for row, value in enumerate(labels)
-            ]
+            targets = self._targets(split, tables[split][self.label_key], index, multi)
+            found[name] = [((split, row), target) for row, target in enumerate(targets)]
         splits = make_splits(found, self.classes, self.val_fraction, self.test_fraction, self.split_seed)
         used = {split: tables[split] for split in chosen.values()}
 

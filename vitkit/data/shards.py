@@ -143,10 +143,15 @@ class Shards:
 
     urls: list[str]
     lengths: list[int]
+    reader: Any = None  # url -> its raw samples; ``None``: a WebDataset tar (``read_shard``)
 
     @property
     def num_samples(self) -> int:
         return sum(self.lengths)
+
+    def read(self, url: str) -> Iterator[dict[str, Any]]:
+        """The raw samples of shard ``url``, in order."""
+        return (self.reader or read_shard)(url)
 
 
 def expand(pattern: str | Sequence[str], root: Path) -> list[str]:

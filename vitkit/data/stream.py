@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from vitkit.data.shards import Shards, read_shard, sample_image
+from vitkit.data.shards import Shards, sample_image
 from vitkit.data.shares import SAMPLE_LOG, train_positions
 
 
@@ -114,7 +114,7 @@ class ShardStream(IterableDataset):
         start = 0
         for shard in self._stream():
             if any(start <= p < start + lengths[shard] for p in wanted):
-                for offset, sample in enumerate(read_shard(self.shards.urls[shard])):
+                for offset, sample in enumerate(self.shards.read(self.shards.urls[shard])):
                     for _ in range(wanted.get(start + offset, 0)):
                         yield first[shard] + offset, sample
             start += lengths[shard]
@@ -169,7 +169,7 @@ class ShardStream(IterableDataset):
         if self._index is None:
             self._index = [(s, i) for s, length in enumerate(self.shards.lengths) for i in range(length)]
         shard, offset = self._index[index]
-        for i, sample in enumerate(read_shard(self.shards.urls[shard])):
+        for i, sample in enumerate(self.shards.read(self.shards.urls[shard])):
             if i == offset:
                 return self.decode(sample, index)
         raise IndexError(index)
@@ -204,7 +204,7 @@ def _sample_log(stream: ShardStream, worker: int) -> Any:
     if not folder:
         return None
     name = f"{stream.name}-epoch{stream.epoch}-rank{stream.rank}-worker{worker}.txt"
-    return open(Path(folder) / name, "a")  # noqa: SIM115 (closed at the end of the iteration)
+    return open(Path(folder) / name, "a", buffering=1)  # noqa: SIM115 (line-buffered: a worker's generator may never finish)
 
 
 class StreamLoader:

@@ -115,7 +115,7 @@ def model_img_size(recipe: Recipe) -> int:
 def FILE_DATA_KEYS(data: Any) -> dict[str, Any]:  # noqa: N802 (a table of keys)
     """The ``data`` keys passed to datasets of files (imagefolder, webdataset, hf) that take them."""
     keys = ("on_bad_image", "labels", "test_fraction", "split_seed", "split_file", "fold", "cache", "cache_dir")
-    streams = ("train", "val", "test", "shuffle", "image_key", "label_key")  # webdataset, hf
+    streams = ("train", "val", "test", "shuffle", "image_key", "label_key", "streaming")  # webdataset, hf
     return {key: getattr(data, key) for key in (*keys, "cache_limit_gb", "cache_max_gb", "exclude", *streams)}
 
 
