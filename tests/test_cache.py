@@ -209,6 +209,26 @@ def test_i22_11_an_interrupted_decode_leaves_no_temporary_file(monkeypatch, tmp_
     assert len(calls) == 5 and list(cache_dir.iterdir()) == []
 
 
+def test_i22_11_ctrl_c_while_workers_decode_leaves_no_temporary_file(monkeypatch, tmp_path):
+    """The default path: DataLoader workers decode, Ctrl-C reaches the main process after the first batch."""
+    from rich.progress import Progress
+
+    root = tiny_folder(tmp_path / "photos", per_class=24)  # 72 images: 3 decode batches of 32
+    cache_dir = tmp_path / "cache"
+    update, calls = Progress.update, []
+
+    def interrupted(self, task, **kwargs):
+        if kwargs.get("completed"):
+            calls.append(kwargs["completed"])
+            raise KeyboardInterrupt
+        return update(self, task, **kwargs)
+
+    monkeypatch.setattr(Progress, "update", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ImageFolder(16, root=str(root), cache="disk", cache_dir=str(cache_dir)).load()  # 2 workers, as users have
+    assert calls == [32] and list(cache_dir.iterdir()) == []
+
+
 def _gone_pid() -> int:
     """The id of a process that has exited."""
     proc = subprocess.Popen([sys.executable, "-c", "pass"])

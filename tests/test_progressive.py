@@ -81,7 +81,6 @@ epochs = 4
 progressive = { sizes = [[1, 8], [3, 12], [4, 16]] }
 [output]
 dir = "OUT"
-plots = false
 """
 
 

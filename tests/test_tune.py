@@ -24,7 +24,6 @@ num_heads = 2
 [data]
 dataset = "digits"
 batch_size = 64
-num_workers = 0
 [optimizer]
 name = "adamw"
 lr = 3e-3
