@@ -159,8 +159,6 @@ class HuggingFace(ImageDataset):
         from vitkit.extras import require
 
         require("data", "datasets", what='data.dataset = "hf"')
-        if not isinstance(streaming, bool):
-            raise UserError(f"hf: data.streaming: expected true or false, got {streaming!r}")
         self.streaming, self.shuffle = streaming, shuffle
         for key, value in (("train", train), ("val", val), ("test", test)):
             if not isinstance(value, str):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from vitkit.data.datasets import ImageSet
-from vitkit.data.shares import SAMPLE_LOG, train_positions
+from vitkit.data.shares import SAMPLE_LOG, train_count, train_positions
 
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -106,7 +106,7 @@ class EpochSampler(torch.utils.data.Sampler):
         return train_share(order, self.rank, self.world_size).tolist()
 
     def __len__(self) -> int:
-        return len(self.indices()) if not self.train else -(-self.n // self.world_size)
+        return len(self.indices()) if not self.train else train_count(self.n, self.world_size)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         indices = self.indices()

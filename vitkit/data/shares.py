@@ -11,9 +11,14 @@ def rank_stretch(n: int, rank: int, world: int) -> range:
     return range(rank * n // world, (rank + 1) * n // world)
 
 
+def train_count(n: int, world: int) -> int:
+    """How many training positions every rank takes per epoch: ``ceil(n / world)``."""
+    return -(-n // world)
+
+
 def train_positions(n: int, rank: int, world: int) -> list[int]:
     """Rank ``rank``'s ``ceil(n / world)`` training positions: its stretch, its first one repeated if short
     (every position trained on once per epoch, disjoint across ranks, the same step count on every rank)."""
     stretch = list(rank_stretch(n, rank, world))
-    need = -(-n // world)
+    need = train_count(n, world)
     return (stretch * need)[:need] if stretch else []

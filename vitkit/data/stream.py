@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from vitkit.data.shards import Shards, sample_image
-from vitkit.data.shares import SAMPLE_LOG, train_positions
+from vitkit.data.shares import SAMPLE_LOG, train_count, train_positions
 
 
 def worker_block(batches: int, worker: int, workers: int) -> range:
@@ -82,7 +82,7 @@ class ShardStream(IterableDataset):
     def rank_count(self) -> int:
         """Samples this rank yields per epoch."""
         n = self.shards.num_samples
-        return math.ceil(n / self.world_size) if self.train else len(range(self.rank, n, self.world_size))
+        return train_count(n, self.world_size) if self.train else len(range(self.rank, n, self.world_size))
 
     def num_batches(self) -> int:
         return math.ceil(self.rank_count() / self.batch_size)

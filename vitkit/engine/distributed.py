@@ -111,21 +111,22 @@ def hold_group(device_name: str = "auto") -> Iterator[Dist]:
         yield info
     finally:
         _held = False
-    import gc
-
-    gc.collect()  # the runs' wrapped models (DDP's reducer) hold the group: gone before it is torn down
     shutdown()  # not after an error: the other ranks may be inside another collective; torchrun ends them
 
 
 def shutdown() -> None:
     """Leave the process group together: every rank waits for the others before tearing it down
-    (a rank that destroys its group while a peer still talks to it can abort at exit). While a caller
-    holds the group (``hold_group``), only wait."""
+    (a rank that destroys its group while a peer still talks to it can abort at exit). Wrapped models that
+    are no longer referenced are collected first: DDP's reducer holds the group, and a group torn down at
+    interpreter exit instead can abort the process. While a caller holds the group (``hold_group``), only wait."""
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         if not _held:
+            gc.collect()
             dist.destroy_process_group()
 
 

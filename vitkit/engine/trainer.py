@@ -599,13 +599,9 @@ class Trainer:
         return summary
 
     def _leave_group(self) -> None:
-        """Leave the process group together (a no-op in one process). DDP's reducer holds the group: the
-        wrapper goes first, so the group's threads end at ``destroy_process_group``, not at interpreter
-        exit, where a gloo group torn down late can abort the process (as ``distributed.hold_group``)."""
+        """Leave the process group together (a no-op in one process), after dropping the DDP wrapper, whose
+        reducer holds the group (``distributed.shutdown`` collects it before tearing the group down)."""
         if self.dist.enabled and self.strategy == "ddp":
-            import gc
-
             self.wrapped = self.forward = self.model
             self.compile_trial = None
-            gc.collect()
         dist.shutdown()
