@@ -1,33 +1,74 @@
-"""vitkit.stats against SciPy (test-only dependency) and against the issue's worked example."""
+"""vitkit.stats on scipy.stats: the earlier hand-written results, SciPy's intervals, the issue's example."""
 
 import math
 
 import pytest
+import scipy.stats as scipy_stats
 
 from vitkit import stats
-
-scipy_stats = pytest.importorskip("scipy.stats", reason="scipy (the dev extra) checks the statistics")
 
 COSINE = [0.9889, 0.9610, 0.9721]  # test accuracy at seeds 0, 1, 2 (issue 13)
 SOFTMAX = [0.9499, 0.9443, 0.9694]
 
 
-@pytest.mark.parametrize("df", [1, 2, 3, 4, 9, 29, 200])
-@pytest.mark.parametrize("t", [-7.5, -2.0, -0.3, 0.0, 0.4, 1.96, 3.1, 12.0])
-def test_t_distribution_matches_scipy(t, df):
-    assert stats.t_cdf(t, df) == pytest.approx(scipy_stats.t.cdf(t, df), abs=1e-11)
-    assert stats.t_sf2(t, df) == pytest.approx(2 * scipy_stats.t.sf(abs(t), df), abs=1e-11)
+#: paired_t of the hand-written Student's t that stats.py had before it moved onto scipy.stats
+#: (a, b, diff, half_width, t, p): the move keeps every result to 1e-9
+BEFORE_SCIPY_PAIRED = [
+    (
+        [0.9889, 0.961, 0.9721],
+        [0.9499, 0.9443, 0.9694],
+        0.019466666666666632,
+        0.045478268189245614,
+        1.8417215476174145,
+        0.20685696659974223,
+    ),
+    (
+        [1.0, 2.0, 3.0, 4.0, 5.0],
+        [1.1, 1.7, 3.5, 3.0, 4.2],
+        0.29999999999999993,
+        0.7704322497845011,
+        1.0811249552346704,
+        0.3404682243000704,
+    ),
+    ([0.7, 0.71], [0.69, 0.65], 0.034999999999999976, 0.3176551184042803, 1.400000000000001, 0.39486308657749253),
+    (
+        [0.95, 0.96, 0.955, 0.962, 0.958],
+        [0.9, 0.905, 0.91, 0.903, 0.899],
+        0.05359999999999994,
+        0.007532306753396269,
+        19.757222124756176,
+        3.871387785832899e-05,
+    ),
+]
+#: describe(xs): (xs, low, high) of the 95% interval, from the same earlier implementation
+BEFORE_SCIPY_DESCRIBE = [
+    ([0.9805, 0.9916, 0.9833, 0.9861], 0.9778356969363761, 0.9929143030636239),
+    ([0.8, 0.95], -0.07796535521284176, 1.8279653552128416),
+    ([0.5, 0.6, 0.7], 0.3515862288249634, 0.8484137711750366),
+]
 
 
-@pytest.mark.parametrize("df", [1, 2, 4, 10, 100])
-@pytest.mark.parametrize("q", [0.025, 0.1, 0.5, 0.9, 0.975, 0.995])
-def test_t_quantiles_match_scipy(q, df):
-    assert stats.t_ppf(q, df) == pytest.approx(scipy_stats.t.ppf(q, df), rel=1e-9, abs=1e-9)
+@pytest.mark.parametrize("a, b, diff, half_width, t, p", BEFORE_SCIPY_PAIRED)
+def test_paired_t_on_scipy_equals_the_earlier_results(a, b, diff, half_width, t, p):
+    test = stats.paired_t(a, b)
+    assert (test.diff, test.half_width, test.t, test.p) == (
+        pytest.approx(diff, rel=1e-9, abs=1e-12),
+        pytest.approx(half_width, rel=1e-9),
+        pytest.approx(t, rel=1e-9),
+        pytest.approx(p, rel=1e-9),
+    )
 
 
-def test_known_quantiles():
-    assert stats.t_ppf(0.975, 2) == pytest.approx(4.302652729911275, rel=1e-10)  # textbook table
-    assert stats.t_ppf(0.975, 1e6) == pytest.approx(1.959963984540054, rel=1e-5)  # the normal's 1.96
+@pytest.mark.parametrize("xs, low, high", BEFORE_SCIPY_DESCRIBE)
+def test_describe_on_scipy_equals_the_earlier_results(xs, low, high):
+    summary = stats.describe(xs)
+    assert (summary.low, summary.high) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9))
+
+
+def test_known_quantile_through_the_interval():
+    """Two values: the 95% half-width is t(0.975, 1) * sd / sqrt(2), t(0.975, 1) = 12.706204736174707."""
+    summary = stats.describe([0.0, 1.0])
+    assert summary.high - summary.mean == pytest.approx(12.706204736174707 * math.sqrt(0.5) / math.sqrt(2), rel=1e-10)
 
 
 def test_describe_matches_scipy_interval():

@@ -1,4 +1,4 @@
-"""Small statistics for comparisons over repeats (seeds or folds): no SciPy needed.
+"""Small statistics for comparisons over repeats (seeds or folds), on ``scipy.stats``.
 
 - ``describe(xs)``: n, mean, sample standard deviation and the 95% Student-t interval of the mean.
 - ``describe_accuracy(xs, sizes)``: the same for accuracies, with an interval that stays inside
@@ -10,8 +10,8 @@
   "A and B are within noise here (p = ...); run more seeds" otherwise, and "cannot tell" when
   the paired differences are all equal.
 
-Student's t distribution is computed from the regularized incomplete beta function (continued
-fraction, as in Numerical Recipes §6.4), accurate to ~1e-12; the tests check it against SciPy.
+Student's t comes from ``scipy.stats`` (``t.ppf`` for the intervals, ``ttest_rel`` for the paired
+test); SciPy ships with every vitkit through scikit-learn, and is imported only when a function runs.
 """
 
 from __future__ import annotations
@@ -40,78 +40,11 @@ def sd(xs: Sequence[float]) -> float:
     return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < eps:
-            break
-    return h
+def _t_quantile(q: float, df: float) -> float:
+    """The ``q`` quantile of Student's t with ``df`` degrees of freedom (SciPy, imported when needed)."""
+    from scipy.stats import t
 
-
-def betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b), for a, b > 0 and 0 <= x <= 1."""
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"betainc: x = {x} is outside [0, 1]")
-    if x in (0.0, 1.0):
-        return x
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
-
-
-def t_sf2(t: float, df: float) -> float:
-    """Two-sided tail probability P(|T| >= |t|) of Student's t with ``df`` degrees of freedom."""
-    if math.isinf(t):
-        return 0.0
-    return betainc(df / 2.0, 0.5, df / (df + t * t))
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
-    tail = 0.5 * t_sf2(t, df)
-    return 1.0 - tail if t > 0 else tail
-
-
-def t_ppf(q: float, df: float) -> float:
-    """The ``q`` quantile of Student's t (inverse of ``t_cdf``, by bisection to ~1e-12)."""
-    if not 0.0 < q < 1.0:
-        raise ValueError(f"t_ppf: q = {q} is outside (0, 1)")
-    if q == 0.5:
-        return 0.0
-    lo, hi = -1.0, 1.0
-    while t_cdf(lo, df) > q:
-        lo *= 2.0
-    while t_cdf(hi, df) < q:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if t_cdf(mid, df) < q:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * max(1.0, abs(mid)):
-            break
-    return 0.5 * (lo + hi)
+    return float(t.ppf(q, df))
 
 
 @dataclass
@@ -130,7 +63,7 @@ def describe(xs: Sequence[float], level: float = 0.95) -> Summary:
     m, s, n = mean(xs), sd(xs), len(xs)
     if n < 2:
         return Summary(n, m, math.nan, math.nan, math.nan)
-    half = t_ppf(0.5 + level / 2.0, n - 1) * s / math.sqrt(n)
+    half = _t_quantile(0.5 + level / 2.0, n - 1) * s / math.sqrt(n)
     return Summary(n, m, s, m - half, m + half)
 
 
@@ -174,7 +107,7 @@ def describe_accuracy(xs: Sequence[float], sizes: Sequence[int | None] | None = 
         eps = 0.5 / size if size else UNKNOWN_SIZE_EPS
         logits.append(logit(min(max(x, eps), 1.0 - eps)))
     centre = mean(logits)
-    half = t_ppf(0.5 + level / 2.0, n - 1) * sd(logits) / math.sqrt(n)
+    half = _t_quantile(0.5 + level / 2.0, n - 1) * sd(logits) / math.sqrt(n)
     return Summary(n, m, s, expit(centre - half), expit(centre + half))
 
 
@@ -211,9 +144,11 @@ def paired_t(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Pai
     # no spread to judge the difference by
     if s <= EQUAL_RTOL * max(abs(v) for v in (*a, *b)):
         return PairedTest(n, d, 0.0, math.nan, df, math.nan)
-    se = s / math.sqrt(n)
-    t = d / se
-    return PairedTest(n, d, t_ppf(0.5 + level / 2.0, df) * se, t, df, t_sf2(t, df))
+    from scipy.stats import ttest_rel
+
+    test = ttest_rel(a, b)
+    half = _t_quantile(0.5 + level / 2.0, df) * s / math.sqrt(n)
+    return PairedTest(n, d, half, float(test.statistic), df, float(test.pvalue))
 
 
 def format_p(p: float) -> str:
