@@ -93,3 +93,45 @@ def test_bench_user_errors(cli):
     assert code == 2 and "--batch-size" in err
     code, _, err = cli("bench", "missing.toml")
     assert code == 2 and "missing.toml" in err
+
+
+AUTO_RECIPE = """
+name = "auto"
+[model]
+name = "vit_nano_patch4_16"
+[data]
+dataset = "digits"
+batch_size = 8
+[train]
+epochs = 1
+threads = 1
+"""
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_i34_6_bench_auto_resolves_precision_as_the_run_does(monkeypatch, tmp_path, cli, native, expected):
+    """bench resolved ``auto`` to fp32 on a native-bf16 CPU while a run of the same model picked bf16."""
+    from vitkit.engine import device, efficiency
+    from vitkit.engine.trainer import Trainer
+    from vitkit.recipe import load_recipe
+
+    monkeypatch.setattr(device, "cpu_native_bf16", lambda: native)  # the CPU's bf16 support, as a test hook
+    monkeypatch.setattr(efficiency, "CPU_BF16_MIN_GFLOPS", 0.001)  # the digits ViT's work then pays for bf16
+    recipe_path = tmp_path / "auto.toml"
+    recipe_path.write_text(AUTO_RECIPE + f'[output]\ndir = "{tmp_path / "runs"}"\n')
+    code, out, err = cli(
+        "bench", recipe_path, "--precision", "auto", "--train", "--batch-size", "1",
+        "--steps", "1", "--repeats", "1", "--warmup", "0", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    auto = result["precision_auto"]
+    trainer = Trainer(load_recipe(recipe_path))  # a run of the same model on the same device
+    assert auto["precision"] == trainer.precision == expected
+    assert auto["why"].startswith(f"precision auto: {expected} (")
+    rows = {row["model"]: row["precision"] for row in result["rows"]}
+    if expected == "bf16":  # what auto buys: its choice timed beside fp32
+        assert rows == {"vitkit bf16": "bf16", "vitkit fp32": "fp32"}
+        assert auto["speedup_vs_fp32"]["train"] > 0
+    else:
+        assert rows == {"vitkit": "fp32"} and auto["speedup_vs_fp32"] == {}

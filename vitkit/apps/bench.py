@@ -235,7 +235,10 @@ def cpu_step_peak_memory_mb(model: nn.Module, mode: str, spec: BenchSpec, precis
 @dataclass
 class BenchSpec:
     """What to measure: one model, input shape, batch, precision (``both``: fp32 and bf16), modes,
-    variants beside it (timm's twin, gradient checkpointing, patch dropout), and how long."""
+    variants beside it (timm's twin, gradient checkpointing, patch dropout), and how long.
+
+    ``auto_why``: ``precision`` is what ``train.precision = "auto"`` resolved to (``resolve_precision``,
+    as a run resolves it), with this line saying why; a choice other than fp32 is timed beside fp32."""
 
     model: nn.Module
     name: str
@@ -252,6 +255,7 @@ class BenchSpec:
     iters: int = 5
     repeats: int = 7
     warmup: int = 2
+    auto_why: str | None = None
 
 
 def _rate(seconds: list[float], batch_size: int) -> dict[str, float]:
@@ -282,6 +286,8 @@ def variant(model: nn.Module, grad_checkpointing: bool = False, patch_drop_rate:
 def candidates_for(spec: BenchSpec) -> list[Candidate]:
     """The model as given (first: the base of the ratios), then each variant asked for."""
     precisions = ["fp32", "bf16"] if spec.precision == "both" else [spec.precision]
+    if spec.auto_why is not None and spec.precision != "fp32":  # what auto buys: its choice, then fp32
+        precisions = [spec.precision, "fp32"]
     found = [Candidate("vitkit" + (f" {p}" if len(precisions) > 1 else ""), spec.model, p) for p in precisions]
     if spec.vs_timm:
         found.append(Candidate("timm", timm_twin(spec.model), precisions[0]))
@@ -356,8 +362,14 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
             row = by_name[cand.name]
             memory = row["peak_mem_mb"] / base["peak_mem_mb"] if row["peak_mem_mb"] and base["peak_mem_mb"] else None
             vs_base.setdefault(mode, {})[cand.name] = {"step_time": row["step_ms"] / base["step_ms"], "memory": memory}
+    auto = None
+    if spec.auto_why is not None:
+        fp32 = "vitkit fp32" if spec.precision != "fp32" else None
+        speedup = {mode: found[fp32]["step_time"] for mode, found in vs_base.items() if fp32 in found}
+        auto = {"precision": spec.precision, "why": spec.auto_why, "speedup_vs_fp32": speedup}
     return {
         "model": spec.name,
+        "precision_auto": auto,
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"cpu ({torch.get_num_threads()} threads)",

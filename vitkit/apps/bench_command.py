@@ -46,7 +46,8 @@ def _model_target(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def spec_from_args(args: argparse.Namespace) -> Any:
     """The ``BenchSpec`` a ``vitkit bench`` command line asks for, on its device."""
     from vitkit.apps.bench import BenchSpec
-    from vitkit.engine.device import select_device, select_precision
+    from vitkit.engine.device import select_device
+    from vitkit.engine.efficiency import resolve_precision
 
     target = args.target
     is_recipe = target.endswith(".toml") or Path(target).is_file()
@@ -58,15 +59,18 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     except UserError as err:
         raise UserError(f"--device: {err}") from None
     asked = args.precision or found.get("precision", "auto")
-    precision = asked if asked == "both" else select_precision(asked, device)
     model = found["model"].to(device)
+    in_chans = getattr(model, "in_chans", 3)
+    precision, why = "both", None
+    if asked != "both":  # as a run resolves it: auto on CPU looks at the model's work per image
+        precision, why = resolve_precision(asked, device, model, in_chans, found["img_size"])
     modes = ("train",) if args.train else ("infer",) if args.infer else ("train", "infer")
     batch = args.batch_size or found.get("batch_size") or 64
     return BenchSpec(
         model=model,
         name=found["name"],
         img_size=found["img_size"],
-        in_chans=getattr(model, "in_chans", 3),
+        in_chans=in_chans,
         num_classes=getattr(model, "num_classes", 1000),
         batch_size=batch,
         precision=precision,
@@ -78,6 +82,7 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         iters=args.steps,
         repeats=args.repeats,
         warmup=args.warmup,
+        auto_why=why,
     )
 
 
@@ -125,6 +130,10 @@ def print_report(result: dict[str, Any]) -> None:
         + (f"  ·  process peak RSS {rss:,.0f} MiB" if rss is not None else "")
         + (f"  ·  peak {result['peak_tflops']} TFLOP/s" if result["peak_tflops"] else "")
     )
+    auto = result.get("precision_auto")
+    if auto:
+        bought = ", ".join(f"{mode} {ratio:.2f}x" for mode, ratio in auto["speedup_vs_fp32"].items())
+        console.print(auto["why"] + (f"; speed against fp32: {bought}" if bought else ""))
     for mode, ratio in result["ratios"].items():
         colour = "green" if ratio >= 1.0 else "yellow"
         console.print(f"vitkit/timm {mode}: [{colour}]{ratio:.3f}[/]")

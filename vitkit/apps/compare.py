@@ -94,7 +94,8 @@ def profile_run(run_dir: Path, min_seconds: float = 0.5) -> dict[str, Any]:
     from vitkit.engine import build
     from vitkit.engine.autobatch import resolved_batch_size
     from vitkit.engine.checkpoint import load_checkpoint
-    from vitkit.engine.device import autocast, select_device, select_precision
+    from vitkit.engine.device import autocast, select_device
+    from vitkit.engine.efficiency import resolve_precision
     from vitkit.engine.flops import count_flops, gmacs
     from vitkit.plugin_loader import load_run_plugins
     from vitkit.recipe import recipe_from_dict
@@ -105,10 +106,10 @@ def profile_run(run_dir: Path, min_seconds: float = 0.5) -> dict[str, Any]:
     recipe.model.pop("checkpoint_path", None)  # the trained weights replace any starting point
     meta = state["data"]
     device = select_device(recipe.train.device)
-    precision = select_precision(recipe.train.precision, device)
     model = build.build_model(recipe, len(meta["classes"]), meta["in_chans"], pretrained=False)
     model.load_state_dict(state["model"])
     model.to(device).eval()
+    precision, _ = resolve_precision(recipe.train.precision, device, model, meta["in_chans"], meta["img_size"])
     flops = count_flops(model, meta["in_chans"], meta["img_size"])
     batch = recipe.data.eval_batch_size or 4 * resolved_batch_size(recipe, state.get("batch_size"))
     images = torch.randn(batch, meta["in_chans"], meta["img_size"], meta["img_size"], device=device)

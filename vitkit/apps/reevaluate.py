@@ -13,7 +13,8 @@ from vitkit.data.loaders import eval_transform
 from vitkit.engine import build
 from vitkit.engine.checkpoint import load_checkpoint
 from vitkit.engine.console import console
-from vitkit.engine.device import select_device, select_precision
+from vitkit.engine.device import select_device
+from vitkit.engine.efficiency import resolve_precision
 from vitkit.engine.evaluate import Evaluation, evaluate
 from vitkit.errors import UserError
 from vitkit.plugin_loader import load_run_plugins
@@ -59,14 +60,14 @@ def reevaluate(
     load_run_plugins(recipe.plugins, ckpt_path)  # its components
     meta = state["data"]
     dev = select_device(device)
-    try:  # the run's own precision, so the numbers match its summary.json
-        precision = select_precision(recipe.train.precision, dev)
-    except UserError:  # an fp16 run evaluated off GPU
-        precision = select_precision("auto", dev)
     data = build.load_dataset(recipe, meta["img_size"], run_dir=run_dir, only=(split,))
     model = build.build_model(recipe, len(meta["classes"]), meta["in_chans"], pretrained=False)
     model.load_state_dict(state["model"])
     model.to(dev)
+    try:  # the run's own precision, so the numbers match its summary.json
+        precision, _ = resolve_precision(recipe.train.precision, dev, model, meta["in_chans"], meta["img_size"])
+    except UserError:  # an fp16 run evaluated off GPU
+        precision, _ = resolve_precision("auto", dev, model, meta["in_chans"], meta["img_size"])
     transform = eval_transform(meta)  # the evaluation view of training, eval and predict
     from vitkit.engine.autobatch import resolved_batch_size
 

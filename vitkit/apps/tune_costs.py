@@ -16,7 +16,8 @@ INFER_ITERS, INFER_REPEATS, INFER_WARMUP = 5, 3, 2
 def model_costs(recipe: Recipe, data: Any, metrics: list[str]) -> dict[str, float]:
     """The ``metrics`` (of ``gmacs``, ``infer_img_per_s``) of the model ``recipe`` builds for ``data``."""
     from vitkit.engine import build
-    from vitkit.engine.device import select_device, select_precision
+    from vitkit.engine.device import select_device
+    from vitkit.engine.efficiency import resolve_precision
 
     device = select_device(recipe.train.device)
     img_size = build.model_img_size(recipe)
@@ -29,7 +30,7 @@ def model_costs(recipe: Recipe, data: Any, metrics: list[str]) -> dict[str, floa
     if "infer_img_per_s" in metrics:
         from vitkit.apps.bench import infer_step, time_interleaved
 
-        precision = select_precision(recipe.train.precision, device)
+        precision, _ = resolve_precision(recipe.train.precision, device, model, data.in_chans, img_size)
         step = infer_step(model, INFER_BATCH, img_size, data.in_chans, precision)
         seconds = time_interleaved({"model": step}, device, INFER_ITERS, INFER_REPEATS, INFER_WARMUP)["model"]
         out["infer_img_per_s"] = INFER_BATCH / statistics.median(seconds)

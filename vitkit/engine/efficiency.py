@@ -49,6 +49,26 @@ def cpu_auto_precision(model: nn.Module, in_chans: int, img_size: int) -> tuple[
     )
 
 
+def resolve_precision(
+    name: str, device: torch.device, model: nn.Module, in_chans: int, img_size: int
+) -> tuple[str, str | None]:
+    """The precision ``train.precision = name`` trains ``model`` in on ``device``: ``(precision, why)``,
+    ``why`` the line that explains an ``auto`` choice (``None`` for a named one). Every command that runs a
+    recipe's model (run, bench, compare, tune, eval, lr-find) resolves it here, so they agree."""
+    from vitkit.engine.device import select_precision
+
+    precision = select_precision(name, device)  # explicit names checked; auto on GPUs
+    if name != "auto":
+        return precision, None
+    if device.type == "cpu":  # bf16 where the model's work per image pays
+        return cpu_auto_precision(model, in_chans, img_size)
+    if precision == "bf16":
+        return precision, f"precision auto: bf16 (this {device.type} device computes bf16 natively)"
+    if precision == "fp16":
+        return precision, "precision auto: fp16 with a GradScaler (this GPU has no native bf16)"
+    return precision, f"precision auto: {precision} (no mixed precision on {device.type})"
+
+
 def _hook_figures() -> tuple[float, float, float] | None:
     spec = os.environ.get(COMPILE_FIGURES_HOOK)
     if not spec:

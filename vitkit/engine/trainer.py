@@ -25,7 +25,7 @@ from vitkit.engine import distributed as dist
 from vitkit.engine.checkpoint import atomic_write_text, save_checkpoint, save_safetensors
 from vitkit.engine.console import EpochProgress, console, print_epoch, print_summary
 from vitkit.engine.device import apply_tf32, autocast, select_device, select_precision, use_tf32
-from vitkit.engine.efficiency import CompileWhenPays, cpu_auto_precision, enable_grad_checkpointing
+from vitkit.engine.efficiency import CompileWhenPays, enable_grad_checkpointing, resolve_precision
 from vitkit.engine.ema import ModelEma
 from vitkit.engine.evaluate import Evaluation, evaluate
 from vitkit.engine.faults import NonFiniteWatch, divergence_error, scaler_step, signal_at_test_point
@@ -112,7 +112,7 @@ class Trainer:
             console.print(f"[yellow]{note}[/]", soft_wrap=True)
         try:
             self.device = dist.process_device(self.dist, select_device(recipe.train.device))
-            self.precision = select_precision(recipe.train.precision, self.device)
+            self.precision = select_precision(recipe.train.precision, self.device)  # checked before data loads
         except UserError as err:
             raise UserError(f"{recipe.where()}: {err}") from None
         self.tf32 = use_tf32(self.precision, self.device, recipe.train.tf32)  # fp32 on Ampere+: TF32 matmuls
@@ -127,8 +127,10 @@ class Trainer:
         self.data = data
         num_classes = len(self.data.classes)
         self.model = build.build_model(recipe, num_classes, self.data.in_chans).to(self.device)
-        if recipe.train.precision == "auto" and self.device.type == "cpu":  # bf16 where the model's work pays
-            self.precision, why = cpu_auto_precision(self.model, self.data.in_chans, self.img_size)
+        self.precision, why = resolve_precision(  # final: CPU auto needs the model
+            recipe.train.precision, self.device, self.model, self.data.in_chans, self.img_size
+        )
+        if why:
             console.print(why)
         if recipe.train.grad_checkpointing:
             enable_grad_checkpointing(self.model, recipe.where())
