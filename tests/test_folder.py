@@ -187,15 +187,19 @@ def test_balance_sampler_draws_classes_evenly_and_loss_weights_them(tmp_path):
 
     from types import SimpleNamespace
 
-    data = SimpleNamespace(train=SimpleNamespace(in_memory=True, labels=labels), classes=["a", "b"])
+    from vitkit.data.datasets import ImageSet
+    from vitkit.data.loaders import BatchTransform, InMemoryLoader
 
-    class Loader:
-        sample_weights = None
+    data = SimpleNamespace(classes=["a", "b"])
 
-    loss, loader = cross_entropy(), Loader()
-    apply_balance(recipe_from_dict({"data": {"balance": "sampler"}}), data, loader, loss)
-    assert torch.allclose(loader.sample_weights, weights)
-    apply_balance(recipe_from_dict({"data": {"balance": "loss"}}), data, Loader(), loss)
+    def loader() -> InMemoryLoader:
+        images = torch.zeros(100, 1, 4, 4)
+        return InMemoryLoader(ImageSet(images, labels), 10, BatchTransform(4, (0,), (1,)), torch.device("cpu"), True)
+
+    loss, sampled = cross_entropy(), loader()
+    apply_balance(recipe_from_dict({"data": {"balance": "sampler"}}), data, sampled, loss)
+    assert torch.allclose(sampled.sample_weights, weights)
+    apply_balance(recipe_from_dict({"data": {"balance": "loss"}}), data, loader(), loss)
     assert torch.allclose(loss.class_weight, torch.tensor([50 / 90, 50 / 10]))
     logits, targets = torch.randn(6, 2), torch.tensor([0, 0, 0, 0, 1, 1])
     assert torch.allclose(

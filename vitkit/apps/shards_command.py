@@ -21,8 +21,9 @@ def add_shards_command(sub: argparse._SubParsersAction) -> None:
         "shards",
         help="write WebDataset tar shards (train/val/test) of a folder, a recipe's data or a run's splits",
         description="Writes <split>-000000.tar, ... per split, classes.json and _info.json (sample counts per "
-        'shard, as timm\'s wds/ reader reads them) for data.dataset = "webdataset". Images keep their encoded '
-        "bytes (JPEG, PNG, WebP; others become PNG) unless --max-size shrinks them.",
+        "shard, as timm's wds/ reader reads them, and images per class for data.balance) for "
+        'data.dataset = "webdataset". Images keep their encoded bytes (JPEG, PNG, WebP; others become PNG) '
+        "unless --max-size shrinks them.",
     )
     cmd.add_argument("source", metavar="SOURCE", help="a folder of images, a TOML recipe, or a run directory")
     cmd.add_argument("--out", required=True, metavar="DIR", help="folder to write the shards into (new or empty)")

@@ -253,7 +253,12 @@ class HuggingFace(ImageDataset):
                 target_of[shard, row] = target
             keep = [sorted(rows) for rows in keep]
             reader = StreamedRows(str(self.root), source, self.image_key, self.label_key, index, multi, keep)
-            shards = Shards([str(i) for i in range(len(keep))], [len(rows) for rows in keep], reader)
+            per_class = None  # each shard's images per class: what data.balance weighs
+            if not multi:
+                per_class = [[0] * len(self.classes) for _ in keep]
+                for (shard, _), target in target_of.items():
+                    per_class[shard][target] += 1
+            shards = Shards([str(i) for i in range(len(keep))], [len(rows) for rows in keep], reader, per_class)
             stream = ShardStream(shards, self.base_size, self.in_chans, self.interpolation, self.shuffle, name)
             stream.multi_label, stream.num_classes = multi, len(self.classes)
             stream.samples = [((source, s, r), target_of[s, r]) for s, rows in enumerate(keep) for r in rows]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,19 @@ def eval_shard(n: int, rank: int, world_size: int) -> range:
     """The split positions rank ``rank`` evaluates: ``rank, rank + world_size, ...``, with no padding
     (``DistributedSampler`` repeats images to even the shards; evaluation must see each image once)."""
     return range(rank, n, world_size)
+
+
+class Balancing(Protocol):
+    """What ``data.balance`` asks a training loader (``data.setup.apply_balance``); every loader
+    ``build_loader`` returns answers it for its own data."""
+
+    def class_counts(self, num_classes: int) -> torch.Tensor | None:
+        """The training split's images per class (``None``: this loader cannot tell, so cannot balance)."""
+        ...
+
+    def set_class_weights(self, weights: torch.Tensor) -> None:
+        """Draw each training image with its class's weight (``N`` draws with replacement per epoch)."""
+        ...
 
 
 class BatchTransform:
@@ -137,6 +150,12 @@ class InMemoryLoader:
         self.epoch = 0
         self.sample_weights: torch.Tensor | None = None  # data.balance = "sampler": draw by these weights
 
+    def class_counts(self, num_classes: int) -> torch.Tensor | None:
+        return None if self.labels.ndim != 1 else torch.bincount(self.labels.cpu(), minlength=num_classes).float()
+
+    def set_class_weights(self, weights: torch.Tensor) -> None:
+        self.sample_weights = weights.cpu()[self.labels.cpu()]
+
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle deterministically for ``epoch`` (so a resumed run sees the same batches)."""
         self.epoch = epoch
@@ -191,14 +210,23 @@ class FileLoader:
             generator=torch.Generator().manual_seed(seed),  # worker seeds: never a draw from the global RNG
         )
         self.transform, self.device, self.train, self.seed, self.rank = transform, device, train, seed, rank
+        self.files = data.files
 
-    @property
-    def sample_weights(self) -> torch.Tensor | None:
-        return self.sampler.weights
+    def _labels(self) -> torch.Tensor | None:
+        """Each image's class index, from the dataset's ``samples`` (``None``: it lists none, or multi-label)."""
+        from vitkit.data.multilabel import is_multi_label
 
-    @sample_weights.setter
-    def sample_weights(self, weights: torch.Tensor | None) -> None:
-        self.sampler.weights = weights
+        samples = getattr(self.files, "samples", None)
+        if samples is None or (samples and is_multi_label(samples[0][1])):
+            return None
+        return torch.tensor([int(label) for _, label in samples], dtype=torch.long)
+
+    def class_counts(self, num_classes: int) -> torch.Tensor | None:
+        labels = self._labels()
+        return None if labels is None else torch.bincount(labels, minlength=num_classes).float()
+
+    def set_class_weights(self, weights: torch.Tensor) -> None:
+        self.sampler.weights = weights.cpu()[self._labels()]
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch's order and per-sample draws depend on (seed, epoch) only (exact on resume)."""

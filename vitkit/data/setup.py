@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from vitkit.data.datasets import DataSplits
-from vitkit.data.loaders import BatchTransform
+from vitkit.data.loaders import Balancing, BatchTransform
+from vitkit.errors import UserError
 from vitkit.recipe import Recipe
 
 
@@ -35,31 +34,44 @@ def batch_transforms(
     return train, evaluation
 
 
-def class_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    return torch.bincount(labels.cpu(), minlength=num_classes).float()
-
-
-def train_labels(data: DataSplits) -> torch.Tensor:
-    split = data.train
-    if split.in_memory:
-        return split.labels
-    return torch.tensor([label for _, label in split.files.samples], dtype=torch.long)
-
-
-def apply_balance(recipe: Recipe, data: DataSplits, loader: Any, loss_fn: Any) -> None:
+def apply_balance(recipe: Recipe, data: DataSplits, loader: Balancing, loss_fn: Any) -> dict[str, Any] | None:
     """``data.balance``: ``sampler`` draws training images with weights 1 / class count (each class equally
-    often on average); ``loss`` weights each class's loss by ``mean count / its count``."""
+    often on average); ``loss`` weights each class's loss by ``mean count / its count``. The class counts
+    and the weighted draws are the training loader's answer (``loaders.Balancing``); a loader that cannot
+    give them is a ``UserError``. Returns what was applied (summary.json's ``balance``), ``None`` for ``none``."""
     mode = recipe.data.balance
     if mode == "none":
-        return
-    labels = train_labels(data)
-    counts = class_counts(labels, len(data.classes)).clamp(min=1)
+        return None
+    where = f'{recipe.where()}: data.balance = "{mode}"'
+    counts = loader.class_counts(len(data.classes)) if hasattr(loader, "class_counts") else None
+    if counts is None:
+        raise UserError(f'{where}: {_uncounted(recipe)}; set data.balance = "none"')
+    some = counts.clamp(min=1)  # a class with no training image: weight as if it had one
     if mode == "sampler":
-        loader.sample_weights = (1.0 / counts)[labels]
+        if not hasattr(loader, "set_class_weights"):
+            raise UserError(f'{where}: the {type(loader).__name__} training loader cannot draw by weights; use "loss"')
+        weights = 1.0 / some
+        loader.set_class_weights(weights)
     else:
-        from vitkit.errors import UserError
-
-        weights = counts.mean() / counts
         if not hasattr(loss_fn, "class_weight"):
-            raise UserError(f'{recipe.where()}: data.balance = "loss" needs a loss with class weights (cross_entropy)')
+            raise UserError(f"{where} needs a loss with class weights (cross_entropy)")
+        weights = some.mean() / some
         loss_fn.class_weight = weights
+    return {
+        "mode": mode,
+        "class_counts": {name: int(n) for name, n in zip(data.classes, counts.tolist(), strict=True)},
+        "class_weights": {name: round(float(w), 6) for name, w in zip(data.classes, weights.tolist(), strict=True)},
+    }
+
+
+def _uncounted(recipe: Recipe) -> str:
+    """Why the training data has no class counts, in words."""
+    from vitkit.registry import split_spec
+
+    name = split_spec(recipe.data.dataset)[0]
+    if name == "webdataset":
+        return (
+            "the shards' _info.json records no class_counts (shards written before vitkit recorded them, or by "
+            "another tool); rewrite them with `vitkit shards`"
+        )
+    return f"the training data ({name}) does not list its images' classes"

@@ -4,7 +4,11 @@ A shard set is one folder: ``<split>-000000.tar, ...`` per split, ``classes.json
 label order) and ``_info.json``, the index timm's ``wds/`` reader expects::
 
     {"name": ..., "classes": [...], "splits": {"train": {"name": "train", "num_samples": N,
-     "filenames": ["train-000000.tar", ...], "shard_lengths": [n0, ...]}, ...}}
+     "filenames": ["train-000000.tar", ...], "shard_lengths": [n0, ...],
+     "class_counts": [[c0, c1, ...], ...]}, ...}}
+
+``class_counts`` (one row per shard, images per class; single-label shards) is vitkit's own: ``data.balance``
+weighs classes by it without reading the shards.
 
 A sample is ``<key>.<jpg|png|webp>`` (the original encoded bytes; other formats re-encoded as PNG, or
 every image re-encoded as JPEG when ``max_size`` shrinks it), ``<key>.cls`` (the class index as text)
@@ -78,19 +82,21 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 @dataclass
 class ShardSplit:
-    """One split as written: shard file names and the samples in each."""
+    """One split as written: shard file names, the samples in each and (single-label) each one's images per class."""
 
     name: str
     filenames: list[str]
     shard_lengths: list[int]
+    class_counts: list[list[int]] | None = None
 
     def info(self) -> dict[str, Any]:
-        return {
+        info = {
             "name": self.name,
             "num_samples": sum(self.shard_lengths),
             "filenames": self.filenames,
             "shard_lengths": self.shard_lengths,
         }
+        return info if self.class_counts is None else {**info, "class_counts": self.class_counts}
 
 
 def write_split(
@@ -99,7 +105,7 @@ def write_split(
 ) -> ShardSplit:  # fmt: skip
     """Write ``samples`` (image path or tensor, label, name to record) as ``<split>-NNNNNN.tar`` shards of
     at most ``shard_bytes`` each (at least one sample per shard)."""
-    written = ShardSplit(split, [], [])
+    written = ShardSplit(split, [], [], [])
     tar, size = None, 0
     for position, (image, label, recorded) in enumerate(samples):
         data, ext = encoded_image(image, max_size)
@@ -112,6 +118,7 @@ def write_split(
                 tar.close()
             written.filenames.append(f"{split}-{len(written.filenames):06d}.tar")
             written.shard_lengths.append(0)
+            written.class_counts.append([0] * len(classes))
             tar, size = tarfile.open(out / written.filenames[-1], "w", format=tarfile.USTAR_FORMAT), 1024  # noqa: SIM115 (one shard after another)
         key = f"{split}-{position:08d}"
         _add(tar, f"{key}.{ext}", data)
@@ -119,11 +126,14 @@ def write_split(
             _add(tar, f"{key}.labels", ";".join(map(str, label)).encode())
         else:
             _add(tar, f"{key}.cls", str(label).encode())
+            written.class_counts[-1][label] += 1
         _add(tar, f"{key}.json", meta)
         size += need
         written.shard_lengths[-1] += 1
     if tar is not None:
         tar.close()
+    if any(isinstance(label, tuple) for _, label, _ in samples):
+        written.class_counts = None  # multi-label: no images-per-class rows
     return written
 
 
@@ -144,6 +154,7 @@ class Shards:
     urls: list[str]
     lengths: list[int]
     reader: Any = None  # url -> its raw samples; ``None``: a WebDataset tar (``read_shard``)
+    class_counts: list[list[int]] | None = None  # per shard, images per class (``None``: not recorded)
 
     @property
     def num_samples(self) -> int:
@@ -190,8 +201,10 @@ def shard_index(urls: list[str], split: str) -> tuple[Shards, list[str] | None]:
     folder = _parent(urls[0])
     info = _read_json(f"{folder}/{INFO}") or {}
     counts: dict[str, int] = {}
+    per_class: dict[str, list[int]] = {}
     for entry in info.get("splits", {}).values():
         counts.update(zip(entry.get("filenames", []), entry.get("shard_lengths", []), strict=False))
+        per_class.update(zip(entry.get("filenames", []), entry.get("class_counts") or [], strict=False))
     missing = [u for u in urls if u.rsplit("/", 1)[-1] not in counts]
     if missing:
         where = f"{folder}/{INFO}" if info else f"no {INFO} beside them ({folder})"
@@ -200,7 +213,11 @@ def shard_index(urls: list[str], split: str) -> tuple[Shards, list[str] | None]:
             f"write shards with `vitkit shards`, or add the shard to _info.json's shard_lengths"
         )
     classes = _read_json(f"{folder}/{CLASSES}") or info.get("classes")
-    return Shards(urls, [counts[u.rsplit("/", 1)[-1]] for u in urls]), classes
+    names = [u.rsplit("/", 1)[-1] for u in urls]
+    recorded = [per_class.get(n) for n in names]  # kept only when every shard's rows add up to its length
+    if any(row is None or sum(row) != counts[n] for row, n in zip(recorded, names, strict=True)):
+        recorded = None
+    return Shards(urls, [counts[n] for n in names], class_counts=recorded), classes
 
 
 def read_shard(url: str) -> Iterator[dict[str, Any]]:

@@ -10,6 +10,13 @@ lengths in ``_info.json``, nothing else, so every rank knows every rank's share 
   together cover the split once per epoch (WebDataset issues #434, #75: shard counts that do not divide
   evenly otherwise hang DDP or shorten epochs). The rank's batches are cut into contiguous blocks, one
   per worker; each worker shuffles through a buffer seeded by (seed, epoch, rank, worker);
+- ``data.balance = "sampler"`` (``class_weights`` set): the stream is of ``N`` draws instead of the ``N``
+  samples; each (shard, class) cell gets its number of draws from one multinomial over the cells
+  (weight: the cell's images, ``class_counts`` of ``_info.json``, times its class's weight), seeded by
+  (seed, epoch), and each draw of a cell picks one of its images uniformly (seeded by (seed, epoch,
+  shard)): ``N`` draws with replacement by per-image weight, as the loaded paths draw. The ranks split
+  the draws as they split samples, so counts and steps are unchanged; a shard's draws follow its samples
+  in shard order, a sample repeated as often as it is drawn;
 - evaluation: rank ``r`` takes the split positions ``r, r + W, ...`` (``loaders.eval_shard``) in shard
   order and worker ``k`` the batches ``k, k + K, ...`` of those, so the DataLoader's round-robin returns
   them in split order and every image is seen once (each worker reads every shard, decoding its own).
@@ -73,6 +80,7 @@ class ShardStream(IterableDataset):
         self.augment: list = []  # per-sample augmentations (objects with ``one(image)``), training split only
         self.multi_label, self.num_classes = False, 0  # multi-label shards: ``.labels`` become multi-hot rows
         self._index: list[tuple[int, int]] | None = None  # random access: (shard, sample in shard) per position
+        self.class_weights: list[float] | None = None  # data.balance = "sampler": each class's draw weight
 
     def __len__(self) -> int:
         return self.shards.num_samples
@@ -111,13 +119,59 @@ class ShardStream(IterableDataset):
             wanted[p] = wanted.get(p, 0) + 1
         lengths = self.shards.lengths
         first = [sum(lengths[:s]) for s in range(len(lengths))]  # split index of each shard's first sample
+        draws = self._draws() if self.train else None  # weighted: draws per (shard, class)
         start = 0
         for shard in self._stream():
-            if any(start <= p < start + lengths[shard] for p in wanted):
+            size = lengths[shard] if draws is None else int(draws[shard].sum())
+            if any(start <= p < start + size for p in wanted):
+                times = self._times(shard, None if draws is None else draws[shard])
+                at = start  # the stream position of this sample's first draw
                 for offset, sample in enumerate(self.shards.read(self.shards.urls[shard])):
-                    for _ in range(wanted.get(start + offset, 0)):
+                    n = times(sample)
+                    for _ in range(sum(wanted.get(q, 0) for q in range(at, at + n))):
                         yield first[shard] + offset, sample
-            start += lengths[shard]
+                    at += n
+            start += size
+
+    def _draws(self) -> Any:
+        """``data.balance = "sampler"``: the epoch's draws per (shard, class), an array (see the module doc);
+        ``None``: unweighted."""
+        if self.class_weights is None:
+            return None
+        import numpy as np
+
+        counts = np.asarray(self.shards.class_counts, dtype=np.float64)
+        cells = (counts * np.asarray(self.class_weights[: counts.shape[1]], dtype=np.float64)).ravel()
+        rng = np.random.default_rng([self.seed % 2**63, self.epoch])
+        return rng.multinomial(self.shards.num_samples, cells / cells.sum()).reshape(counts.shape)
+
+    def _times(self, shard: int, draws: Any) -> Any:
+        """``sample -> how often it is drawn``: once each, or (weighted) the ``draws`` of each class among
+        the shard's images of that class, uniformly, in the order the shard holds them."""
+        if draws is None:
+            return lambda sample: 1
+        import numpy as np
+
+        rng = np.random.default_rng([self.seed % 2**63, self.epoch, shard])
+        counts = self.shards.class_counts[shard]
+        picks = [
+            np.bincount(rng.integers(0, n, d), minlength=n) if n else [] for d, n in zip(draws, counts, strict=True)
+        ]
+        seen = [0] * len(counts)
+
+        def times(sample: dict[str, Any]) -> int:
+            label = int(sample["cls"])
+            if label >= len(counts) or seen[label] >= counts[label]:
+                from vitkit.errors import UserError
+
+                raise UserError(
+                    f"webdataset: shard {self.shards.urls[shard]} holds more images of class {label} than the "
+                    "class_counts of its _info.json record; rewrite the shards with `vitkit shards`"
+                )
+            seen[label] += 1
+            return int(picks[label][seen[label] - 1])
+
+        return times
 
     # ---------------------------------------------------------------------------- iteration
 
@@ -241,7 +295,18 @@ class StreamLoader:
             generator=self.generator,
         )
         self.transform, self.device, self.train = transform, device, train
-        self.sample_weights = None  # data.balance = "sampler" does not apply to streamed shards
+
+    def class_counts(self, num_classes: int) -> torch.Tensor | None:
+        """The split's images per class, from the shards' recorded ``class_counts`` (``None``: not recorded)."""
+        rows = self.stream.shards.class_counts
+        if rows is None or self.stream.multi_label:
+            return None
+        counts = torch.tensor(rows, dtype=torch.float64).sum(0).float()
+        return torch.nn.functional.pad(counts, (0, max(0, num_classes - len(counts))))
+
+    def set_class_weights(self, weights: torch.Tensor) -> None:
+        """``data.balance = "sampler"``: the stream draws each image with its class's weight (module doc)."""
+        self.stream.class_weights = weights.tolist()
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch's shard order, shuffle and per-sample draws depend on (seed, epoch) only."""

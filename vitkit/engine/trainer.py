@@ -185,7 +185,7 @@ class Trainer:
             self.data.test, eval_batch, eval_tf, self.device, False, data.num_workers, 0, eval_rank, eval_world
         )
 
-        apply_balance(recipe, self.data, self.train_loader, self.loss_fn)  # after the loaders: the sampler's weights
+        self.balance = apply_balance(recipe, self.data, self.train_loader, self.loss_fn)  # the loader's counts
         accum = recipe.train.grad_accum_steps
         self.steps_per_epoch = math.ceil(len(self.train_loader) / accum)
         self.scheduler = build.build_scheduler(
@@ -554,6 +554,8 @@ class Trainer:
         audit = run_audit(self.data, run_dir)  # duplicates and leaks of a folder (audit.json), from the cache
         if audit is not None:
             summary["audit"] = audit
+        if self.balance is not None:
+            summary["balance"] = self.balance
         if self.ema is not None:
             summary["final_ema_val_acc"] = last["ema_val_acc"]
         if self.compile_trial is not None:
