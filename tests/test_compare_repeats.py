@@ -218,8 +218,9 @@ def test_a_failing_parallel_run_is_one_clear_error(cli, write_recipe, tmp_path):
 
 
 def test_parallel_runs_get_the_same_keys_as_in_process_ones(write_recipe, tmp_path):
-    from vitkit.apps.compare_jobs import cpu_threads, run_command
+    from vitkit.apps.compare_jobs import run_command
     from vitkit.apps.compare_plan import add_repeats, plan, run_overrides
+    from vitkit.engine.threads import threads_per_job
 
     (variant,) = plan([str(write_recipe(ONE_EPOCH))], ["model.attention=cosine"])
     add_repeats([variant], None, 3, first_seed=0)
@@ -236,4 +237,4 @@ def test_parallel_runs_get_the_same_keys_as_in_process_ones(write_recipe, tmp_pa
     assert command[2:5] == ["vitkit", "run", str(variant.source)]
     assert command[5:-3] == [arg for key in keys for arg in ("--set", key)]
     assert command[-3:] == ["--plugin", "my_plugin.py", "--no-plugins"]
-    assert cpu_threads(1) >= cpu_threads(2) >= 1
+    assert threads_per_job(1) >= threads_per_job(2) >= 1 and threads_per_job(2, asked=3) == 3

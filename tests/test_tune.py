@@ -149,25 +149,33 @@ def test_i28_a_trials_never_score_test_only_the_best_trial_once(study: Path) -> 
 
 
 def _seeded_study(storage: str, params: list[dict[str, float]]) -> None:
+    """A study made with Optuna, its first trials enqueued: ``vitkit tune --study-name tiny-tune`` joins it."""
     study = optuna.create_study(storage=storage, study_name="tiny-tune", direction="minimize")
     for values in params:
         study.enqueue_trial(values)
 
 
+def study_name_of(study_dir: Path) -> str:
+    return json.loads((study_dir / "tune.json").read_text())["study"]
+
+
 @pytest.mark.slow
 def test_i28_2_median_pruner_prunes_a_trial_far_behind(cli, tmp_path: Path, write_recipe) -> None:
     # the space comes from the recipe's [tune] table; trials 0 and 1 learn, trial 2 (lr 1e-7) cannot
-    write_recipe(RECIPE + '[tune]\nspace = ["optimizer.lr=loguniform(1e-7,3e-2)"]\ntrials = 3\n', "tiny.toml")
+    three = RECIPE.replace("epochs = 2", "epochs = 3")  # judged after epoch 2: the first after the first half
+    write_recipe(three + '[tune]\nspace = ["optimizer.lr=loguniform(1e-7,3e-2)"]\ntrials = 3\n', "tiny.toml")
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     good, bad = {"optimizer.lr": 2e-2}, {"optimizer.lr": 1e-7}
     _seeded_study(storage, [good, good, bad])
-    done = vitkit(tmp_path, "tune", "tiny.toml", "--storage", storage, "--pruner", "median")
+    done = vitkit(
+        tmp_path, "tune", "tiny.toml", "--storage", storage, "--pruner", "median", "--study-name", "tiny-tune"
+    )
     assert done.returncode == 0, done.stderr
     rows = trials_csv(study_dirs(tmp_path)[0])
     assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE", "PRUNED"]
-    assert [r["epochs_run"] for r in rows] == ["2", "2", "1"]
+    assert [r["epochs_run"] for r in rows] == ["3", "3", "2"]
     summary = json.loads((Path(rows[2]["run_dir"]) / "summary.json").read_text())
-    assert summary["status"] == "pruned" and summary["epochs_run"] == 1
+    assert summary["status"] == "pruned" and summary["epochs_run"] == 2
     code, out, _ = cli("runs", tmp_path / "runs", "--json")
     status = {Path(r["run_dir"]).name: r["status"] for r in json.loads(out)}
     assert status == {"0000": "finished", "0001": "finished", "0002": "pruned"}
@@ -184,7 +192,8 @@ def test_i28_4_two_processes_on_one_storage_share_the_study(tmp_path: Path, reci
     ]
     for proc in procs:
         assert proc.wait(timeout=900) == 0, proc.stderr.read().decode()
-    study = optuna.load_study(study_name="tiny-tune", storage=storage)
+    [name] = optuna.get_all_study_names(storage)  # the same command: the same study (its name, its fingerprint)
+    study = optuna.load_study(study_name=name, storage=storage)
     finished = [t for t in study.trials if t.state.name == "COMPLETE"]
     ran = [t for t in study.trials if t.user_attrs.get("run_dir")]
     assert len(finished) == 4 and len(ran) == 4  # no fifth trial started
@@ -238,7 +247,7 @@ def test_i28_5_compare_tune_gives_each_variant_the_same_budget(tmp_path: Path, r
     for row in report["rows"]:
         tuned = row["tuned"]
         study = optuna.load_study(
-            study_name=Path(tuned["study_dir"]).parent.name, storage=f"sqlite:///{tuned['study_dir']}/study.db"
+            study_name=study_name_of(Path(tuned["study_dir"])), storage=f"sqlite:///{tuned['study_dir']}/study.db"
         )
         states = [t.state.name for t in study.trials]
         assert len(states) == 2 and set(states) <= {"COMPLETE", "PRUNED"}  # the same budget: 2 finished trials
@@ -323,18 +332,20 @@ def test_i28_c_trials_under_torchrun_follow_rank_0_values_and_prune_decision(tmp
 
     # each trial a different depth: a rank that trained other values than rank 0's would break DDP's model check
     space = '["optimizer.lr=loguniform(1e-7,3e-2)", "model.depth=int(1,3)"]'
-    (tmp_path / "tiny.toml").write_text(RECIPE + f"[tune]\nspace = {space}\ntrials = 3\n")
+    three = RECIPE.replace("epochs = 2", "epochs = 3")  # judged after epoch 2: the first after the first half
+    (tmp_path / "tiny.toml").write_text(three + f"[tune]\nspace = {space}\ntrials = 3\n")
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     good = {"optimizer.lr": 2e-2}
     _seeded_study(
         storage, [{**good, "model.depth": 1}, {**good, "model.depth": 2}, {"optimizer.lr": 1e-7, "model.depth": 3}]
     )
-    code, out, err = _torchrun(["tune", "tiny.toml", "--storage", storage, "--pruner", "median"], tmp_path)
+    args = ["tune", "tiny.toml", "--storage", storage, "--pruner", "median", "--study-name", "tiny-tune"]
+    code, out, err = _torchrun(args, tmp_path)
     assert code == 0, err[-3000:]
     (study,) = study_dirs(tmp_path)  # one study folder: rank 1 wrote nothing
     rows = trials_csv(study)
     assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE", "PRUNED"]
-    assert [r["epochs_run"] for r in rows] == ["2", "2", "1"]  # every rank stopped after epoch 1
+    assert [r["epochs_run"] for r in rows] == ["3", "3", "2"]  # every rank stopped after epoch 2
     for row in rows:
         run = Path(row["run_dir"])
         summary = json.loads((run / "summary.json").read_text())

@@ -401,8 +401,16 @@ def _add_tune(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     tune.add_argument("--seed", type=int, metavar="S", help="the sampler's seed (tune.seed)")
     tune.add_argument("--folds", type=int, metavar="K", help="score each trial by K-fold cross-validation")
     tune.add_argument("--storage", metavar="URL", help="Optuna storage URL shared by workers (default: study.db)")
-    tune.add_argument("--jobs", type=int, default=1, metavar="N", help="trials at once (CPU: threads split)")
+    tune.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="trials at once (CPU: --threads each, else the cores split)"
+    )
     tune.add_argument("--new", action="store_true", help="start a new study instead of continuing the same one")
+    tune.add_argument(
+        "--study-name",
+        metavar="NAME",
+        help="join (or create) the study NAME on purpose, e.g. one another machine started with --new; it must "
+        "search the same recipe, space and settings (default: <name>-tune-<fingerprint of what it searches>)",
+    )
     tune.add_argument("--threads", type=int, metavar="N", help="CPU threads per trial (train.threads)")
     tune.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key"
@@ -427,7 +435,7 @@ def _tune(args: argparse.Namespace) -> int:
     manager, _ = _load_plugins(args, recipe)
     tune.tune(
         recipe, args.space, args.trials, args.metric, args.direction, args.sampler, args.pruner, args.seed,
-        args.folds, args.storage, args.jobs, args.new, manager,
+        args.folds, args.storage, args.jobs, args.new, manager, args.study_name,
     )  # fmt: skip
     return 0
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vitkit.engine.console import console
+from vitkit.engine.threads import threads_per_job
 from vitkit.errors import UserError
 
 if TYPE_CHECKING:
@@ -32,15 +33,6 @@ def gpu_slots() -> list[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [d.strip() for d in visible.split(",") if d.strip()] if visible else []
     return ids[: torch.cuda.device_count()] or [str(i) for i in range(torch.cuda.device_count())]
-
-
-def cpu_threads(jobs: int) -> int:
-    """Torch threads per process when ``jobs`` processes share this machine's cores."""
-    import torch
-
-    from vitkit.engine.threads import cores
-
-    return max(1, min(cores(), torch.get_num_threads()) // jobs)
 
 
 def run_command(
@@ -76,7 +68,7 @@ def run_parallel(
 
     gpus = gpu_slots()
     slots = gpus[:jobs] if gpus else [None] * jobs
-    threads = cpu_threads(len(slots))
+    threads = threads_per_job(len(slots))
     where = f"{len(slots)} GPU(s), one run each" if gpus else f"CPU, {threads} thread(s) per run"
     console.print(f"compare: {len(todo)} runs, {len(slots)} at a time ({where}); logs in {out_dir}/<run>.log")
     queue = list(todo)

@@ -3,16 +3,19 @@ path; the loaded data is reused while the data-affecting keys stay the same), re
 after each epoch from a hook so the pruner can stop it, and is scored on validation only: no trial evaluates
 the test split; the study scores the chosen trial's weights on it once, at the end, and reports that apart.
 
-The study lives in an Optuna storage (default: ``study.db``, SQLite, in ``runs/<name>-tune/<time>/``); the
-same command continues it after a kill or Ctrl-C, ``--jobs N`` runs N worker processes on it, and any number
-of ``vitkit tune`` processes (other machines: ``--storage URL``) can share it. A trial counts once it is
-COMPLETE or PRUNED; an interrupted one is marked FAIL and never counted."""
+The study lives in an Optuna storage (default: ``study.db``, SQLite, in ``runs/<name>-tune/<time>/``) under a
+name derived from what it searches (``fingerprint``); the same command continues it after a kill or Ctrl-C,
+``--jobs N`` runs N worker processes on it, and any number of ``vitkit tune`` processes (other machines:
+``--storage URL``) can share it. A trial counts once it is COMPLETE or PRUNED; an interrupted one is marked
+FAIL, never counted, and its values run again as the next trial."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,12 +40,15 @@ SUMMARY_METRICS = (
 COST_METRICS = ("gmacs", "infer_img_per_s")
 STALE_S = 1800.0  # a RUNNING trial of another machine without a heartbeat for this long is taken as dead
 KEY_FILE = "tune.json"
-KEY_FIELDS = ("metrics", "directions", "sampler", "pruner", "seed", "folds", "storage")
+KEY_FIELDS = ("metrics", "directions", "sampler", "pruner", "seed", "folds")  # with the recipe and space: the study
+FINGERPRINT_ATTR = "vitkit_fingerprint"  # study user attrs: what the study searches (its hash, and the key itself)
+KEY_ATTR = "vitkit_key"
 
 
 @dataclasses.dataclass
 class Settings:
-    """What a study searches and how; ``key()`` is what makes two commands the same study."""
+    """What a study searches and how; ``key()`` is what makes two commands the same study (``storage``, where
+    it lives, and ``trials``, how far it goes, are not part of it)."""
 
     space: list[Param]
     trials: int
@@ -68,8 +74,10 @@ class Settings:
         return len(self.metrics) > 1
 
     def key(self, recipe: Recipe) -> dict[str, Any]:
+        """What the study searches: the recipe (less how fast and where it writes), the space, the settings."""
         data = recipe.to_dict()
         data.pop("tune")
+        data.pop("output")  # where runs go (a trial's own folder is under the study's), not what trains
         data["train"].pop("threads")  # how fast, not what
         return {
             "recipe": data,
@@ -192,10 +200,11 @@ def final_value(metric: str, summary: dict[str, Any], history: list[dict[str, An
 
 
 class TrialReporter:
-    """A per-trial plugin: after each epoch, report the metric to Optuna and stop the run when the pruner says so."""
+    """A per-trial plugin: after each epoch, report the metric to Optuna and stop the run when the pruner says so
+    (never after the run's last epoch, ``last``: stopping then saves nothing)."""
 
-    def __init__(self, trial: Any, metric: str, pruner: str, on_epoch: Any = None) -> None:
-        self.trial, self.metric, self.pruner, self.on_epoch = trial, metric, pruner, on_epoch
+    def __init__(self, trial: Any, metric: str, pruner: str, last: int, on_epoch: Any = None) -> None:
+        self.trial, self.metric, self.pruner, self.last, self.on_epoch = trial, metric, pruner, last, on_epoch
         self.pruned_at: int | None = None
 
     @hookimpl
@@ -207,7 +216,7 @@ class TrialReporter:
         if value is None or self.pruner == "none":
             return
         self.trial.report(value, epoch)
-        if self.trial.should_prune():
+        if epoch < self.last and self.trial.should_prune():
             self.pruned_at = epoch
             run.request_stop(f"pruned by the {self.pruner} pruner after epoch {epoch}")
 
@@ -241,73 +250,149 @@ def _storage(url: str, study_dir: Path) -> Any:
     raise AssertionError("unreachable")
 
 
-def _sampler(settings: Settings, number: int) -> Any:
-    """The trial's sampler, seeded from the study seed and the trial number: a sequential study repeats
-    its trials exactly, and parallel workers never draw the same startup values."""
+def _sampler(settings: Settings, slot: int) -> Any:
+    """The trial's sampler, seeded from the study seed and the trial's slot (``trial_slot``): a sequential
+    study repeats its trials exactly, interrupted or not, and parallel workers never draw the same startup
+    values."""
     import optuna
 
-    seed = settings.seed * 100_003 + number
+    seed = settings.seed * 100_003 + slot
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     startup = max(2, min(10, settings.trials // 3))  # a small budget still gets to the model-based phase
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
-def _pruner(settings: Settings, epochs: int) -> Any:
+@dataclasses.dataclass(frozen=True)
+class PrunePlan:
+    """The steps a trial reports to the pruner (epochs; folds with ``--folds``) and when it may be judged."""
+
+    steps: int  # the most steps a trial reports: Hyperband's max_resource
+    first_judged: int  # the first step the median pruner judges: the first after the first half of the steps
+
+
+def prune_plan(recipe: Recipe, settings: Settings) -> PrunePlan:
+    """The one place that sizes pruning. Steps: the folds with ``--folds`` (the pruner then compares the running
+    mean after each fold), else ``train.epochs``, the largest value of its range when the study searches it (one
+    plan for the whole study: Hyperband's brackets and the median pruner's warmup cannot change per trial, and
+    a trial with fewer epochs is then judged later, or not at all). No trial is judged in its first half of
+    steps (Optuna judges at ``step >= n_warmup_steps``; steps are 1-based epochs or folds), nor after its last
+    step (``TrialReporter``: pruning then saves nothing)."""
+    if settings.folds:
+        steps = settings.folds
+    else:
+        searched = next((p for p in settings.space if p.key == "train.epochs"), None)
+        steps = recipe.train.epochs if searched is None else int(searched.largest())
+    return PrunePlan(steps=steps, first_judged=steps // 2 + 1)
+
+
+def _pruner(settings: Settings, plan: PrunePlan) -> Any:
     import optuna
 
     if settings.pruner == "none":
         return optuna.pruners.NopPruner()
     if settings.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2))
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(plan.steps, 2))
     # a third of the budget (2 to 5, Optuna's default) must finish before trials are compared, and no trial
     # is judged in its first half of epochs: warmup and a schedule's early LR make early losses misleading
     # (on digits, judging from epoch 1 or 7 of 20 pruned the recipes that won without pruning)
     startup = max(2, min(5, settings.trials // 3))
-    return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=epochs // 2)
+    return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=plan.first_judged)
 
 
-def study_name(recipe: Recipe) -> str:
-    return f"{recipe.name}-tune"
+def fingerprint(recipe: Recipe, settings: Settings) -> str:
+    """The one identity of a study: a hash of ``settings.key(recipe)`` (recipe, space, metrics, directions,
+    sampler, pruner, seed, folds). The study's default name, its folder lookup and the check of a named study
+    all derive from it."""
+    text = json.dumps(settings.key(recipe), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def open_study(recipe: Recipe, settings: Settings, study_dir: Path) -> Any:
-    """Create or load the study (its name: ``<recipe name>-tune``)."""
+def default_study_name(recipe: Recipe, settings: Settings) -> str:
+    """``<recipe name>-tune-<fingerprint>``: the same command finds the same study, in any storage."""
+    return f"{recipe.name}-tune-{fingerprint(recipe, settings)}"
+
+
+def _first_difference(old: Any, new: Any, path: str = "") -> str:
+    """The first key at which two study keys differ, with both values, for a one-line error."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new), key=str):
+            if old.get(k) != new.get(k):
+                return _first_difference(old.get(k), new.get(k), f"{path}.{k}" if path else str(k))
+    return f"{path or 'the study'}: {json.dumps(old, default=str)} there, {json.dumps(new, default=str)} here"
+
+
+def open_study(recipe: Recipe, settings: Settings, study_dir: Path, name: str) -> Any:
+    """Create or load the study ``name``. A study that exists must search what this command searches (its
+    recorded fingerprint); one that vitkit did not make (no fingerprint, e.g. trials enqueued with Optuna) is
+    joined and the fingerprint recorded."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    epochs = recipe.train.epochs if not settings.folds else settings.folds
-    return optuna.create_study(
-        storage=_storage(settings.storage, study_dir),
-        study_name=study_name(recipe),
+    storage = _storage(settings.storage, study_dir)
+    mine, key = fingerprint(recipe, settings), json.loads(json.dumps(settings.key(recipe), default=str))
+    try:
+        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    except KeyError:
+        attrs = {}
+    theirs = attrs.get(FINGERPRINT_ATTR)
+    if theirs is not None and theirs != mine:
+        where = settings.storage or str(study_dir / "study.db")
+        raise UserError(
+            f"vitkit tune: study {name} in {where} searches something else "
+            f"({_first_difference(attrs.get(KEY_ATTR, {}), key)}); join it with the command that made it, or "
+            f"drop --study-name for this command's own study"
+        )
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
         directions=settings.directions,
         sampler=_sampler(settings, 0),
-        pruner=_pruner(settings, epochs),
+        pruner=_pruner(settings, prune_plan(recipe, settings)),
         load_if_exists=True,
     )
+    directions = [d.name.lower() for d in study.directions]
+    if directions != settings.directions:  # a study made with Optuna, say: its directions are stored
+        raise UserError(
+            f"vitkit tune: study {name} has directions {', '.join(directions)}, this command "
+            f"{', '.join(settings.directions)} ({', '.join(settings.metrics)}): give --direction to match, or "
+            f"another --study-name"
+        )
+    if theirs is None:
+        study.set_user_attr(FINGERPRINT_ATTR, mine)
+        study.set_user_attr(KEY_ATTR, key)
+    return study
 
 
-def find_study_dir(recipe: Recipe, settings: Settings, new: bool) -> tuple[Path, bool]:
-    """The study folder: the latest ``runs/<name>-tune/<time>/`` of the same study (same recipe, space and
-    settings; continued), else a new one. Returns (folder, continued)."""
-    parent = Path(recipe.output.dir) / study_name(recipe)
-    key = json.loads(json.dumps(settings.key(recipe)))
+def find_study_dir(
+    recipe: Recipe, settings: Settings, new: bool, study_name: str | None = None
+) -> tuple[Path, str, bool]:
+    """The study folder and the study's name: the latest ``runs/<name>-tune/<time>/`` of the same study (same
+    fingerprint and storage, and the same name when ``study_name`` is given; continued), else a new one, whose
+    study is ``default_study_name`` (``new``: a name of its own, with the folder's time, so ``--new`` always
+    starts a new study, even in a shared storage) or ``study_name``. Returns (folder, study name, continued)."""
+    parent = Path(recipe.output.dir) / f"{recipe.name}-tune"
+    mine = fingerprint(recipe, settings)
     if not new and parent.is_dir():
         for folder in sorted(parent.iterdir(), reverse=True):
             try:
                 saved = json.loads((folder / KEY_FILE).read_text())
             except (OSError, ValueError):
                 continue
-            if saved.get("key") == key:
-                return folder, True
+            same = saved.get("fingerprint") == mine and saved.get("storage") == settings.storage
+            if same and study_name in (None, saved.get("study")):
+                return folder, saved["study"], True
     from vitkit.engine.trainer import new_run_dir
 
-    holder = dataclasses.replace(recipe, name=study_name(recipe))
+    holder = dataclasses.replace(recipe, name=f"{recipe.name}-tune")
     folder = new_run_dir(holder)
-    (folder / KEY_FILE).write_text(
-        json.dumps({"key": key, "recipe": recipe.to_dict(), "source": str(recipe.source or "")}, indent=1)
-    )
-    return folder, False
+    name = study_name or default_study_name(recipe, settings) + (f"-{folder.name}" if new else "")
+    record = {
+        "study": name, "fingerprint": mine, "storage": settings.storage, "key": settings.key(recipe),
+        "recipe": recipe.to_dict(), "source": str(recipe.source or ""),
+    }  # fmt: skip
+    (folder / KEY_FILE).write_text(json.dumps(record, indent=1, default=str))
+    return folder, name, False
 
 
 # ------------------------------------------------------------------------------------ trials
@@ -323,29 +408,67 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def process_start(pid: int) -> str | None:
+    """What tells process ``pid`` from a later one given the same pid: the boot id and the start time in clock
+    ticks since boot (Linux ``/proc``); ``None`` where the OS has no ``/proc``. (A stopgap: Optuna's heartbeat
+    replaces the pid check later.)"""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces and brackets
+    return f"{boot}:{fields[19]}" if len(fields) > 19 else None
+
+
 def _dead(trial: Any, now: float) -> bool:
-    """A RUNNING trial whose process is gone: same machine and its pid no longer runs, or no heartbeat for long."""
+    """A RUNNING trial whose process is gone: same machine and its pid no longer runs (or runs a later process:
+    another start time), or no heartbeat for long."""
     attrs = trial.user_attrs
     if attrs.get("host") == socket.gethostname() and isinstance(attrs.get("pid"), int):
-        return not _alive(attrs["pid"])
+        if not _alive(attrs["pid"]):
+            return True
+        started, now_started = attrs.get("started"), process_start(attrs["pid"])
+        return started is not None and now_started is not None and started != now_started
     beat = attrs.get("heartbeat") or (trial.datetime_start.timestamp() if trial.datetime_start else now)
     return now - beat > STALE_S
 
 
 def fail_dead_trials(study: Any) -> int:
-    """Mark RUNNING trials whose process is gone (killed, power cut) as FAIL; returns how many."""
+    """Mark RUNNING trials whose process is gone (killed, power cut) as FAIL and queue their values to run
+    again (``retry``); returns how many."""
     from optuna.trial import TrialState
 
     count, now = 0, time.time()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _dead(trial, now):
-            study._storage.set_trial_user_attr(trial._trial_id, "error", "interrupted (its process is gone)")
             try:
+                study._storage.set_trial_user_attr(trial._trial_id, "error", "interrupted (its process is gone)")
+                study._storage.set_trial_user_attr(trial._trial_id, "void", True)
                 study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-                count += 1
-            except Exception:  # another worker marked it first
-                pass
+            except Exception:  # another worker marked it first (and queued its retry)
+                continue
+            retry(study, trial)
+            count += 1
     return count
+
+
+def trial_slot(study: Any, trial: Any) -> int:
+    """The trial's place in the study an uninterrupted run makes, which seeds its sampler: a retry keeps the
+    slot of the trial it reruns; any other trial's is its number less the void trials before it (interrupted,
+    or not run), so the trials after an interruption draw what they would have drawn."""
+    if isinstance(trial.user_attrs.get("slot"), int):
+        return trial.user_attrs["slot"]
+    void = sum(1 for t in study.get_trials(deepcopy=False) if t.number < trial.number and t.user_attrs.get("void"))
+    return trial.number - void
+
+
+def retry(study: Any, trial: Any) -> None:
+    """Queue an interrupted trial's values (and its slot) as the next trial the study asks for (Optuna's
+    ``enqueue_trial``: the WAITING trial is handed to one worker only)."""
+    slot = trial.user_attrs.get("slot")
+    attrs = {"retry_of": trial.number, **({"slot": slot} if isinstance(slot, int) else {})}
+    study.enqueue_trial(dict(trial.params), user_attrs=attrs)
 
 
 class DataCache:
@@ -395,7 +518,9 @@ def run_trial(
     from vitkit.plugins import new_manager
     from vitkit.run_dirs import read_metrics
 
-    study.sampler = _sampler(settings, trial.number)  # before the first suggest: the draw is the trial's own
+    slot = trial_slot(study, trial)
+    trial.set_user_attr("slot", slot)
+    study.sampler = _sampler(settings, slot)  # before the first suggest: the draw is the slot's own
     values = {param.key: param.suggest(trial) for param in settings.space}
     plugins = plugins or new_manager()
     run_dir = (study_dir / "trials" / f"{trial.number:04d}").resolve()
@@ -407,7 +532,8 @@ def run_trial(
         for fold in folds:
             this = trial_recipe(recipe, settings, values, trial.number, fold)
             where = run_dir / f"fold{fold}" if fold else run_dir
-            reporter = TrialReporter(trial, settings.metric, "none" if fold else settings.pruner, on_epoch)
+            pruner = "none" if fold else settings.pruner  # folds: judged after each fold, below
+            reporter = TrialReporter(trial, settings.metric, pruner, this.train.epochs, on_epoch)
             plugins.register(reporter, "vitkit_tune_trial")
             if under_torchrun():  # every rank trains it; the pruner's stop reaches them through the trainer
                 send(this)
@@ -437,9 +563,11 @@ def run_trial(
         trial.set_user_attr("epochs", epochs)
         study.tell(trial, state=TrialState.FAIL)
         return
-    except BaseException as err:  # Ctrl-C, a bug: never counted as finished
+    except BaseException as err:  # Ctrl-C, a bug: never counted as finished; its values run again first
         trial.set_user_attr("error", f"interrupted ({type(err).__name__})")
+        trial.set_user_attr("void", True)
         study.tell(trial, state=TrialState.FAIL)
+        retry(study, _trial(study, trial.number))
         raise
     trial.set_user_attr("epochs", epochs)
     values = _mean(scores)
@@ -485,13 +613,15 @@ def work(
         now = counts(study)
         if now["finished"] + now["running"] >= settings.trials:
             return
-        trial = study.ask()
+        trial = study.ask()  # a queued trial first (an interrupted one's retry, or one enqueued with Optuna)
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("started", process_start(os.getpid()))
         trial.set_user_attr("heartbeat", time.time())
         ahead = [t for t in study.get_trials(deepcopy=False, states=counted) if t.number < trial.number]
         if len(ahead) >= settings.trials:  # another worker took the last place meanwhile
             trial.set_user_attr("error", "not run: the study already had its trials")
+            trial.set_user_attr("void", True)
             study.tell(trial, state=TrialState.FAIL)
             return
         run_trial(study, trial, recipe, settings, study_dir, plugins, cache, on_epoch)
@@ -529,10 +659,12 @@ def tune(
     jobs: int = 1,
     new: bool = False,
     plugins: Any = None,
+    study_name: str | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) a study on ``recipe``; returns its summary (also ``tune_summary.json``): the best
     trial's values, score and run, its test accuracy (reported apart), counts, and the study folder. Several
-    ``metric``: a multi-objective study; ``front`` lists its Pareto front (``best`` is ``None``)."""
+    ``metric``: a multi-objective study; ``front`` lists its Pareto front (``best`` is ``None``). ``new``:
+    always a new study; ``study_name``: join (or create) that study on purpose, which must search the same."""
     from vitkit.extras import require
 
     require("tune", "optuna", what="vitkit tune")
@@ -541,19 +673,29 @@ def tune(
         raise UserError(f"vitkit tune --jobs {jobs}: expected at least 1")
     if under_torchrun() and jobs > 1:
         raise UserError("vitkit tune --jobs under torchrun: every rank trains each trial; run one process per rank")
+    if new and study_name:
+        raise UserError(
+            f"vitkit tune --new --study-name {study_name}: --new starts a study of its own, --study-name joins "
+            f"one; give one of them"
+        )
     if is_follower():  # a rank other than 0: it trains what rank 0 sends
         follow(recipe.train.device, plugins)
         return {}
-    study_dir, continued = find_study_dir(recipe, settings, new)
+    study_dir, name, continued = find_study_dir(recipe, settings, new, study_name)
+    try:
+        study = open_study(recipe, settings, study_dir, name)
+    except UserError:
+        if not continued:  # the folder made for it holds nothing yet; a later command must not find it
+            shutil.rmtree(study_dir, ignore_errors=True)
+        raise
     remember_trials(study_dir, settings.trials)
-    study = open_study(recipe, settings, study_dir)
     from vitkit.apps.tune_live import Live
 
     before = counts(study)
     objectives = ", ".join(f"{m} ({d})" for m, d in zip(settings.metrics, settings.directions, strict=True))
     verb = "continuing" if continued or before["finished"] else "starting"
     print(
-        f"vitkit tune {recipe.name}: {verb} study {study_name(recipe)} -> {study_dir} "
+        f"vitkit tune {recipe.name}: {verb} study {name} -> {study_dir} "
         f"({before['finished']}/{settings.trials} trials finished; metric {objectives}; "
         f"pruner {settings.pruner}; {jobs} job{'s' * (jobs != 1)})",
         flush=True,
@@ -569,25 +711,26 @@ def tune(
             elif jobs == 1:
                 work(study, recipe, settings, study_dir, plugins, live.epoch, live.trial_done)
             else:
-                _workers(study_dir, jobs, live)
+                _workers(study_dir, jobs, live, recipe.train.threads)
     except KeyboardInterrupt:
         done = counts(study)["finished"]
         raise RunInterrupted(
             f"interrupted; the study keeps its {done} finished trials (the interrupted one is marked FAIL, never "
-            f"counted): run the same command to continue it ({study_dir})"
+            f"counted, and its values run first when the study goes on): run the same command to continue it "
+            f"({study_dir})"
         ) from None
     from vitkit.apps.tune_report import write_outputs
 
     return write_outputs(study, recipe, settings, study_dir)
 
 
-def _workers(study_dir: Path, jobs: int, live: Any) -> None:
-    """``jobs`` worker processes on the study, CPU threads split between them and one GPU each where several
-    are visible; waits for all."""
+def _workers(study_dir: Path, jobs: int, live: Any, threads: int = 0) -> None:
+    """``jobs`` worker processes on the study, each with ``threads`` CPU threads (``--threads``; 0: the cores
+    split between them) and one GPU each where several are visible; waits for all."""
     from vitkit.apps.compare_jobs import gpu_slots
-    from vitkit.engine.threads import cores
+    from vitkit.engine.threads import threads_per_job
 
-    threads, gpus = max(1, cores() // jobs), gpu_slots()
+    threads, gpus = threads_per_job(jobs, threads), gpu_slots()
     procs = []
     for index in range(jobs):
         log = open(study_dir / f"worker{index}.log", "w")  # noqa: SIM115 (closed after the worker ends)
@@ -622,13 +765,13 @@ def worker_main(study_dir: str, threads: int | None, plugins_for: Any) -> int:
         recipe.train.threads = threads
     key = saved["key"]
     settings = Settings(
-        space=parse_space(key["space"]), trials=saved["trials"],
+        space=parse_space(key["space"]), trials=saved["trials"], storage=saved["storage"],
         **{k: key[k] for k in KEY_FIELDS},
     )  # fmt: skip
     from vitkit.engine.console import console
 
     console.quiet = True
-    study = open_study(recipe, settings, folder)
+    study = open_study(recipe, settings, folder, saved["study"])
     work(study, recipe, settings, folder, plugins_for(recipe))
     return 0
 

@@ -50,8 +50,10 @@ class Live:
 
     def table(self) -> Table:
         settings = self.settings
+        from vitkit.apps.tune_report import counts
+
         trials = self.study.get_trials(deepcopy=False)
-        finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+        finished = counts(self.study)["finished"]
         best = _best(self.study)
         title = (
             f"{self.study.study_name}: {finished}/{settings.trials} trials, {settings.metric} ({settings.direction})"

@@ -16,16 +16,30 @@ from vitkit.apps.tune_space import with_values
 from vitkit.engine.checkpoint import atomic_write_text
 from vitkit.recipe import Recipe, dump_toml
 
+FINISHED = ("COMPLETE", "PRUNED")  # the states that count towards --trials
+
 
 def counts(study: Any) -> dict[str, int]:
-    """Trials by state (``finished``: COMPLETE + PRUNED)."""
+    """Trials by state; ``finished``: COMPLETE + PRUNED, what ``--trials`` counts (the one count of it: the
+    header, the live table, the summary and the study's stop all read it here)."""
     from optuna.trial import TrialState
 
     out = {state.name.lower(): 0 for state in TrialState}
     for trial in study.get_trials(deepcopy=False):
         out[trial.state.name.lower()] += 1
-    out["finished"] = out["complete"] + out["pruned"]
+    out["finished"] = sum(out[state.lower()] for state in FINISHED)
     return out
+
+
+def test_note(settings: Any) -> str:
+    """What a chosen trial's reported test accuracy is, and whether ``vitkit run`` of its recipe gives it."""
+    if settings.folds:
+        k = settings.folds
+        return (
+            f"the mean over the {k} fold models of the trial (each trained on {k - 1}/{k} of train+val); vitkit "
+            f"run of its recipe trains one model on the usual split instead, and its test accuracy differs"
+        )
+    return "the trial's kept weights; vitkit run of its recipe trains the same run again and gets the same number"
 
 
 def _rows(study: Any, settings: Any) -> list[dict[str, Any]]:
@@ -80,13 +94,11 @@ def write_outputs(study: Any, recipe: Recipe, settings: Any, study_dir: Path) ->
     elif complete:
         best = study.best_trial
         recipe_best = best_recipe(recipe, best.params)
-        header = (
-            f"# vitkit tune: trial {best.number} of study {study.study_name} ({study_dir}), "
-            f"{settings.metric} = {best.value:.6g}\n"
-        )
-        atomic_write_text(study_dir / "best.toml", header + dump_toml(recipe_best.to_dict()))
         run_dir = Path(best.user_attrs.get("run_dir", ""))
-        test = score_test(run_dir, recipe.train.device)
+        tests = score_test(run_dir, recipe.train.device)
+        test = _mean(tests)
+        header = _header(study, settings, best, study_dir, test, tests)
+        atomic_write_text(study_dir / "best.toml", header + dump_toml(recipe_best.to_dict()))
         summary["best"] = {
             "number": best.number,
             "params": best.params,
@@ -94,6 +106,8 @@ def write_outputs(study: Any, recipe: Recipe, settings: Any, study_dir: Path) ->
             "epochs_run": best.user_attrs.get("epochs"),
             "run_dir": str(run_dir),
             "test_acc": test,  # reported apart: scored on the best trial's weights, never ranked on
+            "test_acc_of": test_note(settings),
+            **({"test_acc_folds": tests} if settings.folds else {}),
             "recipe": str(study_dir / "best.toml"),
         }
     plots += _plots(study, settings, study_dir)
@@ -120,7 +134,8 @@ def write_front(study: Any, recipe: Recipe, settings: Any, study_dir: Path) -> l
             "params": t.params,
             "values": dict(zip(settings.metrics, t.values, strict=True)),
             "run_dir": str(run_dir),
-            "test_acc": score_test(run_dir, recipe.train.device),  # reported apart, never ranked on
+            "test_acc": _mean(score_test(run_dir, recipe.train.device)),  # reported apart, never ranked on
+            "test_acc_of": test_note(settings),
             "recipe": str(path),
         })  # fmt: skip
     fields = ["number", *settings.metrics, *(p.key for p in settings.space), "test_acc", "recipe"]
@@ -166,9 +181,25 @@ def _front_plot(study: Any, settings: Any, front: list[dict[str, Any]], study_di
     return study_dir / "front.png", caption
 
 
-def score_test(run_dir: Path, device: str = "auto") -> float | None:
-    """The test accuracy of a chosen trial's kept weights (the mean over folds with cross-validation),
-    scored once through ``vitkit eval``'s path; later calls read the ``eval_test.json`` it left."""
+def _header(study: Any, settings: Any, best: Any, study_dir: Path, test: float | None, tests: list[float]) -> str:
+    """best.toml's header: the trial, its score, and what its reported test accuracy is."""
+    over = f" (the mean over {settings.folds} folds)" if settings.folds else ""
+    shown = "-" if test is None else f"{test:.4f}"
+    per_fold = f" ({', '.join(f'{v:.4f}' for v in tests)})" if settings.folds else ""
+    return (
+        f"# vitkit tune: trial {best.number} of study {study.study_name} ({study_dir}), "
+        f"{settings.metric} = {best.value:.6g}{over}\n"
+        f"# test accuracy {shown}{per_fold}, reported apart: {test_note(settings)}\n"
+    )
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def score_test(run_dir: Path, device: str = "auto") -> list[float]:
+    """The test accuracy of a chosen trial's kept weights (one per fold model with cross-validation), scored
+    once through ``vitkit eval``'s path; later calls read the ``eval_test.json`` it left."""
     runs = (
         [run_dir]
         if (run_dir / "summary.json").is_file()
@@ -187,7 +218,7 @@ def score_test(run_dir: Path, device: str = "auto") -> float | None:
             finally:
                 console.quiet = quiet
         values.append(float(json.loads(saved.read_text())["test_acc"]))
-    return sum(values) / len(values) if values else None
+    return values
 
 
 def _print(summary: dict[str, Any]) -> None:
@@ -202,13 +233,16 @@ def _print(summary: dict[str, Any]) -> None:
         test = "-" if best["test_acc"] is None else f"{best['test_acc']:.4f}"
         line += (
             f"\nbest: trial {best['number']}, {summary['metric']} {best['value']:.4g} ({values}); "
-            f"its test accuracy, reported apart: {test}\nrecipe: {best['recipe']}  (vitkit run {best['recipe']})"
+            f"its test accuracy, reported apart: {test}, {best['test_acc_of']}"
+            f"\nrecipe: {best['recipe']}  (vitkit run {best['recipe']})"
         )
     for point in summary.get("front", []):
         scores = ", ".join(f"{m} {v:.4g}" for m, v in point["values"].items())
         values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in point["params"].items())
         test = "-" if point["test_acc"] is None else f"{point['test_acc']:.4f}"
         line += f"\nfront: trial {point['number']}: {scores} ({values}); test, apart: {test}; {point['recipe']}"
+    if summary.get("front"):
+        line += f"\n(front test accuracies: {summary['front'][0]['test_acc_of']})"
     wrote = "front.csv, front/*.toml" if "front" in summary else "best.toml"
     print(line + f"\nwrote {summary['study_dir']}/: trials.csv, {wrote}, tune.html, plots", flush=True)
 
@@ -263,8 +297,8 @@ def _plots(study: Any, settings: Any, study_dir: Path) -> list[tuple[Path, str]]
             these = [t for t in scored if t.state.name == state and param.key in t.params]
             xs = [t.params[param.key] if param.kind != "choice" else str(t.params[param.key]) for t in these]
             ax.scatter(xs, [t.user_attrs["value"] for t in these], c=color, label=state.lower(), s=18)
-        if param.kind == "loguniform":
-            ax.set_xscale("log")
+        if param.kind == "loguniform" and any(t.params[param.key] > 0 for t in scored if param.key in t.params):
+            ax.set_xscale("log")  # only with values to scale: a key no trial drew leaves an empty, linear axis
         ax.set(xlabel=param.key, ylabel=settings.metric)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
@@ -311,7 +345,8 @@ def _html(summary: dict[str, Any], rows: list[dict[str, Any]], plots: list[tuple
         test = "-" if best["test_acc"] is None else f"{best['test_acc']:.4f}"
         parts.append(
             f"<h2>Best trial</h2><p>trial {best['number']}: {esc(values)}; {esc(summary['metric'])} "
-            f"{best['value']:.5g}. Test accuracy of its weights, reported apart (never ranked on): {test}. "
+            f"{best['value']:.5g}. Test accuracy, reported apart (never ranked on): {test}, "
+            f"{esc(best['test_acc_of'])}. "
             f"Recipe: {link(study_dir / 'best.toml', 'best.toml', study_dir)}</p>"
         )
     if summary.get("front"):
@@ -331,8 +366,8 @@ def _html(summary: dict[str, Any], rows: list[dict[str, Any]], plots: list[tuple
         parts.append(
             f"<h2>Pareto front</h2><p>{len(cells)} trials that no other trial beats on every metric "
             f"({esc(', '.join(f'{m} ({d})' for m, d in zip(summary['metrics'], summary['directions'], strict=True)))}"
-            f"), one recipe each. Test accuracy of their weights, reported apart (never ranked on).</p>"
-            + table(headers, cells, text_columns=1)
+            f"), one recipe each. Test accuracy, reported apart (never ranked on): "
+            f"{esc(summary['front'][0]['test_acc_of'])}.</p>" + table(headers, cells, text_columns=1)
         )
     parts.append("<h2>Plots</h2>" + "".join(figure(path, caption) for path, caption in plots))
     headers = list(rows[0]) if rows else []

@@ -43,6 +43,12 @@ class Param:
             return trial.suggest_int(self.key, int(self.low), int(self.high))
         return trial.suggest_float(self.key, self.low, self.high, log=self.kind == "loguniform")
 
+    def largest(self) -> Any:
+        """The largest value the space can draw (``high``, a whole number for ``int``; the largest choice)."""
+        if self.kind == "choice":
+            return max(self.choices)
+        return int(self.high) if self.kind == "int" else self.high
+
     def example(self) -> Any:
         """A value inside the space (to check the key against the recipe before trials run)."""
         if self.kind == "choice":
@@ -129,7 +135,7 @@ def check_space(recipe: Recipe, params: list[Param]) -> None:
             raise UserError(f"--space {param.text()!r}: {param.key} is not a training setting")
         if param.key in ("data.fold", "data.split_file"):
             raise UserError(f"--space {param.text()!r}: the splits are fixed for a study (use --folds K)")
-        for value in param.choices or (param.example(), param.high if param.kind == "int" else param.example()):
+        for value in param.choices or (param.example(), param.largest()):
             try:
                 with_values(recipe, {param.key: value})
             except UserError as err:

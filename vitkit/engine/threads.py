@@ -1,7 +1,8 @@
 """CPU threads: how many this process uses (``train.threads``, ``--threads``), and a hint when the machine
 is already busy. Two processes that each take every core slow each other many times over (OpenMP threads
-spin while they wait for a core), so vitkit splits cores itself where it starts several workers: ``compare
---jobs N`` gives each run ``cores // N`` threads; torch gives each DataLoader worker one."""
+spin while they wait for a core), so vitkit splits cores itself where it starts several workers
+(``threads_per_job``): ``compare --jobs N`` and ``tune --jobs N`` give each process ``cores // N`` threads
+unless ``--threads`` says otherwise; torch gives each DataLoader worker one."""
 
 from __future__ import annotations
 
@@ -13,6 +14,17 @@ LOAD_HOOK = "VITKIT_TEST_LOADAVG"  # test hook: a 1-minute load average to use i
 def cores() -> int:
     """CPU cores this process may run on (its affinity mask where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def threads_per_job(jobs: int, asked: int = 0) -> int:
+    """Torch threads for each of ``jobs`` processes sharing this machine: ``asked`` (``--threads``,
+    ``train.threads``) when given, else the cores (at most torch's own count) split between them. The one
+    split of ``compare --jobs`` and ``tune --jobs``."""
+    if asked > 0:
+        return asked
+    import torch
+
+    return max(1, min(cores(), torch.get_num_threads()) // jobs)
 
 
 def load_average() -> float | None:
