@@ -108,7 +108,8 @@ def _torchrun_two_epochs(tmp_path: Path, root: Path, data: str = "batch_size = 8
 def test_i26_2_torchrun_on_an_hf_dataset_gives_ranks_disjoint_equal_shares_of_the_whole_split(tmp_path):
     """Two processes (gloo) on a saved Hugging Face dataset: per epoch each rank's training images are
     disjoint, the same count on both, together the whole split; the test report covers the whole test split."""
-    log, run_dir = _torchrun_two_epochs(tmp_path, _saved_dataset(tmp_path / "hfds"))
+    # batch 7: each rank's ceil(27 / 2) = 14 images fill two whole batches (a partial one would be dropped)
+    log, run_dir = _torchrun_two_epochs(tmp_path, _saved_dataset(tmp_path / "hfds"), "batch_size = 7")
     summary = json.loads((run_dir / "summary.json").read_text())
     n_train, n_test = summary["split_sizes"]["train"], summary["split_sizes"]["test"]
     assert n_train == 27 and summary["world_size"] == 2  # odd: one rank's stretch is one short and padded
@@ -162,7 +163,8 @@ def test_i26_3_streamed_splits_hold_the_rows_and_pixels_of_the_loaded_ones(tmp_p
 def test_i26_3_torchrun_on_a_streamed_hf_dataset_gives_each_rank_and_worker_its_own_rows(tmp_path):
     """Two processes with 2 workers each stream Parquet files: per epoch each rank's training rows are disjoint,
     the same count on both, together the whole split; the test report covers the whole test split."""
-    log, run_dir = _torchrun_two_epochs(tmp_path, _parquet_dataset(tmp_path), "batch_size = 4\nstreaming = true")
+    # batch 7: ceil(27 / 2) = 14 fills two whole batches (one per worker), so no row is dropped
+    log, run_dir = _torchrun_two_epochs(tmp_path, _parquet_dataset(tmp_path), "batch_size = 7\nstreaming = true")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["split_sizes"] == {"train": 27, "val": 3, "test": 9} and summary["world_size"] == 2
 

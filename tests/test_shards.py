@@ -170,6 +170,7 @@ def test_i26_1_timm_reads_vitkit_shards(shard_set):
 @pytest.mark.parametrize("n,world,workers,batch", [(33, 2, 2, 4), (7, 3, 2, 2), (10, 2, 3, 3), (5, 1, 2, 8)])
 def test_i26_2_plan_gives_every_rank_the_same_steps_and_covers_the_split_once(n, world, workers, batch):
     from vitkit.data.shards import Shards
+    from vitkit.data.shares import train_used
     from vitkit.data.stream import ShardStream
 
     lengths = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5][: max(1, n // 3)]
@@ -184,15 +185,18 @@ def test_i26_2_plan_gives_every_rank_the_same_steps_and_covers_the_split_once(n,
             assert len(positions) == stream.rank_count()
             per_rank.append(positions)
             batches.add(stream.num_batches())
-        if train:
-            assert len(batches) == 1 and {len(p) for p in per_rank} == {math.ceil(n / world)}  # the same steps
+        if train:  # the same whole batches on every rank (a share under one batch: one short step)
+            used = train_used(n, world, batch)
+            assert len(batches) == 1 and {len(p) for p in per_rank} == {used}
+            assert used == (math.ceil(n / world) // batch * batch or math.ceil(n / world))
             for a in range(world):  # disjoint across ranks; a rank repeats at most one of its own
                 assert len(per_rank[a]) - len(set(per_rank[a])) <= 1
                 for b in range(a + 1, world):
                     assert not set(per_rank[a]) & set(per_rank[b])
+            assert set().union(*map(set, per_rank)) <= set(range(n))
         else:  # evaluation: each position once, rank r holding r, r + W, ... in order
             assert per_rank == [list(range(r, n, world)) for r in range(world)]
-        assert set().union(*map(set, per_rank)) == set(range(n))
+            assert set().union(*map(set, per_rank)) == set(range(n))
 
 
 def _round_robin(per_worker: list[list[int]], batch: int) -> list[int]:
@@ -212,8 +216,9 @@ def _logged(folder: Path, pattern: str) -> list[int]:
 
 @pytest.mark.slow
 def test_i26_2_torchrun_ranks_read_disjoint_shares_with_the_same_steps(tmp_path, shard_set):
-    """Two processes (gloo): per epoch each rank's training samples are disjoint, together the whole split,
-    the same count on both; the test split is evaluated whole, exactly once."""
+    """Two processes (gloo): per epoch each rank's training samples are disjoint, the same whole batches on
+    both (the last partial one dropped, different samples each epoch); the test split is evaluated whole,
+    exactly once."""
     _, shards, _ = shard_set
     info = json.loads((shards / "_info.json").read_text())
     n_train, n_test = info["splits"]["train"]["num_samples"], info["splits"]["test"]["num_samples"]
@@ -224,13 +229,15 @@ def test_i26_2_torchrun_ranks_read_disjoint_shares_with_the_same_steps(tmp_path,
     done = torchrun_vitkit(["run", recipe], VITKIT_TEST_SAMPLE_LOG=str(log))
     assert done.returncode == 0, done.stderr[-3000:]
     orders = []
+    dropped = []
     for epoch in (1, 2):
         ranks = [_logged(log, f"train-epoch{epoch}-rank{r}-worker*.txt") for r in (0, 1)]
-        assert len(ranks[0]) == len(ranks[1]) == math.ceil(n_train / 2)  # the same steps on both ranks
-        assert not set(ranks[0]) & set(ranks[1])  # disjoint
-        assert set(ranks[0]) | set(ranks[1]) == set(range(n_train))  # the whole split, once
+        whole = math.ceil(n_train / 2) // 4 * 4  # batch 4: whole batches only
+        assert len(ranks[0]) == len(ranks[1]) == whole < math.ceil(n_train / 2)  # the same steps on both ranks
+        assert not set(ranks[0]) & set(ranks[1]) and len(set(ranks[0] + ranks[1])) == 2 * whole  # disjoint
+        dropped.append(set(range(n_train)) - set(ranks[0]) - set(ranks[1]))
         orders.append(ranks[0])
-    assert orders[0] != orders[1]  # a new order every epoch
+    assert orders[0] != orders[1] and dropped[0] != dropped[1]  # a new order, other images dropped, each epoch
     tested = [_logged(log, f"test-epoch0-rank{r}-worker*.txt") for r in (0, 1)]
     assert sorted(tested[0] + tested[1]) == list(range(n_test))  # every test image exactly once
     (run_dir,) = (tmp_path / "runs" / "wds").iterdir()

@@ -21,3 +21,9 @@ class RunInterrupted(KeyboardInterrupt):
 class PeerLost(RuntimeError):
     """Another process of a multi-process run is gone (killed, crashed, its machine lost). The CLI prints
     one line and exits 1; ``torchrun --max-restarts`` then restarts the group, which resumes the run."""
+
+
+class WaitTimedOut(PeerLost):
+    """A process of a run waited ``train.wait_timeout`` seconds in a collective (another rank is stuck or
+    far behind) or for a batch from its DataLoader workers. One line naming the rank and what it waited
+    for, exit 1, as for a lost peer (``torchrun`` then stops the other ranks, or restarts the group)."""

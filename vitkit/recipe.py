@@ -129,6 +129,9 @@ class TrainConfig:
     progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
     log_every: int = _f(0, min=0, doc="progress refresh in steps (0: auto)")
     threads: int = _f(0, min=0, doc="CPU threads for torch's ops (0: torch's default, one per core); --threads")
+    wait_timeout: float = _f(
+        600.0, min=0.0, above=True, doc="seconds a collective (torchrun) or a batch from the workers may wait"
+    )
 
 
 @dataclass

@@ -12,6 +12,8 @@ Each check raises ``AssertionError`` with a message naming the attention and wha
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Literal
@@ -224,6 +226,35 @@ def _check_train_step(factory: Callable[..., nn.Module], dim: int, num_heads: in
     with torch.no_grad():
         after = loss_fn(model(images), labels)
     assert after < before, f"{fail}: one training step on digits did not lower the loss ({before:.4f} -> {after:.4f})"
+
+
+STALL_AT = "VITKIT_TEST_STALL_AT"
+
+
+def stall_at_test_point(where: str, epoch: int = 0, step: int = 0, rank: int = 0) -> None:
+    """Test hook for vitkit's own tests: ``VITKIT_TEST_STALL_AT="step:EPOCH:STEP:RANK"`` blocks rank ``RANK``
+    for good before training step ``STEP`` (1-based) of epoch ``EPOCH``; ``"worker:RANK"`` blocks its
+    training DataLoader workers as they start. A stuck rank or loader made on purpose (never by timing):
+    the tests check that the run then fails within ``train.wait_timeout`` with one line."""
+    spec = os.environ.get(STALL_AT, "").split(":")
+    if spec[0] != where:
+        return
+    if where == "step" and tuple(map(int, spec[1:])) != (epoch, step, rank):
+        return
+    if where == "worker" and int(spec[1]) != rank:
+        return
+    threading.Event().wait()  # until the process is ended
+
+
+def stall_worker_hook(rank: int) -> Callable[[int], None] | None:
+    """A DataLoader ``worker_init_fn`` for ``"worker:RANK"`` (``stall_at_test_point``), or ``None``."""
+    if not os.environ.get(STALL_AT, "").startswith("worker:"):
+        return None
+    return partial(_stall_worker, rank)
+
+
+def _stall_worker(rank: int, worker: int) -> None:
+    stall_at_test_point("worker", rank=rank)
 
 
 __all__ = ["check_attention"]

@@ -11,9 +11,32 @@ import torch
 import torch.nn.functional as F
 
 from vitkit.data.datasets import ImageSet
-from vitkit.data.shares import SAMPLE_LOG, train_count, train_positions
+from vitkit.data.shares import SAMPLE_LOG, train_batches, train_positions, train_used
 
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def worker_batches(loader: Any, wait_s: float, train: bool, rank: int, world_size: int) -> Iterator[Any]:
+    """The batches of a DataLoader whose ``timeout`` is ``wait_s``: a batch its workers did not deliver in
+    time is one line naming the rank and the wait (``WaitTimedOut``), not a hang or a traceback."""
+    try:
+        yield from loader
+    except RuntimeError as err:
+        if not str(err).startswith("DataLoader timed out"):
+            raise
+        from vitkit.errors import WaitTimedOut
+
+        who = f"rank {rank}: " if world_size > 1 else ""
+        raise WaitTimedOut(
+            f"{who}waited {wait_s:g} s for {'a training' if train else 'an evaluation'} batch from its "
+            f"{loader.num_workers} DataLoader workers (train.wait_timeout): a worker is stuck or reads that slowly; "
+            f"set data.num_workers = 0 to see where it stops, or raise train.wait_timeout"
+        ) from None
+
+
+def loader_wait(num_workers: int, wait_s: float) -> float:
+    """The DataLoader ``timeout`` for ``wait_s`` (0: none; it applies to worker processes only)."""
+    return wait_s if num_workers > 0 else 0.0
 
 
 def eval_shard(n: int, rank: int, world_size: int) -> range:
@@ -96,19 +119,25 @@ def epoch_order(n: int, seed: int, epoch: int, weights: torch.Tensor | None = No
     return torch.randperm(n, generator=g)
 
 
-def train_share(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """Rank ``rank``'s share of an epoch's training ``order`` (``train_positions`` of it); shards stream
-    by the same positions (``data.stream``)."""
-    return order[train_positions(len(order), rank, world_size)]
+def train_share(order: torch.Tensor, rank: int, world_size: int, batch_size: int) -> torch.Tensor:
+    """Rank ``rank``'s share of an epoch's training ``order``: ``train_positions`` of it, cut to the
+    ``train_used`` that fill whole batches (the order is random, so what is dropped changes every epoch;
+    a padded share drops its repeat first). Shards stream by the same positions (``data.stream``)."""
+    share = order[train_positions(len(order), rank, world_size)]
+    return share[: train_used(len(order), world_size, batch_size)]
 
 
 class EpochSampler(torch.utils.data.Sampler):
     """Yields ``(epoch, index)`` for a file-backed dataset: training order from ``epoch_order`` (this rank's
-    share), evaluation order sequential (``rank::world_size``); the dataset seeds per-sample
-    augmentations from (seed, epoch, index), so persistent workers give the same draws after a resume."""
+    ``train_share`` of it, whole batches of ``batch_size``), evaluation order sequential
+    (``rank::world_size``); the dataset seeds per-sample augmentations from (seed, epoch, index), so
+    persistent workers give the same draws after a resume."""
 
-    def __init__(self, n: int, train: bool, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, n: int, train: bool, seed: int = 0, rank: int = 0, world_size: int = 1, batch_size: int = 1
+    ) -> None:
         self.n, self.train, self.seed, self.rank, self.world_size = n, train, seed, rank, world_size
+        self.batch_size = batch_size
         self.epoch = 0
         self.weights: torch.Tensor | None = None
 
@@ -116,10 +145,10 @@ class EpochSampler(torch.utils.data.Sampler):
         if not self.train:
             return list(eval_shard(self.n, self.rank, self.world_size))
         order = epoch_order(self.n, self.seed, self.epoch, self.weights)
-        return train_share(order, self.rank, self.world_size).tolist()
+        return train_share(order, self.rank, self.world_size, self.batch_size).tolist()
 
     def __len__(self) -> int:
-        return len(self.indices()) if not self.train else train_count(self.n, self.world_size)
+        return len(self.indices()) if not self.train else train_used(self.n, self.world_size, self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         indices = self.indices()
@@ -165,15 +194,17 @@ class InMemoryLoader:
         n = len(self.labels)
         if not self.train:
             return torch.tensor(eval_shard(n, self.rank, self.world_size), dtype=torch.long)
-        return train_share(epoch_order(n, self.seed, self.epoch, self.sample_weights), self.rank, self.world_size)
+        order = epoch_order(n, self.seed, self.epoch, self.sample_weights)
+        return train_share(order, self.rank, self.world_size, self.batch_size)
 
     def __len__(self) -> int:
-        n = len(self._indices())
-        return n // self.batch_size if self.train and n >= self.batch_size else -(-n // self.batch_size)
+        if self.train:
+            return train_batches(len(self.labels), self.world_size, self.batch_size)
+        return -(-len(eval_shard(len(self.labels), self.rank, self.world_size)) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         indices = self._indices().to(self.images.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        for start in range(0, len(indices), self.batch_size):
             idx = indices[start : start + self.batch_size]
             yield self.transform(self.images[idx], self.labels[idx], train=self.train)
 
@@ -192,25 +223,30 @@ class FileLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        wait_s: float = 0.0,
     ) -> None:
         from torch.utils.data import DataLoader
+
+        from vitkit.testing import stall_worker_hook
 
         if train:  # per-sample augmentations (RandAugment, ...) run in the workers, on CPU
             data.files.augment = transform.take_sample_augments()
         data.files.seed = seed
-        self.sampler = EpochSampler(len(data), train, seed, rank, world_size)
+        self.sampler = EpochSampler(len(data), train, seed, rank, world_size, batch_size)
         self.loader = DataLoader(
             data.files,
             batch_size=batch_size,
-            sampler=self.sampler,
+            sampler=self.sampler,  # training: whole batches only (``shares.train_batches``)
             num_workers=num_workers,
-            drop_last=train and len(self.sampler) >= batch_size,
             pin_memory=device.type == "cuda",
             persistent_workers=num_workers > 0,
             generator=torch.Generator().manual_seed(seed),  # worker seeds: never a draw from the global RNG
+            timeout=loader_wait(num_workers, wait_s),
+            worker_init_fn=stall_worker_hook(rank) if train else None,
         )
         self.transform, self.device, self.train, self.seed, self.rank = transform, device, train, seed, rank
         self.files = data.files
+        self.wait_s, self.world_size = wait_s, world_size
 
     def _labels(self) -> torch.Tensor | None:
         """Each image's class index, from the dataset's ``samples`` (``None``: it lists none, or multi-label)."""
@@ -237,7 +273,7 @@ class FileLoader:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in self.loader:
+        for images, labels in worker_batches(self.loader, self.wait_s, self.train, self.rank, self.world_size):
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             yield self.transform(images, labels, train=self.train)
@@ -253,15 +289,17 @@ def build_loader(
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    wait_s: float = 0.0,
 ) -> Any:
-    """The in-memory loader for tensor splits, a DataLoader for file-backed ones (streamed for shards)."""
+    """The in-memory loader for tensor splits, a DataLoader for file-backed ones (streamed for shards);
+    ``wait_s``: how long a batch from the workers may take (``train.wait_timeout``; 0: no limit)."""
     if data.in_memory:
         return InMemoryLoader(data, batch_size, transform, device, train, seed, rank, world_size)
     if isinstance(data.files, torch.utils.data.IterableDataset):
         from vitkit.data.stream import StreamLoader
 
-        return StreamLoader(data, batch_size, transform, device, train, num_workers, seed, rank, world_size)
-    return FileLoader(data, batch_size, transform, device, train, num_workers, seed, rank, world_size)
+        return StreamLoader(data, batch_size, transform, device, train, num_workers, seed, rank, world_size, wait_s)
+    return FileLoader(data, batch_size, transform, device, train, num_workers, seed, rank, world_size, wait_s)
 
 
 def eval_transform(data: Mapping[str, Any]) -> BatchTransform:

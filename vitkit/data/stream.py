@@ -6,10 +6,12 @@ lengths in ``_info.json``, nothing else, so every rank knows every rank's share 
 - training: the shards in an order drawn from (seed, epoch) form one stream of ``N`` samples; rank
   ``r`` takes the contiguous stretch ``[r N / W, (r + 1) N / W)`` (it opens only the shards that
   overlap it), repeating its own first sample once when its stretch is one short, so every rank
-  has ``ceil(N / W)`` samples and runs the same number of steps; the ranks' samples are disjoint and
-  together cover the split once per epoch (WebDataset issues #434, #75: shard counts that do not divide
-  evenly otherwise hang DDP or shorten epochs). The rank's batches are cut into contiguous blocks, one
-  per worker; each worker shuffles through a buffer seeded by (seed, epoch, rank, worker);
+  has ``ceil(N / W)`` samples; of those it trains on ``shares.train_used``, whole batches as every
+  loader (the last partial batch is dropped: the repeat first, then samples drawn from (seed, epoch,
+  rank), so each epoch drops others), and every rank runs the same number of steps; the ranks'
+  samples are disjoint (WebDataset issues #434, #75: shard counts that do not divide evenly otherwise
+  hang DDP or shorten epochs). The rank's batches are cut into contiguous blocks, one per worker; each
+  worker shuffles through a buffer seeded by (seed, epoch, rank, worker);
 - ``data.balance = "sampler"`` (``class_weights`` set): the stream is of ``N`` draws instead of the ``N``
   samples; each (shard, class) cell gets its number of draws from one multinomial over the cells
   (weight: the cell's images, ``class_counts`` of ``_info.json``, times its class's weight), seeded by
@@ -39,7 +41,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from vitkit.data.shards import Shards, sample_image
-from vitkit.data.shares import SAMPLE_LOG, train_count, train_positions
+from vitkit.data.shares import SAMPLE_LOG, train_positions, train_used
 
 
 def worker_block(batches: int, worker: int, workers: int) -> range:
@@ -90,10 +92,23 @@ class ShardStream(IterableDataset):
     def rank_count(self) -> int:
         """Samples this rank yields per epoch."""
         n = self.shards.num_samples
-        return train_count(n, self.world_size) if self.train else len(range(self.rank, n, self.world_size))
+        if self.train:  # whole batches only, as every training loader (``shares.train_batches``)
+            return train_used(n, self.world_size, self.batch_size)
+        return len(range(self.rank, n, self.world_size))
 
     def num_batches(self) -> int:
         return math.ceil(self.rank_count() / self.batch_size)
+
+    def train_share(self) -> list[int]:
+        """This rank's training positions of the epoch in stream order: its ``train_positions`` less what
+        does not fill a whole batch (the repeat first, then positions drawn from (seed, epoch, rank))."""
+        n = self.shards.num_samples
+        mine = list(dict.fromkeys(train_positions(n, self.rank, self.world_size)))  # the repeat dropped
+        used = train_used(n, self.world_size, self.batch_size)
+        if used >= len(mine):
+            return train_positions(n, self.rank, self.world_size)[:used]
+        rng = random.Random(((self.seed * 1009 + self.epoch) * 1009 + self.rank) * 7919)
+        return [mine[i] for i in sorted(rng.sample(range(len(mine)), used))]
 
     def _stream(self) -> list[int]:
         """Shard indices in stream order for this epoch."""
@@ -104,7 +119,7 @@ class ShardStream(IterableDataset):
         """The stream positions ``worker`` of ``workers`` yields, in batch order before any shuffling."""
         n, b = self.shards.num_samples, self.batch_size
         if self.train:
-            mine = train_positions(n, self.rank, self.world_size)
+            mine = self.train_share()
             block = worker_block(self.num_batches(), worker, workers)
             return mine[block.start * b : block.stop * b]
         mine = list(range(self.rank, n, self.world_size))
@@ -276,8 +291,12 @@ class StreamLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        wait_s: float = 0.0,
     ) -> None:
         from torch.utils.data import DataLoader
+
+        from vitkit.data.loaders import loader_wait
+        from vitkit.testing import stall_worker_hook
 
         self.stream: ShardStream = data.files
         if train:
@@ -293,8 +312,11 @@ class StreamLoader:
             pin_memory=device.type == "cuda",
             persistent_workers=False,  # a new epoch's plan reaches the workers with the dataset
             generator=self.generator,
+            timeout=loader_wait(workers, wait_s),
+            worker_init_fn=stall_worker_hook(rank) if train else None,
         )
         self.transform, self.device, self.train = transform, device, train
+        self.wait_s = wait_s
 
     def class_counts(self, num_classes: int) -> torch.Tensor | None:
         """The split's images per class, from the shards' recorded ``class_counts`` (``None``: not recorded)."""
@@ -318,7 +340,10 @@ class StreamLoader:
         return self.stream.num_batches()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in self.loader:
+        from vitkit.data.loaders import worker_batches
+
+        stream = self.stream
+        for images, labels in worker_batches(self.loader, self.wait_s, self.train, stream.rank, stream.world_size):
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             yield self.transform(images, labels, train=self.train)

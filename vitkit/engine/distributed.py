@@ -3,12 +3,17 @@
 ``torchrun --nproc_per_node=N -m vitkit run RECIPE`` sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``;
 vitkit then joins the process group (nccl on GPUs, gloo on CPU), gives each process its own GPU,
 shards both loaders by rank, and sums metrics across ranks. Only rank 0 prints and writes.
+
+No wait is silent: the group's timeout (``train.wait_timeout``, ``DEFAULT_WAIT_S``) bounds every
+collective (gloo raises; nccl's watchdog aborts), and a rank that waited that long fails with one line
+naming what it waited for (``waiting_for``: the trainer says which step or evaluation it is in).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +41,30 @@ class Dist:
 
 # what gloo says when the process at the other end of a collective's connection is gone
 _PEER_GONE = ("Connection reset by peer", "Connection closed by peer")
+# what gloo ("Timed out waiting 600000ms for recv operation") and the store ("wait timeout after ...") say
+# when a collective's peers did not come within the group's timeout
+_TIMED_OUT = re.compile(r"timed out|timeout", re.IGNORECASE)
+
+DEFAULT_WAIT_S = 600.0  # train.wait_timeout: nccl's own default; long enough for rank 0's checkpoint writes
+_waiting = "the other processes"  # what a collective that times out now waits for (``waiting_for``)
+_wait_s = DEFAULT_WAIT_S
+
+
+def waiting_for(what: str) -> None:
+    """Name what this rank's next collectives wait for (``"the gradients of epoch 2, step 5"``), for the
+    one-line error when one times out."""
+    global _waiting
+    _waiting = what
+
+
+def timed_out(err: BaseException) -> bool:
+    """Whether a collective failed because its peers did not come within the group's timeout."""
+    return isinstance(err, RuntimeError) and bool(_TIMED_OUT.search(str(err))) and not peer_lost(err)
+
+
+def timeout_message(rank: int) -> str:
+    """``rank R: waited N s for WHAT``: the start of the line a rank prints when a collective timed out."""
+    return f"rank {rank}: waited {_wait_s:g} s for {_waiting}"
 
 
 def peer_lost(err: BaseException) -> bool:
@@ -50,10 +79,14 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_distributed(device_name: str = "auto") -> Dist:
-    """Join the process group when launched by torchrun; a single process otherwise."""
+def init_distributed(device_name: str = "auto", wait_s: float = DEFAULT_WAIT_S) -> Dist:
+    """Join the process group when launched by torchrun, its collectives timing out after ``wait_s``
+    seconds; a single process otherwise."""
+    from datetime import timedelta
+
     import torch.distributed as dist
 
+    global _wait_s
     if not launched_by_torchrun():
         return Dist()
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -63,11 +96,13 @@ def init_distributed(device_name: str = "auto") -> Dist:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
         backend = "nccl" if use_cuda else "gloo"
-        store = restart_store(rank, world)
+        store, timeout = restart_store(rank, world), timedelta(seconds=wait_s)
+        _wait_s = wait_s
+        waiting_for("the other processes to join the process group")
         if store is None:
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend=backend, timeout=timeout)
         else:
-            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world, timeout=timeout)
     return Dist(rank, world, local)
 
 
@@ -100,12 +135,12 @@ _held = False  # a caller keeps the group across runs (``hold_group``): a run's 
 
 
 @contextlib.contextmanager
-def hold_group(device_name: str = "auto") -> Iterator[Dist]:
+def hold_group(device_name: str = "auto", wait_s: float = DEFAULT_WAIT_S) -> Iterator[Dist]:
     """Join the process group and keep it across several runs in this process (``vitkit tune`` under
     torchrun: a group destroyed and made again in one process can read its old peers' addresses from the
     store and hang); it is left at the end."""
     global _held
-    info = init_distributed(device_name)
+    info = init_distributed(device_name, wait_s)
     _held = True
     try:
         yield info
@@ -124,6 +159,7 @@ def shutdown() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        waiting_for("the other processes to finish")
         dist.barrier()
         if not _held:
             gc.collect()

@@ -47,9 +47,27 @@ class Evaluation:
         return {f"{prefix}_loss": self.loss, f"{prefix}_acc": self.acc, f"{prefix}_top5": self.top5}
 
 
+def empty_evaluation(num_classes: int, multi_label: bool = False) -> Evaluation:
+    """The evaluation of no images (a rank whose shard of a split smaller than the world is empty), with
+    the dtypes and row shapes the other ranks' evaluations have, so the reductions and gathers match."""
+    probabilities = torch.zeros((0, num_classes))
+    if multi_label:
+        return Evaluation(0.0, 0.0, 0.0, 0, probabilities.long(), probabilities.clone(), probabilities)
+    empty = torch.zeros(0, dtype=torch.long)
+    return Evaluation(0.0, 0.0, 0.0, 0, empty, empty.clone(), probabilities, probabilities.clone())
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, device: torch.device, precision: str = "fp32") -> Evaluation:
-    """Run ``model`` over ``loader`` in eval mode; mean cross-entropy and accuracies."""
+def evaluate(
+    model: nn.Module,
+    loader: Any,
+    device: torch.device,
+    precision: str = "fp32",
+    num_classes: int | None = None,
+    multi_label: bool = False,
+) -> Evaluation:
+    """Run ``model`` over ``loader`` in eval mode; mean cross-entropy and accuracies. A loader with no
+    images gives ``empty_evaluation`` (``num_classes``, else the model's, and ``multi_label`` shape it)."""
     was_training = model.training
     model.eval()
     total_loss = torch.zeros((), device=device, dtype=torch.float64)
@@ -66,6 +84,8 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device, precision: str
         logits_all.append(logits)
         targets_all.append(targets)
     model.train(was_training)
+    if not logits_all:
+        return empty_evaluation(num_classes or getattr(model, "num_classes", 0), multi_label)
     logits = torch.cat(logits_all)
     targets = torch.cat(targets_all)
     count = len(targets)

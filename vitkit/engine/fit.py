@@ -1,17 +1,20 @@
-"""``fit_guarded``: build a ``Trainer`` and run it, turning out-of-memory, a full disk, Ctrl-C and a lost
-peer process into one message each, and leaving ``failed.json`` in a run that stopped on an error."""
+"""``fit_guarded``: build a ``Trainer`` and run it, turning out-of-memory, a full disk, Ctrl-C, a lost
+peer process and a collective that waited past ``train.wait_timeout`` into one message each, and leaving
+``failed.json`` in a run that stopped on an error."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
 
+from vitkit.engine import distributed
 from vitkit.engine.distributed import peer_lost
 from vitkit.engine.failed import clear_failure, record_failure
 from vitkit.engine.faults import DISK_ERRNOS, disk_full_error, out_of_memory_error, out_of_memory_types
 from vitkit.engine.trainer import Trainer
-from vitkit.errors import PeerLost, RunInterrupted
+from vitkit.errors import PeerLost, RunInterrupted, WaitTimedOut
 from vitkit.recipe import Recipe
 
 
@@ -74,7 +77,12 @@ def _fit(
         run = getattr(trainer, "run", None)
         raise disk_full_error(err, run.run_dir if run else run_dir, getattr(trainer, "saved_epoch", None)) from None
     except RuntimeError as err:
-        if trainer is None or not trainer.dist.enabled or not peer_lost(err):
+        several = trainer.dist.enabled if trainer is not None else distributed.launched_by_torchrun()
+        if isinstance(err, PeerLost) or not several:
+            raise
+        if distributed.timed_out(err):
+            raise wait_timeout_error(trainer, err) from None
+        if trainer is None or not peer_lost(err):
             raise
         raise peer_lost_error(trainer, err) from err
     except KeyboardInterrupt:
@@ -86,6 +94,18 @@ def _fit(
             f"interrupted; checkpoints/last.pt keeps epoch {saved} (the last complete epoch; a partial epoch "
             f"is redone): continue with  vitkit run --resume {run.run_dir}"
         ) from None
+
+
+def wait_timeout_error(trainer: Trainer | None, err: BaseException) -> WaitTimedOut:
+    """The one line a rank prints when a collective waited ``train.wait_timeout`` for the other ranks."""
+    rank = trainer.dist.rank if trainer is not None else int(os.environ.get("RANK", "0"))
+    saved = getattr(trainer, "saved_epoch", None)
+    kept = "nothing was saved yet" if saved is None else f"checkpoints/last.pt keeps epoch {saved}"
+    return WaitTimedOut(
+        f"{distributed.timeout_message(rank)} (train.wait_timeout): another process of this run is stuck or that "
+        f"far behind; {kept}. Every rank runs the same steps and evaluations, so a rank that never comes is stuck "
+        f"before them (a hung DataLoader worker, a filesystem, a plugin hook on rank 0)"
+    )
 
 
 def peer_lost_error(trainer: Trainer, err: BaseException) -> PeerLost:

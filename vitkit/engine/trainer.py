@@ -39,6 +39,7 @@ from vitkit.plugins import new_manager
 from vitkit.recipe import Recipe, dump_toml
 from vitkit.registry import split_spec
 from vitkit.run_dirs import mark_output_dir
+from vitkit.testing import stall_at_test_point
 
 METRIC_COLUMNS = [
     "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "ema_val_loss", "ema_val_acc", "lr", "time", "img_per_s",
@@ -102,7 +103,7 @@ class Trainer:
         self.recipe = recipe
         self.plugins = plugins or new_manager()
         self.hooks = GuardedHooks(self.plugins)  # a plugin's exception is reported, the run goes on
-        self.dist = dist.init_distributed(recipe.train.device)
+        self.dist = dist.init_distributed(recipe.train.device, recipe.train.wait_timeout)
         if not self.dist.is_main:
             console.quiet = True  # rank 0 alone prints
         seed_everything(recipe.seed, recipe.train.deterministic)
@@ -154,6 +155,7 @@ class Trainer:
         self.ema = ModelEma(self.model, recipe.train.ema) if recipe.train.ema > 0 else None
         if self.ema is not None and self.strategy == "fsdp":
             raise UserError(f"{recipe.where()}: train.ema is not supported with train.strategy = 'fsdp'")
+        dist.waiting_for("the other processes to wrap the model (its initial weights)")
         self.wrapped = dist.wrap_model(self.model, self.strategy, self.device) if self.dist.enabled else self.model
         self.optimizer = build.build_optimizer(recipe, self.model)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
@@ -167,22 +169,25 @@ class Trainer:
         augments = build.build_augments(recipe, num_classes, self.img_size)
         train_tf, eval_tf = batch_transforms(recipe, self.data, self.img_size, augments)
         self.train_transform = train_tf
-        rank, world = self.dist.rank, self.dist.world_size
+        rank, world, wait = self.dist.rank, self.dist.world_size, recipe.train.wait_timeout
         self.train_loader = build_loader(
-            self.data.train, self.batch_size, train_tf, self.device, True, data.num_workers, recipe.seed, rank, world
-        )
-        if len(self.train_loader) == 0:
+            self.data.train, self.batch_size, train_tf, self.device, True, data.num_workers, recipe.seed, rank, world,
+            wait,
+        )  # fmt: skip
+        if len(self.train_loader) == 0:  # a share smaller than a batch is one short step (data.shares)
             raise UserError(
-                f"{recipe.where()}: data.batch_size {self.batch_size} is larger than the "
-                f"training split ({len(self.data.train)} images{f' / {world} ranks' if world > 1 else ''})"
+                f"{recipe.where()}: the training split has {len(self.data.train)} images, fewer than the "
+                f"{world} processes of this run (each trains on its own share)"
+                if world > 1
+                else f"{recipe.where()}: the training split has no images"
             )
         # FSDP runs collectives in every forward: every rank evaluates the whole split, in step
         eval_rank, eval_world = (0, 1) if self.strategy == "fsdp" else (rank, world)
         self.val_loader = build_loader(
-            self.data.val, eval_batch, eval_tf, self.device, False, data.num_workers, 0, eval_rank, eval_world
+            self.data.val, eval_batch, eval_tf, self.device, False, data.num_workers, 0, eval_rank, eval_world, wait
         )
         self.test_loader = build_loader(
-            self.data.test, eval_batch, eval_tf, self.device, False, data.num_workers, 0, eval_rank, eval_world
+            self.data.test, eval_batch, eval_tf, self.device, False, data.num_workers, 0, eval_rank, eval_world, wait
         )
 
         self.balance = apply_balance(recipe, self.data, self.train_loader, self.loss_fn)  # the loader's counts
@@ -212,6 +217,7 @@ class Trainer:
 
         limit = max(2, len(self.data.train) // self.dist.world_size)
         size, how = find_batch_size(self._probe_step, self.device, limit)
+        dist.waiting_for("the batch sizes the other processes found (data.batch_size = auto)")
         size = dist.all_reduce_min(size, self.device)
         console.print(how)
         return size
@@ -261,6 +267,8 @@ class Trainer:
         trial = self.compile_trial if self.compile_trial and not self.compile_trial.decision else None
         for step, (images, targets) in enumerate(self.train_loader):
             signal_at_test_point(epoch, step + 1, self.dist.rank)
+            stall_at_test_point("step", epoch, step + 1, self.dist.rank)
+            dist.waiting_for(f"the gradients of epoch {epoch}, step {step + 1} of {steps}")
             if trial is not None:
                 trial.before_step()
             update = (step + 1) % accum == 0 or step + 1 == steps
@@ -301,6 +309,7 @@ class Trainer:
                 if decided:
                     progress.print(trial.line())
         elapsed = time.perf_counter() - start
+        dist.waiting_for(f"the training sums of epoch {epoch} (every rank runs {steps} steps)")
         loss_total, correct_total, seen_total = dist.all_reduce_sum(
             [float(loss_sum), float(correct), seen], self.device
         ).tolist()
@@ -313,10 +322,11 @@ class Trainer:
             "skipped_steps": skipped,
         }
 
-    def _evaluate(self, model: torch.nn.Module, loader: Any, whole: bool = False) -> Evaluation:
+    def _evaluate(self, model: torch.nn.Module, loader: Any, whole: bool = False, what: str = "") -> Evaluation:
         """Evaluate on this rank's shard, then combine the shards' results (``whole``: with every
-        image's prediction, in split order, for the report)."""
-        result = evaluate(model, loader, self.device, self.precision)
+        image's prediction, in split order, for the report). ``what``: the evaluation, for a timeout."""
+        dist.waiting_for(f"the results of {what or 'an evaluation'}")
+        result = evaluate(model, loader, self.device, self.precision, len(self.data.classes), self.data.multi_label)
         return result if self.strategy == "fsdp" else dist.reduce_evaluation(result, self.device, whole)
 
     def _lr(self) -> float:
@@ -390,11 +400,13 @@ class Trainer:
                 if self.progressive is not None:
                     row["train_size"] = self.progressive.apply(epoch, self.train_transform)
                 row.update(self.train_epoch(epoch, progress))
-                val = self._evaluate(self.model, self.val_loader)
+                val = self._evaluate(self.model, self.val_loader, what=f"validation after epoch {epoch}")
                 row.update(val_loss=val.loss, val_acc=val.acc)
                 candidates = [("model", val)]
                 if self.ema is not None:
-                    ema_val = self._evaluate(self.ema.module, self.val_loader)
+                    ema_val = self._evaluate(
+                        self.ema.module, self.val_loader, what=f"EMA validation after epoch {epoch}"
+                    )
                     row.update(ema_val_loss=ema_val.loss, ema_val_acc=ema_val.acc)
                     candidates.append(("ema", ema_val))
                 row.update(lr=self._lr(), time=time.perf_counter() - start)
@@ -413,6 +425,7 @@ class Trainer:
                     self._write_metrics(run_dir, run.history)
                     progress.print(print_epoch(row, epochs, is_best))
                     self.hooks.vitkit_on_epoch_end(run=run, epoch=epoch, metrics=dict(row))
+                dist.waiting_for(f"the stop decision after epoch {epoch} (rank 0 writes the epoch's outputs first)")
                 if dist.broadcast_flag(run.should_stop, self.device):
                     console.print(f"stopping after epoch {epoch}: {run.stop_reason}")
                     break
@@ -456,6 +469,7 @@ class Trainer:
     def _save(
         self, run_dir: Path, epoch: int, best_acc: float, best_epoch: int, history: list[dict[str, Any]], is_best: bool
     ) -> None:
+        dist.waiting_for(f"the other processes to save epoch {epoch}'s checkpoint")
         model_state = self.best_state if is_best and self.best_weights == "model" else self._weights("model")
         optimizer_state = dist.full_optimizer_state_dict(self.model, self.optimizer, self.strategy)
         rng_ranks = dist.gather_to_main(capture_rng(self.device)) if self.dist.enabled else None
@@ -516,12 +530,12 @@ class Trainer:
             best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
             self.best_state, self.best_weights = best["model"], best.get("best_weights", "model")
         dist.load_full_state_dict(self.model, self.best_state, self.strategy)
-        val = self._evaluate(self.model, self.val_loader, whole=True)  # its logits fit the temperature
-        test = self._evaluate(self.model, self.test_loader, whole=True) if self.score_test else None
+        val = self._evaluate(self.model, self.val_loader, True, "the final validation")  # its logits: the temperature
+        test = self._evaluate(self.model, self.test_loader, True, "the test evaluation") if self.score_test else None
         if self.data.multi_label:
             self._choose_thresholds(run_dir, val)
+        self._leave_group()  # the last collective is behind: no rank waits while rank 0 writes the outputs
         if not self.dist.is_main:
-            self._leave_group()
             return {"test_acc": test.acc if test else None, "rank": self.dist.rank}
         temperature = self._calibrate(run_dir, val)
         last = run.history[-1]
@@ -599,7 +613,6 @@ class Trainer:
         self.announced = False
         self.hooks.vitkit_on_run_end(run=run, summary=summary)
         print_summary(summary)
-        self._leave_group()
         return summary
 
     def _leave_group(self) -> None:
