@@ -295,7 +295,7 @@ class StreamLoader:
     ) -> None:
         from torch.utils.data import DataLoader
 
-        from vitkit.data.loaders import loader_wait
+        from vitkit.data.waits import loader_wait
         from vitkit.testing import stall_worker_hook
 
         self.stream: ShardStream = data.files
@@ -340,7 +340,7 @@ class StreamLoader:
         return self.stream.num_batches()
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from vitkit.data.loaders import worker_batches
+        from vitkit.data.waits import worker_batches
 
         stream = self.stream
         for images, labels in worker_batches(self.loader, self.wait_s, self.train, stream.rank, stream.world_size):
