@@ -37,7 +37,7 @@ class AccuracyClock:
 
     @vitkit.hookimpl
     def vitkit_on_epoch_end(self, run: Any, epoch: int, metrics: dict[str, Any]) -> None:
-        from vitkit.engine.evaluate import evaluate
+        from vitkit.evaluation.evaluate import evaluate
 
         entered = time.perf_counter()
         test = evaluate(run.model, self.test_loader, run.device, self.precision)

@@ -82,7 +82,7 @@ def predict_batch(predictor, files: list[Path]) -> torch.Tensor:  # noqa: ANN001
 
 def pixel_difference(files: list[Path], img_size: int, normalised: bool = False) -> float:
     """Mean |eval input - predict input| in [0, 1] pixel units, or after ImageNet normalisation."""
-    from vitkit.apps.predict import Predictor
+    from vitkit.commands.predict.predictor import Predictor
 
     mean, std = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if normalised else ((0.0,) * 3, (1.0,) * 3)
     meta = {"classes": ["x"], "in_chans": 3, "img_size": img_size, "mean": mean, "std": std}

@@ -66,7 +66,7 @@ bench() {  # bench NAME LIMIT ARGS...: `vitkit bench ARGS --json` into NAME.json
     timeout "$limit" $PY -m vitkit bench "$@" --json >"$OUT_DIR/$name.json" 2> >(tee "$OUT_DIR/$name.log" >&2)
     local rc=$?
     [[ $rc == 0 ]] || { echo "!! $name: exit $rc (124: over its ${limit}s limit)"; FAILED+=("$name (exit $rc)"); return; }
-    $PY -c "import json, sys; from vitkit.apps.bench_command import print_report; print_report(json.load(open(sys.argv[1])))" \
+    $PY -c "import json, sys; from vitkit.commands.bench.command import print_report; print_report(json.load(open(sys.argv[1])))" \
         "$OUT_DIR/$name.json" | tee "$OUT_DIR/$name.txt"
     [[ ${PIPESTATUS[0]} == 0 ]] || FAILED+=("$name (table)")
 }

@@ -46,7 +46,7 @@ def main() -> int:
     from rich.table import Table
 
     import vitkit
-    from vitkit.apps.bench import infer_step, timm_twin, train_step
+    from vitkit.commands.bench.measure import infer_step, timm_twin, train_step
 
     if args.threads:
         torch.set_num_threads(args.threads)

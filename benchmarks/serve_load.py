@@ -37,8 +37,8 @@ def write_model(out: Path, arch: str, img_size: int, classes: int) -> Path:
     """An untrained ``arch`` as a vitkit model.safetensors with an imagefolder run's data metadata."""
     import torch
 
-    from vitkit.engine.checkpoint import save_safetensors
     from vitkit.models import create_model
+    from vitkit.runs.checkpoint import save_safetensors
 
     torch.manual_seed(0)
     model = create_model(arch, img_size=img_size, in_chans=3, num_classes=classes)

@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="--accuracy: train each with seeds 0..N-1")
     args = parser.parse_args()
 
-    from vitkit.apps.shards_command import write_shards
+    from vitkit.commands.shards import write_shards
     from vitkit.data.augment import HorizontalFlip
     from vitkit.data.crops import BatchRandomResizedCrop
     from vitkit.data.datasets import ImageFolder

@@ -1,7 +1,7 @@
 """vitkit's ViT vs timm's VisionTransformer: same config, same weights, same optimizer, same threads.
 
 Both models are timed in one process, interleaved (A B, B A, ...) after a warm-up, and the
-median of the repeats is kept (``vitkit.apps.bench``). Prints img/s and the vitkit/timm ratio
+median of the repeats is kept (``vitkit.commands.bench.measure``). Prints img/s and the vitkit/timm ratio
 for a training step (forward, backward, AdamW) and for inference (no grad, eval mode).
 
     python benchmarks/vs_timm.py                 # the four CPU configs
@@ -50,7 +50,7 @@ def main() -> int:
     from rich.table import Table
 
     import vitkit
-    from vitkit.apps.bench import BenchSpec, run_bench
+    from vitkit.commands.bench.measure import BenchSpec, run_bench
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,4 +1,5 @@
-"""The package's import graph: no circles, and the layers import one way (apps -> engine, never back)."""
+"""The package's shape: no import circles, the layers import one way (commands -> runs, evaluation, engine; never
+back), and no module holds two concepts (over 400 lines; the CLI dispatcher under 150)."""
 
 from __future__ import annotations
 
@@ -72,10 +73,22 @@ def test_no_import_circles():
     assert cycles(graph) == []
 
 
-def test_the_engine_never_imports_an_app():
+def test_nothing_below_the_commands_imports_a_command():
     graph = import_graph()
-    back = {m: sorted(t for t in ts if t.startswith("vitkit.apps")) for m, ts in graph.items() if ".engine" in m}
+    below = (".engine", ".evaluation", ".runs", ".data", ".models", ".layers")
+    back = {
+        m: sorted(t for t in ts if t.startswith("vitkit.commands"))
+        for m, ts in graph.items()
+        if m.startswith(tuple(f"vitkit{layer}" for layer in below))
+    }
     assert {m: ts for m, ts in back.items() if ts} == {}
+
+
+def test_no_module_over_400_lines_and_a_short_dispatcher():
+    lengths = {path.relative_to(PACKAGE.parent).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+               for path in PACKAGE.rglob("*.py")}  # fmt: skip
+    assert {path: n for path, n in lengths.items() if n > 400} == {}
+    assert lengths["vitkit/cli.py"] < 150
 
 
 def test_a_circle_is_found():

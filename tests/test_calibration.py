@@ -18,7 +18,7 @@ from PIL import Image
 import vitkit
 from vitkit.data import BatchTransform
 from vitkit.data.datasets import Digits
-from vitkit.engine.checkpoint import load_checkpoint, load_safetensors, save_checkpoint, save_safetensors
+from vitkit.runs.checkpoint import load_checkpoint, load_safetensors, save_checkpoint, save_safetensors
 
 from .conftest import ROOT, TINY_DIGITS
 from .photos import folder_recipe, tiny_folder
@@ -64,7 +64,7 @@ def logits_of(predictor, images: torch.Tensor) -> torch.Tensor:
 
 
 def test_i24_3_temperature_scaling_lowers_ece_of_an_overconfident_model():
-    from vitkit.engine.calibration import ECE_BINS, expected_calibration_error, fit_temperature
+    from vitkit.evaluation.calibration import ECE_BINS, expected_calibration_error, fit_temperature
 
     g = torch.Generator().manual_seed(0)
     n, classes = 4000, 10

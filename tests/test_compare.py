@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import vitkit
-from vitkit.apps.compare import collect
-from vitkit.apps.compare_plan import Repeat, Variant, rank, split_values, verdicts
+from vitkit.commands.compare.command import collect
+from vitkit.commands.compare.plan import Repeat, Variant, rank, split_values, verdicts
 
 from .conftest import TINY_DIGITS
 
@@ -110,7 +110,7 @@ def test_vary_values_split_outside_brackets():
 
 
 def test_vary_axes_make_all_combinations(write_recipe, tmp_path):
-    from vitkit.apps.compare_plan import plan
+    from vitkit.commands.compare.plan import plan
 
     first = write_recipe(TINY_DIGITS, "a.toml")
     variants = plan([str(first)], ["model.depth=1,2", "model.attention=softmax,{name='softmax', qk_norm=true}"])

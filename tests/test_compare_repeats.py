@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vitkit import stats
-from vitkit.apps.compare_report import mean_band
+from vitkit.commands.compare.report import mean_band
 
 from .conftest import TINY_DIGITS
 
@@ -218,8 +218,8 @@ def test_a_failing_parallel_run_is_one_clear_error(cli, write_recipe, tmp_path):
 
 
 def test_parallel_runs_get_the_same_keys_as_in_process_ones(write_recipe, tmp_path):
-    from vitkit.apps.compare_jobs import run_command
-    from vitkit.apps.compare_plan import add_repeats, plan, run_overrides
+    from vitkit.commands.compare.jobs import run_command
+    from vitkit.commands.compare.plan import add_repeats, plan, run_overrides
     from vitkit.engine.threads import threads_per_job
 
     (variant,) = plan([str(write_recipe(ONE_EPOCH))], ["model.attention=cosine"])

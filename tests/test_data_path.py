@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitkit.apps.quickstart import survey
+from vitkit.commands.run.folder import survey
 from vitkit.data.folder import SPLITS
 from vitkit.engine import build
 from vitkit.errors import UserError

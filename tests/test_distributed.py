@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from vitkit.engine import distributed as dist
-from vitkit.engine.checkpoint import load_checkpoint
+from vitkit.runs.checkpoint import load_checkpoint
 
 from .conftest import ROOT
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from vitkit import LOSSES, UserError
-from vitkit.engine.checkpoint import load_checkpoint
 from vitkit.engine.console import EpochProgress
 from vitkit.engine.early_stopping import EarlyStopping
 from vitkit.engine.trainer import Trainer
 from vitkit.recipe import recipe_from_dict
+from vitkit.runs.checkpoint import load_checkpoint
 
 
 def tiny(tmp_path, **sections):

@@ -37,7 +37,7 @@ def evaluation_batch(path, img_size: int, crop_pct: float) -> torch.Tensor:
 
 
 def test_i22_12_predict_input_for_a_jpeg_and_a_png_is_evaluations_batch(tmp_path):
-    from vitkit.apps.predict import Predictor
+    from vitkit.commands.predict.predictor import Predictor
 
     jpeg, png = tmp_path / "photo.jpg", tmp_path / "tall.png"
     draw_photo("disc", 1200, 900, random.Random(0)).save(jpeg, quality=90)  # decoded at 1/8 scale by eval
@@ -56,7 +56,7 @@ def test_i22_12_predict_input_for_a_jpeg_and_a_png_is_evaluations_batch(tmp_path
 
 
 def test_i22_12_predict_probabilities_equal_evals_for_the_test_split(cli, tmp_path):
-    from vitkit.apps.reevaluate import reevaluate
+    from vitkit.commands.eval import reevaluate
 
     root = make_photo_folder(tmp_path / "photos", classes=3, per_class=8, min_size=120, max_size=240)
     code, _, err = cli("run", folder_recipe(tmp_path, root))

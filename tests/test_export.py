@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import vitkit
-from vitkit.apps.export import PARITY_ATOL, export, load_test_split, run_export
-from vitkit.apps.predict import load_model
+from vitkit.commands.export.formats import PARITY_ATOL, export, load_test_split, run_export
+from vitkit.commands.predict.predictor import load_model
 
 from .conftest import ROOT, TINY_DIGITS
 
@@ -33,7 +33,7 @@ def run_dir(tmp_path_factory):
 def reference(run_dir):
     """The PyTorch model with its logits divided by the run's temperature (as the exported graphs give
     them, issue 24 part 3) and a batch of 64 normalised test images."""
-    from vitkit.engine.calibration import TemperatureScaled
+    from vitkit.evaluation.calibration import TemperatureScaled
 
     loaded = load_model(run_dir)
     _, x = load_test_split(loaded.recipe, loaded.data, loaded.source)
@@ -83,7 +83,7 @@ def test_int8_stays_within_one_point_of_fp32(run_dir, capsys, tmp_path):
     assert report.speedup is not None and report.speedup > 0
     assert "test accuracy (int8)" in out and "CPU time" in out
     # the saved file really is the int8 model: its test accuracy is the reported one
-    from vitkit.engine.evaluate import evaluate
+    from vitkit.evaluation.evaluate import evaluate
 
     loaded = load_model(run_dir)
     loader, _ = load_test_split(loaded.recipe, loaded.data, loaded.source)

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from vitkit import UserError, register_loss, register_model
-from vitkit.engine.checkpoint import load_checkpoint
 from vitkit.engine.faults import NonFiniteWatch, scaler_step
+from vitkit.runs.checkpoint import load_checkpoint
 
 TINY = """
 name = "faults"
@@ -194,7 +194,7 @@ def test_malicious_checkpoint_is_refused_and_no_code_runs(cli, malicious_checkpo
 
 def test_safe_checkpoint_loader_needs_no_pickle_code(tmp_path):
     """Our own checkpoints hold only tensors and plain data: they load with weights_only (RNG states too)."""
-    from vitkit.engine.resume import capture_rng
+    from vitkit.runs.resume import capture_rng
 
     path = tmp_path / "ok.pt"
     torch.save({"rng": capture_rng(torch.device("cpu"))}, path)

@@ -54,7 +54,7 @@ def test_dry_run_shows_gmacs(cli):
 
 
 def test_bench_reports_gmacs_and_counts_attention_in_tflops():
-    from vitkit.apps.bench import BenchSpec, run_bench
+    from vitkit.commands.bench.measure import BenchSpec, run_bench
 
     model = vitkit.create_model("vit_nano_patch4_16", depth=1)
     chans = model.in_chans

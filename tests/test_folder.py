@@ -101,7 +101,7 @@ def test_eval_and_resume_reuse_split_json_after_the_folder_changes(cli, tmp_path
 def test_exif_orientation_is_applied_in_training_and_predict(tmp_path):
     from PIL import Image
 
-    from vitkit.apps.predict import read_image
+    from vitkit.commands.predict.predictor import read_image
     from vitkit.data.datasets import ImageFiles
     from vitkit.data.imageio import load_base
 

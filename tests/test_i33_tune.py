@@ -91,18 +91,19 @@ def test_i33_9_median_pruner_waits_half_of_the_searched_epochs(cli, here: Path) 
 
 
 def test_i33_9_warmup_and_hyperband_budget_come_from_one_plan(here: Path) -> None:
-    from vitkit.apps import tune
+    from vitkit.commands.tune import study as tune
+    from vitkit.commands.tune.settings import settings_for
     from vitkit.recipe import load_recipe
 
     recipe = load_recipe(here / "tiny.toml")  # 2 epochs
-    searched = tune.settings_for(recipe, ["train.epochs=int(2,6)", *LR[1:]], trials=6, pruner="median")
+    searched = settings_for(recipe, ["train.epochs=int(2,6)", *LR[1:]], trials=6, pruner="median")
     assert tune.prune_plan(recipe, searched) == tune.PrunePlan(steps=6, first_judged=4)
     assert tune._pruner(searched, tune.prune_plan(recipe, searched))._n_warmup_steps == 4
-    hyper = tune.settings_for(recipe, ["train.epochs=choice(3,5)"], trials=6, pruner="hyperband")
+    hyper = settings_for(recipe, ["train.epochs=choice(3,5)"], trials=6, pruner="hyperband")
     assert tune._pruner(hyper, tune.prune_plan(recipe, hyper))._max_resource == 5
-    plain = tune.settings_for(recipe, LR[1:], trials=6)
+    plain = settings_for(recipe, LR[1:], trials=6)
     assert tune.prune_plan(recipe, plain) == tune.PrunePlan(steps=2, first_judged=2)  # 2 epochs: never judged
-    folds = tune.settings_for(recipe, LR[1:], trials=6, folds=5)
+    folds = settings_for(recipe, LR[1:], trials=6, folds=5)
     assert tune.prune_plan(recipe, folds) == tune.PrunePlan(steps=5, first_judged=3)
 
 
@@ -153,7 +154,7 @@ def test_i33_12_folds_say_which_test_accuracy_is_which(cli, here: Path) -> None:
 
 def test_i33_x_jobs_honour_threads(cli, here: Path, monkeypatch) -> None:
     """``vitkit tune --jobs 2 --threads 3``: each worker process is started with 3 threads, not cores // 2."""
-    from vitkit.apps import tune
+    from vitkit.commands.tune import command as tune
 
     started: list[list[str]] = []
 

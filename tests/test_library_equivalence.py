@@ -16,7 +16,7 @@ from einops import rearrange
 
 import vitkit
 from vitkit.engine.ema import ModelEma
-from vitkit.engine.report import class_metrics, confusion_matrix
+from vitkit.evaluation.report import class_metrics, confusion_matrix
 from vitkit.models.weights import adapt_input_channels, resample_pos_embed
 
 

@@ -16,7 +16,7 @@ from matplotlib.colors import to_rgba
 
 import vitkit
 from tests.conftest import RECIPES, ROOT, TINY_DIGITS
-from vitkit.apps.lr_find import range_test, steepest_index, suggest, valley_index
+from vitkit.engine.lr_finder import range_test, steepest_index, suggest, valley_index
 from vitkit.engine.trainer import Trainer
 from vitkit.recipe import load_recipe
 
@@ -147,7 +147,7 @@ def test_i23_5_lr_find_shows_progress_and_writes_under_the_output_dir_saying_whe
 
 
 def test_i23_5_lr_find_plot_draws_both_suggestions_above_the_curves_labelled_with_their_lr():
-    from vitkit.apps.lr_find import LRFindResult, lr_find_figure
+    from vitkit.engine.lr_finder import LRFindResult, lr_find_figure
 
     lrs = [10 ** (-6 + 6 * i / 99) for i in range(100)]
     losses = [2.0 - 1.5 / (1 + math.exp(-3 * (math.log10(lr) + 3))) for lr in lrs]

@@ -132,7 +132,7 @@ def test_i26_4_asymmetric_loss_is_bce_without_focusing_and_down_weights_easy_neg
 
 
 def test_i26_4_thresholds_chosen_on_val_give_the_best_f1_per_class():
-    from vitkit.engine.multilabel_report import choose_thresholds
+    from vitkit.evaluation.multilabel_report import choose_thresholds
 
     probs = torch.tensor([[0.9, 0.2], [0.7, 0.3], [0.4, 0.6], [0.1, 0.1]])
     targets = torch.tensor([[1, 0], [1, 0], [1, 0], [0, 0]]).float()

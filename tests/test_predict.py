@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 import vitkit
-from vitkit.apps.attention_maps import attention_maps, rollout
-from vitkit.apps.predict import Predictor
-from vitkit.apps.predict_command import predict_files
+from vitkit.commands.predict.attention_maps import attention_maps, rollout
+from vitkit.commands.predict.command import predict_files
+from vitkit.commands.predict.predictor import Predictor
 from vitkit.data import BatchTransform
 from vitkit.data.datasets import Digits
 from vitkit.errors import UserError
@@ -252,7 +252,7 @@ def test_grid_keeps_the_first_images_across_batches(run_dir, image_folder):
 
 
 def test_camera_rotation_is_applied(tmp_path):
-    from vitkit.apps.predict import read_image
+    from vitkit.commands.predict.predictor import read_image
 
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees to display

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from vitkit import create_model
-from vitkit.engine.checkpoint import load_checkpoint
 from vitkit.errors import UserError
 from vitkit.models.weights import resample_pos_embed
+from vitkit.runs.checkpoint import load_checkpoint
 
 from .conftest import ROOT
 

@@ -12,7 +12,7 @@ from huggingface_hub import constants
 
 from tests.conftest import TINY_DIGITS
 from tests.photos import make_photo_folder
-from vitkit.apps.quickstart import PRETRAINED, SCRATCH, choose, with_found_lr
+from vitkit.commands.run.folder import PRETRAINED, SCRATCH, choose, with_found_lr
 from vitkit.recipe import load_recipe
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.photos import make_photo_folder
-from vitkit.apps.quickstart import PRETRAINED, SCRATCH
+from vitkit.commands.run.folder import PRETRAINED, SCRATCH
 
 WEIGHTS = b"\0" * 100  # what the fake hub serves (it never needs to be a real weights file)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vitkit.engine.checkpoint import load_checkpoint
+from vitkit.runs.checkpoint import load_checkpoint
 
 from .conftest import ROOT
 

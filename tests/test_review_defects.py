@@ -75,8 +75,8 @@ def test_item03_auto_batch_out_of_memory_gives_the_advice(cli, tmp_path):
 
 
 def test_item03_auto_batch_compare_profile_and_bench(cli, tmp_path):
-    from vitkit.apps.compare import profile_run
-    from vitkit.engine.checkpoint import load_checkpoint
+    from vitkit.commands.compare.command import profile_run
+    from vitkit.runs.checkpoint import load_checkpoint
 
     recipe = auto_recipe(tmp_path)
     code, _, err = cli("run", recipe)
@@ -105,7 +105,7 @@ def tiny_trainer(tmp_path, **sections):
 
 @pytest.mark.parametrize(("alpha", "trained", "untouched"), [(0.0, "head", "head_dist"), (1.0, "head_dist", "head")])
 def test_item05_deit_heads_get_their_own_loss_terms(tmp_path, alpha, trained, untouched):
-    from vitkit.engine.checkpoint import save_safetensors
+    from vitkit.runs.checkpoint import save_safetensors
 
     teacher_spec = {"name": "vit_nano_patch4_16", "depth": 1}
     teacher = vitkit.create_model(**teacher_spec, num_classes=10, in_chans=1)
@@ -192,8 +192,8 @@ def test_item14_eval_uses_the_runs_precision(cli, tmp_path):
 def test_item15_resume_reads_the_best_weights_loss(tmp_path):
     from types import SimpleNamespace
 
-    from vitkit.engine.checkpoint import load_checkpoint
-    from vitkit.engine.resume import restore
+    from vitkit.runs.checkpoint import load_checkpoint
+    from vitkit.runs.resume import restore
 
     trainer = tiny_trainer(tmp_path, train={"ema": 0.5, "epochs": 1})
     trainer.fit()
@@ -236,7 +236,7 @@ def test_item18_avg_pool_builds_timms_architecture(class_token):
     ],
 )
 def test_item07_bench_timm_twin_keeps_every_option(options):
-    from vitkit.apps.bench import timm_twin
+    from vitkit.commands.bench.measure import timm_twin
 
     model = vitkit.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, num_classes=10, **options)
     model.eval()

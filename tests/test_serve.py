@@ -24,7 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitkit.apps.predict import Predictor
+from vitkit.commands.predict.predictor import Predictor
 from vitkit.data.datasets import Digits
 from vitkit.models import create_model
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from vitkit.engine.checkpoint import load_checkpoint
+from vitkit.runs.checkpoint import load_checkpoint
 
 from .conftest import RECIPES, TINY_DIGITS
 

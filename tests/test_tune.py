@@ -357,8 +357,8 @@ def test_i28_c_trials_under_torchrun_follow_rank_0_values_and_prune_decision(tmp
 
 def test_i28_4_jobs_give_each_worker_its_own_gpu(tmp_path: Path, recipe: Path, monkeypatch) -> None:
     """Two visible GPUs, ``--jobs 2``: each worker process is started with one of them."""
-    import vitkit.apps.compare_jobs
-    from vitkit.apps import tune
+    import vitkit.commands.compare.jobs
+    from vitkit.commands.tune import command as tune
 
     started: list[str | None] = []
 
@@ -374,7 +374,7 @@ def test_i28_4_jobs_give_each_worker_its_own_gpu(tmp_path: Path, recipe: Path, m
         def wait(self) -> int:
             return 0
 
-    monkeypatch.setattr(vitkit.apps.compare_jobs, "gpu_slots", lambda: ["3", "5"])
+    monkeypatch.setattr(vitkit.commands.compare.jobs, "gpu_slots", lambda: ["3", "5"])
     monkeypatch.setattr(tune.subprocess, "Popen", Worker)
     live = type("Live", (), {"refresh": lambda self: None})()
     tune._workers(tmp_path, 2, live)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitkit.apps.compare_report import overlaid_figure
-from vitkit.apps.lr_find import LRFindResult, lr_find_figure, suggest
+from vitkit.commands.compare.report import overlaid_figure
+from vitkit.engine.lr_finder import LRFindResult, lr_find_figure, suggest
 from vitkit.viz import GREEN, RED, Panel, confusion_figure, curve_figure, grid_figure, lr_figure, plot_grid
 
 # titles as predict and the run report write them (the longest model and data names seen in recipes/)

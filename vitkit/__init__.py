@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
     from torch import nn
 
-    from vitkit.apps.predict import Predictor
+    from vitkit.commands.predict.predictor import Predictor
 
 
 def create_model(name: str, checkpoint_path: str | None = None, **overrides: Any) -> nn.Module:
@@ -83,7 +83,7 @@ def compare(
 ) -> Any:
     """``vitkit compare`` from Python: train recipe variants (``vary``: ``"key=v1,v2"`` strings) or
     read finished run directories; returns the report folder (compare.csv, compare.json, plots)."""
-    from vitkit.apps.compare import compare as _compare
+    from vitkit.commands.compare.command import compare as _compare
 
     return _compare(sources, vary, overrides, rank_by, out)
 
@@ -99,7 +99,7 @@ def lr_find(
     """``vitkit lr-find`` from Python: sweep the LR exponentially from ``start`` to ``end`` over ``steps``
     updates (weights restored after); returns an ``LRFindResult`` (``.suggestions``: ``valley``,
     ``steepest``); ``out``: folder for ``lr_find.png`` and ``lr_find.csv``."""
-    from vitkit.apps.lr_find import lr_find as _lr_find
+    from vitkit.engine.lr_finder import lr_find as _lr_find
 
     return _lr_find(recipe, steps, start, end, out, load_plugins(recipe, plugins))
 
@@ -122,7 +122,7 @@ def tune(
     (``new``: start afresh). Returns the study summary (``best``: values, score, run, best.toml, test accuracy
     reported apart; ``counts``; ``study_dir``; several ``metric``: ``front``, the Pareto front).
     Needs ``pip install "vitkit[tune]"``."""
-    from vitkit.apps.tune import tune as _tune
+    from vitkit.commands.tune.command import tune as _tune
 
     return _tune(
         recipe, list(space), trials, metric, None, None, pruner, seed, folds, storage, jobs, new,
@@ -162,7 +162,7 @@ def load(path: str | Path, device: str = "auto", tta: str | None = None) -> Pred
     ``Prediction`` per image (``label``, ``probability``, ``topk``, ``error``); probabilities are calibrated
     by the run's temperature, and averaged over test-time augmented views with ``tta="flip"|"crops"``.
     """
-    from vitkit.apps.predict import Predictor
+    from vitkit.commands.predict.predictor import Predictor
 
     return Predictor.load(path, device, tta)
 

@@ -31,8 +31,8 @@ def load_teacher(spec: str, num_classes: int, in_chans: int, img_size: int) -> t
             return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size), img_size
         except TypeError:  # a model without img_size (CNNs)
             return timm.create_model(name, num_classes=num_classes, in_chans=in_chans), img_size
-    from vitkit.engine.checkpoint import load_checkpoint, load_safetensors
     from vitkit.models import create_model
+    from vitkit.runs.checkpoint import load_checkpoint, load_safetensors
 
     path = Path(spec)
     if path.is_dir():

@@ -62,14 +62,14 @@ def _thumbnail(path: Path) -> str:
 
 
 def _tile(root: Path, rel: str, caption: str) -> str:
-    from vitkit.engine.html_report import esc
+    from vitkit.evaluation.html_report import esc
 
     return f"<figure>{_thumbnail(root / rel)}<figcaption>{esc(caption)}</figcaption></figure>"
 
 
 def write_html(result: dict[str, Any], path: Path) -> Path:
     """``audit.html``: the summary, classes, image facts, duplicate groups and label issues with thumbnails."""
-    from vitkit.engine.html_report import esc, page, table
+    from vitkit.evaluation.html_report import esc, page, table
 
     root = Path(result["root"])
     counts = result["classes"]

@@ -12,7 +12,7 @@ Layouts under ``data.root``, decided in one place (``detect_layout``), first mat
 
 Files anywhere below a class folder count (nested folders are fine); hidden files and folders
 (``.name``) and files without an image suffix are skipped quietly, and so is vitkit's own output (a
-run directory, or an ``output.dir`` holding runs: see ``vitkit.run_dirs``), so ``vitkit run .``
+run directory, or an ``output.dir`` holding runs: see ``vitkit.runs.layout``), so ``vitkit run .``
 inside the photo folder never trains on its plots. Whatever split is missing is carved out of train,
 stratified by class, with a fixed ``split_seed``: test first (``test_fraction``), then val
 (``val_fraction``), at least one image of every class in each carved split. ``data.fold = "k/K"``
@@ -36,7 +36,7 @@ import torch
 
 from vitkit.data.multilabel import label_from_names, label_ids, label_names, strata
 from vitkit.errors import UserError
-from vitkit.run_dirs import is_vitkit_output
+from vitkit.runs.layout import is_vitkit_output
 
 LABELS_CSV = "labels.csv"  # the CSV a folder may hold; it wins over the folder's sub-folders
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")

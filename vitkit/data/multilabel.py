@@ -3,7 +3,7 @@
 A multi-label sample's label is the sorted tuple of its class indices (a single-label one's is an
 ``int``); batches carry it as a multi-hot float row ``(classes,)``. Splits carved from train are
 stratified by each image's rarest label (``strata``). The metrics (average precision, per-class
-F1 at per-class thresholds chosen on val, exact match) are in ``vitkit.engine.multilabel_report``.
+F1 at per-class thresholds chosen on val, exact match) are in ``vitkit.evaluation.multilabel_report``.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vitkit.engine.checkpoint import atomic_write_text
 from vitkit.recipe import Recipe
+from vitkit.runs.checkpoint import atomic_write_text
 
 MARKER = "elastic.json"
 

@@ -11,11 +11,11 @@ from typing import Any
 
 from vitkit.engine import distributed
 from vitkit.engine.distributed import peer_lost
-from vitkit.engine.failed import clear_failure, record_failure
 from vitkit.engine.faults import DISK_ERRNOS, disk_full_error, out_of_memory_error, out_of_memory_types
 from vitkit.engine.trainer import Trainer
 from vitkit.errors import PeerLost, RunInterrupted, WaitTimedOut
 from vitkit.recipe import Recipe
+from vitkit.runs.failed import clear_failure, record_failure
 
 
 def fit_guarded(

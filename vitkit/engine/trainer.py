@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
-import json
 import math
 import os
 import random
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,38 +17,23 @@ from vitkit.data.folder import write_split
 from vitkit.data.setup import apply_balance, batch_transforms
 from vitkit.engine import build, elastic
 from vitkit.engine import distributed as dist
-from vitkit.engine.checkpoint import atomic_write_text, save_checkpoint, save_safetensors
-from vitkit.engine.console import EpochProgress, console, print_epoch, print_summary
-from vitkit.engine.device import apply_tf32, autocast, select_device, select_precision, use_tf32
+from vitkit.engine.console import EpochProgress, console, print_epoch
+from vitkit.engine.device import apply_tf32, select_device, select_precision, use_tf32
 from vitkit.engine.efficiency import CompileWhenPays, enable_grad_checkpointing, resolve_precision
 from vitkit.engine.ema import ModelEma
-from vitkit.engine.evaluate import Evaluation, evaluate
-from vitkit.engine.faults import NonFiniteWatch, divergence_error, scaler_step, signal_at_test_point
+from vitkit.engine.epoch import clip_gradients, compute_loss, train_epoch
 from vitkit.engine.hooks import GuardedHooks
 from vitkit.engine.progressive import progressive
-from vitkit.engine.resume import capture_rng
 from vitkit.engine.run import Run
 from vitkit.engine.threads import busy_note, set_threads
 from vitkit.errors import UserError
+from vitkit.evaluation.evaluate import Evaluation, evaluate
 from vitkit.plugins import new_manager
 from vitkit.recipe import Recipe, dump_toml
-from vitkit.registry import split_spec
-from vitkit.run_dirs import mark_output_dir
-from vitkit.testing import stall_at_test_point
-
-METRIC_COLUMNS = [
-    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "ema_val_loss", "ema_val_acc", "lr", "time", "img_per_s",
-    "train_size",
-]  # fmt: skip
-
-
-def calibration_summary(report: dict[str, Any], temperature: float) -> dict[str, Any]:
-    """summary.json's calibration entries: the temperature and ECE before/after it on test (and val)."""
-    out: dict[str, Any] = {"temperature": temperature}
-    for split, calibration in (("test", report.get("calibration")), ("val", report.get("val_calibration"))):
-        if calibration:
-            out.update({f"{split}_ece": calibration["ece"], f"{split}_ece_calibrated": calibration["ece_calibrated"]})
-    return out
+from vitkit.runs.checkpoint import save_checkpoint
+from vitkit.runs.layout import new_run_dir
+from vitkit.runs.outputs import calibrate, choose_thresholds, write_finished_run, write_metrics
+from vitkit.runs.resume import capture_rng
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -70,27 +50,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         np.random.seed(seed)
     except ImportError:
         pass
-
-
-def new_run_dir(recipe: Recipe, prefix: str = "") -> Path:
-    """``<output.dir>/<name>/<prefix><YYYYmmdd-HHMMSS>[-N]/``, created; unwritable locations are user errors."""
-    parent = Path(recipe.output.dir) / recipe.name
-    stamp = prefix + datetime.now().strftime("%Y%m%d-%H%M%S")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        mark_output_dir(Path(recipe.output.dir))  # never read as images, even inside the data root
-        for n in range(1000):
-            path = parent / (stamp if n == 0 else f"{stamp}-{n}")
-            try:
-                path.mkdir()
-                return path
-            except FileExistsError:
-                continue
-    except OSError as err:
-        raise UserError(
-            f"{recipe.where()}: output.dir: cannot create a run directory under {parent}: {err.strerror}"
-        ) from None
-    raise UserError(f"output.dir: too many runs started this second under {parent}")
 
 
 class Trainer:
@@ -231,96 +190,14 @@ class Trainer:
     # ------------------------------------------------------------------------------------ loop
 
     def _compute_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, class logits) for one micro-batch; a model may return (logits, dist_logits) (DeiT)."""
-        if self.recipe.train.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        outputs = self.forward(images)
-        if getattr(self.loss_fn, "needs_images", False):  # distillation runs the teacher on the same images
-            loss = self.loss_fn(outputs, targets, images)
-        else:
-            loss = self.loss_fn(outputs[0] if isinstance(outputs, (tuple, list)) else outputs, targets)
-        return loss, outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+        return compute_loss(self, images, targets)
 
     def _clip(self) -> None:
-        clip = self.recipe.train.clip_grad
-        if clip <= 0:
-            return
-        self.scaler.unscale_(self.optimizer)
-        if self.recipe.train.clip_mode == "value":
-            torch.nn.utils.clip_grad_value_(self.model.parameters(), clip)
-        else:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        clip_gradients(self)
 
     def train_epoch(self, epoch: int, progress: EpochProgress) -> dict[str, float]:
-        accum = self.recipe.train.grad_accum_steps
-        self.model.train()
-        if isinstance(self.loss_fn, torch.nn.Module):
-            self.loss_fn.train()
-        self.train_loader.set_epoch(epoch)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
-        seen = 0
-        start = time.perf_counter()
-        steps = len(self.train_loader)
-        watch, skipped = NonFiniteWatch(self.device), 0
-        step_hook = self.dist.is_main and self.hooks.implemented("vitkit_on_train_step")
-        trial = self.compile_trial if self.compile_trial and not self.compile_trial.decision else None
-        for step, (images, targets) in enumerate(self.train_loader):
-            signal_at_test_point(epoch, step + 1, self.dist.rank)
-            stall_at_test_point("step", epoch, step + 1, self.dist.rank)
-            dist.waiting_for(f"the gradients of epoch {epoch}, step {step + 1} of {steps}")
-            if trial is not None:
-                trial.before_step()
-            update = (step + 1) % accum == 0 or step + 1 == steps
-            group = min(accum, steps - step // accum * accum)  # the last group of an epoch may be shorter
-            # DDP: all-reduce gradients only on the micro-step that updates
-            sync = contextlib.nullcontext() if update or self.strategy != "ddp" else self.wrapped.no_sync()
-            with sync:
-                with autocast(self.device, self.precision):
-                    loss, logits = self._compute_loss(images, targets)
-                watch.observe(loss, step)
-                if watch.due(step, steps) and (bad := watch.first_bad()) is not None:
-                    raise divergence_error(self.recipe, self.precision, epoch, bad, steps, self.saved_epoch)
-                self.scaler.scale(loss / group).backward()
-            if update:
-                self._clip()
-                lr = self._lr() if step_hook else 0.0  # the LR this update uses (the scheduler moves it next)
-                skipped += scaler_step(self.scaler, self.optimizer)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
-                if self.ema is not None:
-                    self.ema.update(self.model)
-                if step_hook:
-                    update_step = (epoch - 1) * self.steps_per_epoch + math.ceil((step + 1) / accum)
-                    self.hooks.vitkit_on_train_step(
-                        run=self.run, epoch=epoch, step=update_step, lr=lr, loss=loss.detach()
-                    )
-            loss_sum += loss.detach() * len(targets)
-            if self.data.multi_label:  # the top-scored label is one of the image's
-                correct += targets.gather(1, logits.detach().argmax(dim=1, keepdim=True)).gt(0).sum()
-            else:
-                labels = targets if targets.ndim == 1 else targets.argmax(dim=1)  # soft targets: their top class
-                correct += (logits.detach().argmax(dim=1) == labels).sum()
-            seen += len(targets)
-            progress.advance(step + 1, loss_sum, seen)
-            if trial is not None:
-                decided = trial.after_step()
-                self.forward = trial.forward  # the next step runs (and is timed) through the model the trial chose
-                if decided:
-                    progress.print(trial.line())
-        elapsed = time.perf_counter() - start
-        dist.waiting_for(f"the training sums of epoch {epoch} (every rank runs {steps} steps)")
-        loss_total, correct_total, seen_total = dist.all_reduce_sum(
-            [float(loss_sum), float(correct), seen], self.device
-        ).tolist()
-        train_loss = loss_total / seen_total
-        return {
-            "train_loss": train_loss,
-            "train_acc": correct_total / seen_total,
-            "img_per_s": seen_total / elapsed,
-            "train_time": elapsed,
-            "skipped_steps": skipped,
-        }
+        """One epoch (``engine.epoch``)."""
+        return train_epoch(self, epoch, progress)
 
     def _evaluate(self, model: torch.nn.Module, loader: Any, whole: bool = False, what: str = "") -> Evaluation:
         """Evaluate on this rank's shard, then combine the shards' results (``whole``: with every
@@ -329,7 +206,7 @@ class Trainer:
         result = evaluate(model, loader, self.device, self.precision, len(self.data.classes), self.data.multi_label)
         return result if self.strategy == "fsdp" else dist.reduce_evaluation(result, self.device, whole)
 
-    def _lr(self) -> float:
+    def lr(self) -> float:
         """The largest group LR (the head's, under layer-wise LR decay)."""
         return max(group["lr"] for group in self.optimizer.param_groups)
 
@@ -375,7 +252,7 @@ class Trainer:
         first_epoch, best_acc, best_loss, best_epoch = 1, -1.0, math.inf, 0
         self.best_state, self.best_weights = None, "model"
         if resume is not None:
-            from vitkit.engine.resume import restore
+            from vitkit.runs.resume import restore
 
             first_epoch, best_acc, best_loss, best_epoch = restore(self, resume)
             self.best_weights = resume.get("best_weights", "model")
@@ -395,7 +272,7 @@ class Trainer:
             console.print(self.progressive.line(), soft_wrap=True)
         with EpochProgress(epochs, len(self.train_loader)) as progress:
             for epoch in range(first_epoch, epochs + 1):
-                progress.start_epoch(epoch, self._lr())
+                progress.start_epoch(epoch, self.lr())
                 row: dict[str, Any] = {"epoch": epoch}
                 if self.progressive is not None:
                     row["train_size"] = self.progressive.apply(epoch, self.train_transform)
@@ -409,7 +286,7 @@ class Trainer:
                     )
                     row.update(ema_val_loss=ema_val.loss, ema_val_acc=ema_val.acc)
                     candidates.append(("ema", ema_val))
-                row.update(lr=self._lr(), time=time.perf_counter() - start)
+                row.update(lr=self.lr(), time=time.perf_counter() - start)
                 run.history.append(row)
                 is_best = False
                 for source, result in candidates:
@@ -422,7 +299,7 @@ class Trainer:
                     self.scheduler.on_epoch_end(row)
                 self._save(run_dir, epoch, best_acc, best_epoch, run.history, is_best)
                 if main:
-                    self._write_metrics(run_dir, run.history)
+                    write_metrics(run_dir, run.history)
                     progress.print(print_epoch(row, epochs, is_best))
                     self.hooks.vitkit_on_epoch_end(run=run, epoch=epoch, metrics=dict(row))
                 dist.waiting_for(f"the stop decision after epoch {epoch} (rank 0 writes the epoch's outputs first)")
@@ -430,19 +307,6 @@ class Trainer:
                     console.print(f"stopping after epoch {epoch}: {run.stop_reason}")
                     break
         return self._finish(run, best_acc, best_epoch, time.perf_counter() - start)
-
-    def _choose_thresholds(self, run_dir: Path, val: Evaluation) -> None:
-        """Multi-label: per-class thresholds from the best weights' val predictions, kept with the model
-        (``model.safetensors`` and ``best.pt``) for ``vitkit eval`` and ``vitkit predict``."""
-        from vitkit.engine.checkpoint import load_checkpoint
-        from vitkit.engine.multilabel_report import choose_thresholds
-
-        self.thresholds = choose_thresholds(val.probabilities, val.targets)
-        best_path = run_dir / "checkpoints" / "best.pt"
-        if self.dist.is_main and best_path.is_file():
-            best = load_checkpoint(best_path)
-            best["data"] = self.data_meta()
-            save_checkpoint(best, best_path)
 
     def _weights(self, source: str) -> dict[str, torch.Tensor]:
         """A CPU copy of the live (``model``) or EMA (``ema``) weights, whole even under FSDP."""
@@ -500,32 +364,10 @@ class Trainer:
         save_checkpoint(state, run_dir / "checkpoints" / "last.pt")
         self.saved_epoch = epoch
 
-    def _calibrate(self, run_dir: Path, val: Evaluation) -> float:
-        """Fit the temperature on the best weights' val logits and store it in ``checkpoints/best.pt``
-        (multi-label: 1.0, its per-class thresholds calibrate it)."""
-        from vitkit.engine.calibration import fit_temperature
-        from vitkit.engine.checkpoint import load_checkpoint
-
-        if val.multi_label:
-            return 1.0
-        temperature = fit_temperature(val.logits, val.targets)
-        best = run_dir / "checkpoints" / "best.pt"
-        save_checkpoint({**load_checkpoint(best), "temperature": temperature}, best)
-        return temperature
-
-    @staticmethod
-    def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
-        text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        atomic_write_text(run_dir / "metrics.csv", text.getvalue())
-
     def _finish(self, run: Run, best_acc: float, best_epoch: int, wall: float) -> dict[str, Any]:
         run_dir = run.run_dir
         if self.best_state is None:  # e.g. a resumed run that found no better epoch: the file has it
-            from vitkit.engine.checkpoint import load_checkpoint
+            from vitkit.runs.checkpoint import load_checkpoint
 
             best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
             self.best_state, self.best_weights = best["model"], best.get("best_weights", "model")
@@ -533,87 +375,12 @@ class Trainer:
         val = self._evaluate(self.model, self.val_loader, True, "the final validation")  # its logits: the temperature
         test = self._evaluate(self.model, self.test_loader, True, "the test evaluation") if self.score_test else None
         if self.data.multi_label:
-            self._choose_thresholds(run_dir, val)
+            choose_thresholds(self, run_dir, val)
         self._leave_group()  # the last collective is behind: no rank waits while rank 0 writes the outputs
         if not self.dist.is_main:
             return {"test_acc": test.acc if test else None, "rank": self.dist.rank}
-        temperature = self._calibrate(run_dir, val)
-        last = run.history[-1]
-        summary = {
-            "name": self.recipe.name,
-            "model": self.recipe.model["name"],
-            **({"test_acc": test.acc, "test_top5": test.top5, "test_loss": test.loss} if test else {}),
-            "best_val_acc": best_acc,
-            "best_epoch": best_epoch,
-            "best_weights": self.best_weights,
-            "epochs_run": last["epoch"],
-            "final_train_loss": last["train_loss"],
-            "final_val_acc": last["val_acc"],
-            "params": self.params,
-            "wall_time_s": wall,
-            "train_img_per_s": sum(r["img_per_s"] for r in run.history) / len(run.history),
-            "device": str(self.device),
-            "threads": self.threads,
-            "precision": self.precision,
-            "seed": self.recipe.seed,
-            "stop_reason": run.stop_reason,
-            "skipped_steps": sum(r.get("skipped_steps", 0) for r in run.history),
-            "bad_images": len(self.data.bad_images),
-            "split_sizes": {"train": len(self.data.train), "val": len(self.data.val), "test": len(self.data.test)},
-            "data": {"dataset": split_spec(self.recipe.data.dataset)[0], **self.data.seen()},
-            "run_dir": str(run_dir),
-        }
-        from vitkit.audit.fast import run_audit
-
-        audit = run_audit(self.data, run_dir)  # duplicates and leaks of a folder (audit.json), from the cache
-        if audit is not None:
-            summary["audit"] = audit
-        if self.balance is not None:
-            summary["balance"] = self.balance
-        if self.ema is not None:
-            summary["final_ema_val_acc"] = last["ema_val_acc"]
-        if self.compile_trial is not None:
-            summary["compile_auto"] = self.compile_trial.decision
-        if self.dist.enabled:
-            summary["world_size"] = self.dist.world_size
-            summary["strategy"] = self.strategy
-        save_safetensors(
-            self.best_state,
-            run_dir / "model.safetensors",
-            {"model": self.recipe.model, "data": self.data_meta(), "plugins": self.recipe.plugins,
-             "temperature": temperature},
-        )  # fmt: skip
-        if self.recipe.output.plots:
-            from vitkit.viz import plot_curves
-
-            plot_curves(run.history, run_dir, title=self.recipe.name, best=best_epoch)
-        if test is not None:
-            from vitkit.engine.mistakes import split_names
-            from vitkit.engine.report import write_run_report
-
-            report = write_run_report(
-                run_dir, self.recipe.name, test, self.data.test, self.data.classes, run.history,
-                self.recipe.output.plots, temperature, val, split_names(self.data, "test"), self.thresholds,
-            )  # fmt: skip
-            summary.update({f"test_macro_{key}": value for key, value in report["macro"].items()})
-            if self.data.multi_label:  # test_acc: exact match at 0.5; these: at the thresholds chosen on val
-                del summary["test_top5"]
-                summary.update(multi_label=True, test_map=report["map"], test_exact_match=report["exact_match"])
-            else:
-                summary.update(calibration_summary(report, temperature))
-        else:
-            summary["test"] = "not scored by this run"
-            summary["temperature"] = temperature
-        from vitkit.engine.html_report import write_run_html
-
-        write_run_html(run_dir, summary)  # report.html: the run on one self-contained page
-        # last: a run directory with summary.json is finished (``--resume`` refuses it)
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        elastic.unmark(run_dir)
-        self.announced = False
-        self.hooks.vitkit_on_run_end(run=run, summary=summary)
-        print_summary(summary)
-        return summary
+        temperature = calibrate(run_dir, val)
+        return write_finished_run(self, run, best_acc, best_epoch, wall, val, test, temperature)
 
     def _leave_group(self) -> None:
         """Leave the process group together (a no-op in one process), after dropping the DDP wrapper, whose

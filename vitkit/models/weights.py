@@ -34,7 +34,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     ``model`` spec, the ``data`` description and the ``plugins`` its recipe named. Files load with
     ``weights_only=True``.
     """
-    from vitkit.engine.checkpoint import load_checkpoint
+    from vitkit.runs.checkpoint import load_checkpoint
 
     path = Path(path)
     if not path.is_file():
