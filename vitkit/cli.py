@@ -287,6 +287,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (default 20 MB)")
     serve.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    serve.add_argument("--tta", choices=("flip", "crops"), help="average probabilities over flipped or cropped views")
     return serve
 
 
@@ -294,7 +295,9 @@ def _serve(args: argparse.Namespace) -> int:
     _load_plugins(args)
     from vitkit.apps.serve import serve
 
-    return serve(args.model, args.host, args.port, args.max_batch, args.max_wait_ms, args.max_upload_mb, args.device)
+    return serve(
+        args.model, args.host, args.port, args.max_batch, args.max_wait_ms, args.max_upload_mb, args.device, args.tta
+    )
 
 
 def _runs(args: argparse.Namespace) -> int:
