@@ -4,11 +4,13 @@ Training: a random-resized crop per image (torchvision's sampling of area and as
 resampled in one ``torchvision.ops.roi_align`` call (bilinear, averaging several samples per output
 pixel when shrinking, so it antialiases). Evaluation: the centred ``img_size`` crop.
 
-The evaluation view is defined once: ``eval_view`` here (one image: its base, centre-cropped) and
-``vitkit.data.loaders.eval_transform`` (batches: to float, centre crop or resize, normalise). Training's evaluation and
-``vitkit eval`` crop cached bases with the transform on the device; ``vitkit predict``, the Python API
-(and so ``serve``) and ``vitkit export`` go through the same two functions, so a file gives the same
-model input bytes everywhere.
+The evaluation view is defined once: ``eval_base`` here (one image: the base its evaluation batch
+holds; ``eval_view``: that base centre-cropped) and ``vitkit.data.loaders.eval_transform`` (batches: to
+float, centre crop or resize, normalise). Training's evaluation and ``vitkit eval`` crop cached bases
+with the transform on the device; ``vitkit predict``, the Python API (and so ``serve``) and ``vitkit
+export`` hand ``eval_base``'s base to the same transform, so a file gives the same model input bytes
+everywhere, and test-time augmentation (``engine.tta.TTAViews``, which takes that base batch) the same
+views.
 """
 
 from __future__ import annotations
@@ -25,6 +27,22 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
+def eval_base(
+    image: str | Path | bytes | Image.Image | torch.Tensor,
+    in_chans: int,
+    img_size: int,
+    crop_pct: float,
+    interpolation: str = "bilinear",
+) -> torch.Tensor:
+    """``(in_chans, S, S)`` uint8, ``S = base_size(img_size, crop_pct)``: the base image of ``image`` (a
+    path, an image file's bytes, a PIL image or a tensor; ``vitkit.data.imageio.base_image``) that
+    evaluation's transform crops (and test-time augmentation cuts its views from). For a file these are
+    the bytes the imagefolder dataset stores for it."""
+    from vitkit.data.imageio import base_image, base_size
+
+    return base_image(image, in_chans, base_size(img_size, crop_pct), interpolation)
+
+
 def eval_view(
     image: str | Path | bytes | Image.Image | torch.Tensor,
     in_chans: int,
@@ -32,13 +50,11 @@ def eval_view(
     crop_pct: float,
     interpolation: str = "bilinear",
 ) -> torch.Tensor:
-    """``(in_chans, img_size, img_size)`` uint8: what evaluation sees of ``image`` (a path, an image file's
-    bytes, a PIL image or a tensor): its base image (``vitkit.data.imageio.base_image``, side
-    ``base_size(img_size, crop_pct)``), centre-cropped. For a file these are the bytes of its evaluation batch
-    (before normalisation)."""
-    from vitkit.data.imageio import base_image, base_size, center_crop
+    """``(in_chans, img_size, img_size)`` uint8: what evaluation sees of ``image``: its ``eval_base``,
+    centre-cropped. For a file these are the bytes of its evaluation batch (before normalisation)."""
+    from vitkit.data.imageio import center_crop
 
-    return center_crop(base_image(image, in_chans, base_size(img_size, crop_pct), interpolation), img_size)
+    return center_crop(eval_base(image, in_chans, img_size, crop_pct, interpolation), img_size)
 
 
 class BatchRandomResizedCrop:

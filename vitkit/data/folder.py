@@ -34,12 +34,12 @@ from typing import Any
 
 import torch
 
+from vitkit.data.imageio import is_image_name
 from vitkit.data.multilabel import label_from_names, label_ids, label_names, strata
 from vitkit.errors import UserError
 from vitkit.runs.layout import is_vitkit_output
 
 LABELS_CSV = "labels.csv"  # the CSV a folder may hold; it wins over the folder's sub-folders
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 SPLITS = ("train", "val", "test")
 Samples = list[tuple[Path, Any]]  # label: a class index, or a tuple of them (multi-label)
 
@@ -50,9 +50,7 @@ def _visible(path: Path, base: Path) -> bool:
 
 def class_files(folder: Path) -> list[Path]:
     """Image files anywhere below ``folder``, sorted; hidden entries and non-images skipped."""
-    return sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and _visible(p, folder)
-    )
+    return sorted(p for p in folder.rglob("*") if is_image_name(p) and p.is_file() and _visible(p, folder))
 
 
 def class_folders(folder: Path) -> list[str]:
@@ -79,7 +77,7 @@ def read_csv_listing(csv_path: Path) -> tuple[list[str], Samples]:
     if rows and {"path", "labels"} <= set(rows[0]) and "label" not in rows[0]:
         from vitkit.data.multilabel import read_multilabel_rows
 
-        return read_multilabel_rows(rows, csv_path, IMAGE_SUFFIXES)
+        return read_multilabel_rows(rows, csv_path)
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise UserError(f"imagefolder: {csv_path} needs a header row with columns path,label (or path,labels with a;b)")
     entries: dict[Path, tuple[str, int]] = {}  # one entry per file: rows, not files, would leak across splits
@@ -88,7 +86,7 @@ def read_csv_listing(csv_path: Path) -> tuple[list[str], Samples]:
         if not rel or not label:
             raise UserError(f"imagefolder: {csv_path} line {n}: empty path or label")
         path = csv_path.parent / rel
-        if Path(rel).suffix.lower() not in IMAGE_SUFFIXES or any(p.startswith(".") for p in Path(rel).parts):
+        if not is_image_name(rel) or any(p.startswith(".") for p in Path(rel).parts):
             continue
         if not path.is_file():
             raise UserError(f"imagefolder: {csv_path} line {n}: {path} does not exist")

@@ -4,6 +4,8 @@
 training exactly as in ``vitkit predict``. ``base_image`` is what the imagefolder path stores per image
 (from a path, a PIL image or a tensor): the short side resized to ``size`` (aspect ratio kept), then
 the centred ``size x size`` square. ``vitkit.data.crops.eval_view`` crops it to the model's input.
+``IMAGE_SUFFIXES`` are the files every reader takes as images (folders, CSV listings, ``vitkit predict``,
+``vitkit shards``' tar entries: a subset of them).
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ if TYPE_CHECKING:
 
 INTERPOLATIONS = ("bilinear", "bicubic")
 MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # PIL mode of a (C, H, W) uint8 tensor
+# The one list of image file suffixes (lower case): what training's folder and CSV readers, `vitkit predict`
+# and `vitkit serve` read; `vitkit.data.shards` keeps the subset whose bytes go into tars as they are.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+def is_image_name(path: str | Path) -> bool:
+    """Whether ``path``'s suffix (any case) is one of ``IMAGE_SUFFIXES``: a file vitkit reads as an image."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
 def base_size(img_size: int, crop_pct: float) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from vitkit.data.imageio import is_image_name
 from vitkit.errors import UserError
 
 SEPARATOR = ";"  # between the labels of one image in the CSV's ``labels`` column
@@ -57,7 +58,7 @@ def split_labels(text: str) -> list[str]:
 
 
 def read_multilabel_rows(
-    rows: list[dict[str, str]], csv_path: Path, suffixes: tuple[str, ...]
+    rows: list[dict[str, str]], csv_path: Path
 ) -> tuple[list[str], list[tuple[Path, tuple[int, ...]]]]:
     """Classes (sorted) and samples of a ``path,labels`` CSV's rows; a file listed twice gets the union
     of its labels."""
@@ -66,7 +67,7 @@ def read_multilabel_rows(
         rel, names = (row.get("path") or "").strip(), split_labels(row.get("labels") or "")
         if not rel or not names:
             raise UserError(f"imagefolder: {csv_path} line {n}: empty path or labels")
-        if Path(rel).suffix.lower() not in suffixes or any(p.startswith(".") for p in Path(rel).parts):
+        if not is_image_name(rel) or any(p.startswith(".") for p in Path(rel).parts):
             continue
         path = csv_path.parent / rel
         if not path.is_file():

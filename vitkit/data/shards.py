@@ -19,6 +19,7 @@ sample's key names its position in its split. No torch import at module level.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -33,7 +34,6 @@ from vitkit.errors import UserError
 INFO = "_info.json"
 CLASSES = "classes.json"
 KEPT_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}  # encoded bytes timm's reader also decodes
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
@@ -227,9 +227,22 @@ def read_shard(url: str) -> Iterator[dict[str, Any]]:
     yield from tarfile_samples([{"url": url}])
 
 
+@functools.cache
+def image_entries() -> tuple[str, ...]:
+    """The extensions a sample's image entry may have: those of ``vitkit.data.imageio.IMAGE_SUFFIXES`` (the
+    one list of image suffixes) whose format a shard holds as its own bytes (``KEPT_FORMATS``, what timm's
+    ``wds/`` reader decodes too; ``encoded_image`` re-encodes every other format as PNG): jpg, jpeg, png, webp."""
+    from PIL import Image
+
+    from vitkit.data.imageio import IMAGE_SUFFIXES
+
+    formats = Image.registered_extensions()  # ".jpeg" -> "JPEG", ...
+    return tuple(suffix[1:] for suffix in IMAGE_SUFFIXES if formats.get(suffix) in KEPT_FORMATS)
+
+
 def sample_image(sample: dict[str, Any]) -> bytes:
-    """The encoded image of a sample (its jpg, jpeg, png or webp entry)."""
-    for ext in IMAGE_EXTS:
+    """The encoded image of a sample (its ``image_entries`` entry: jpg, jpeg, png or webp)."""
+    for ext in image_entries():
         if ext in sample:
             return sample[ext]
     raise UserError(f"webdataset: sample {sample.get('__key__')} in {sample.get('__url__')} has no image")

@@ -2,10 +2,10 @@
 
 The model's input (channels, size, normalisation) comes from the checkpoint's ``data`` metadata, so a
 user never re-types it. Images are prepared as the run's evaluation split was, by the same functions:
-for imagefolder runs (``crop_pct`` in the metadata) ``vitkit.data.crops.eval_view`` (the stored base
-image, centre-cropped: an image file gives exactly the bytes ``vitkit eval`` feeds the model) and
-``eval_transform``; in-memory datasets' models get the image resized to their square input by
-``eval_transform``.
+for imagefolder runs (``crop_pct`` in the metadata) ``vitkit.data.crops.eval_base`` (the stored base
+image, what ``vitkit eval``'s loader yields for an image file) and ``eval_transform`` (its centre crop)
+or, with ``tta``, ``engine.tta.TTAViews`` of the same base; in-memory datasets' models get the image
+resized to their square input by ``eval_transform``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from vitkit.data.crops import eval_view
+from vitkit.data.crops import eval_base
+from vitkit.data.imageio import IMAGE_SUFFIXES, is_image_name
 from vitkit.data.loaders import eval_transform
 from vitkit.engine.device import select_device
 from vitkit.errors import UserError
@@ -28,7 +29,6 @@ from vitkit.runs.checkpoint import load_checkpoint, load_safetensors
 if TYPE_CHECKING:
     from PIL import Image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL's convert("L")
 
 
@@ -164,7 +164,7 @@ def reading(path: Path | None = None) -> Iterator[None]:
     truncated or non-image file raise ``UserError`` saying why."""
     from PIL import Image, UnidentifiedImageError
 
-    if path is not None and path.suffix.lower() not in IMAGE_SUFFIXES:
+    if path is not None and not is_image_name(path):
         raise UserError(f"not an image file (suffix {path.suffix or 'none'!r}; expected {', '.join(IMAGE_SUFFIXES)})")
     try:
         yield
@@ -289,12 +289,13 @@ class Predictor:
         raise UserError(f"cannot predict on a {type(image).__name__}: pass paths, image bytes, PIL images or tensors")
 
     def view(self, image: Any) -> torch.Tensor:
-        """What the model is given of one image (path, image file bytes, PIL image or tensor), before
-        normalisation.
+        """What the evaluation transform is given of one image (path, image file bytes, PIL image or
+        tensor): the item ``vitkit eval``'s loader yields for it, which ``to_input`` turns into the model's
+        input (the centre crop, or ``tta``'s views of it).
 
-        imagefolder runs: ``eval_view``, uint8 ``(in_chans, img_size, img_size)`` (a tensor is rounded to
-        uint8 first, as a PNG of it would be); other runs: the image as ``image_tensor`` gives it (float,
-        own size), resized by ``to_input``."""
+        imagefolder runs: ``eval_base``, uint8 ``(in_chans, S, S)`` with ``S = base_size(img_size,
+        crop_pct)`` (a tensor is rounded to uint8 first, as a PNG of it would be); other runs: the image as
+        ``image_tensor`` gives it (float, own size), resized by ``to_input``."""
         from PIL import Image
 
         if not self.crop_pct:
@@ -302,10 +303,17 @@ class Predictor:
         if isinstance(image, (str, Path, bytes)):  # decoded as a file is, bytes too
             source = image if isinstance(image, bytes) else Path(image)
             with reading(None if isinstance(source, bytes) else source):
-                return eval_view(source, self.in_chans, self.img_size, self.crop_pct, self.interpolation)
+                return eval_base(source, self.in_chans, self.img_size, self.crop_pct, self.interpolation)
         if isinstance(image, (Image.Image, torch.Tensor)):
-            return eval_view(image, self.in_chans, self.img_size, self.crop_pct, self.interpolation)
+            return eval_base(image, self.in_chans, self.img_size, self.crop_pct, self.interpolation)
         raise UserError(f"cannot predict on a {type(image).__name__}: pass paths, image bytes, PIL images or tensors")
+
+    def seen(self, view: torch.Tensor) -> torch.Tensor:
+        """The part of a ``view`` the model sees without ``tta`` (imagefolder runs: its centred ``img_size``
+        crop, as ``eval_transform`` cuts it; other runs: all of it), to draw attention over."""
+        from vitkit.data.imageio import center_crop
+
+        return center_crop(view, self.img_size) if self.crop_pct else view
 
     def to_input(self, views: Sequence[torch.Tensor], tta: str | None = None) -> torch.Tensor:
         """Views (``view``) -> the model's normalised ``(B, C, S, S)`` batch on its device, by the run's

@@ -18,13 +18,16 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (default 20 MB)")
     serve.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    serve.add_argument("--tta", choices=("flip", "crops"), help="average probabilities over flipped or cropped views")
 
 
 def main(args: argparse.Namespace) -> int:
     load_plugins(args)
     from vitkit.commands.serve.server import serve
 
-    return serve(args.model, args.host, args.port, args.max_batch, args.max_wait_ms, args.max_upload_mb, args.device)
+    return serve(
+        args.model, args.host, args.port, args.max_batch, args.max_wait_ms, args.max_upload_mb, args.device, args.tta
+    )
 
 
 COMMANDS = (

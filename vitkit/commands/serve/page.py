@@ -88,8 +88,9 @@ async function show(file) {
     row.append(name, track, value);
     $("bars").appendChild(row);
   }
-  $("probability").textContent = `${(100 * best.probability).toFixed(1)}%`;
-  $("label").textContent = best.label;
+  const none = best.label === null;  // a multi-label image with no label above its threshold
+  $("probability").textContent = none ? "" : `${(100 * best.probability).toFixed(1)}%`;
+  $("label").textContent = none ? "(no label above its threshold)" : best.label;
   $("result").hidden = false;
   const map = await fetch("attention", { method: "POST", body: form(file) });
   if (map.ok) {

@@ -37,6 +37,7 @@ DEFAULT_TOPK = 5
 MAX_FILES = 64  # multipart `file` fields in one request
 ATTENTION_SIDE = 320  # longest side of the attention picture, in pixels
 DRAIN_FACTOR = 4  # an over-size upload is read (and dropped) up to this many times the limit, then cut
+ANSWER_KEYS = ("label", "probability", "topk")  # of a Prediction, per image of a /predict answer
 
 
 class BadRequest(Exception):
@@ -198,6 +199,17 @@ def read_view(predictor: "Predictor", data: bytes, max_pixels: int) -> "torch.Te
         raise BadRequest(422, str(err)) from None
 
 
+def answer(predictor: "Predictor", probabilities: "torch.Tensor", topk: int) -> dict[str, Any]:
+    """One image's entry of a ``/predict`` answer, from its class probabilities: ``label``,
+    ``probability`` and ``topk`` of its ``Prediction``, as ``vitkit predict --json`` writes them (the
+    labels ``Predictor.topk`` chose; a multi-label image with no label above its threshold: ``None``,
+    ``None`` and ``[]``)."""
+    from vitkit.commands.predict.predictor import Prediction
+
+    row = Prediction("", predictor.topk(probabilities[None], topk)[0]).as_dict()
+    return {key: row[key] for key in ANSWER_KEYS}
+
+
 # ---------------------------------------------------------------------------------------- attention
 
 
@@ -210,7 +222,8 @@ def attention_png(predictor: "Predictor", view: "torch.Tensor") -> bytes:
 
     from vitkit.commands.predict.attention_maps import attention_maps
 
-    picture = view.float() / 255.0 if view.dtype == torch.uint8 else view.float()
+    seen = predictor.seen(view)  # the centre crop of an imagefolder run's base image
+    picture = seen.float() / 255.0 if seen.dtype == torch.uint8 else seen.float()
     height, width = picture.shape[-2:]
     scale = ATTENTION_SIDE / max(height, width)
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
@@ -296,17 +309,7 @@ def create_app(predictor: "Predictor", options: ServeOptions, on_ready: Callable
     @app.post("/predict")
     async def predict(request: Request, topk: int = Query(DEFAULT_TOPK, ge=1)) -> JSONResponse:
         rows = await asyncio.gather(*(batcher.submit(view) for view in await views(request)))
-        predictions = []
-        for row in rows:
-            top = predictor.topk(row[None], topk)[0]
-            predictions.append(
-                {
-                    "label": top[0][0],
-                    "probability": top[0][1],
-                    "topk": [{"label": label, "probability": p} for label, p in top],
-                }
-            )
-        return JSONResponse({"predictions": predictions})
+        return JSONResponse({"predictions": [answer(predictor, row, topk) for row in rows]})
 
     @app.post("/attention")
     async def attention(request: Request) -> Response:
@@ -372,8 +375,10 @@ def serve(
     max_wait_ms: float = 5.0,
     max_upload_mb: float = 20.0,
     device: str = "auto",
+    tta: str | None = None,
 ) -> int:
-    """The command: load ``target`` once, listen on ``host:port``, serve until Ctrl-C."""
+    """The command: load ``target`` once, listen on ``host:port``, serve until Ctrl-C; ``tta``: average the
+    probabilities over test-time augmented views (``engine.tta``), as ``vitkit predict --tta``."""
     from vitkit.extras import require
 
     if max_batch < 1:
@@ -391,7 +396,7 @@ def serve(
 
     sock = bind(host, port)  # first: a port in use is said before the model loads
     url = url_of(sock)
-    predictor = vitkit.load(target, device)
+    predictor = vitkit.load(target, device, tta)
 
     def ready() -> None:
         print(
