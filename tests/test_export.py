@@ -10,7 +10,7 @@ import torch
 
 import vitkit
 from vitkit.commands.export.formats import PARITY_ATOL, export, load_test_split, run_export
-from vitkit.commands.predict.predictor import load_model
+from vitkit.runs.finished import open_run
 
 from .conftest import ROOT, TINY_DIGITS
 
@@ -35,8 +35,8 @@ def reference(run_dir):
     them, issue 24 part 3) and a batch of 64 normalised test images."""
     from vitkit.evaluation.calibration import TemperatureScaled
 
-    loaded = load_model(run_dir)
-    _, x = load_test_split(loaded.recipe, loaded.data, loaded.source)
+    loaded = open_run(run_dir)
+    _, x = load_test_split(loaded)
     return TemperatureScaled(loaded.model, loaded.temperature).eval(), x
 
 
@@ -67,7 +67,7 @@ def test_onnx_gives_the_pytorch_logits(run_dir, reference, tmp_path):
     onnx.checker.check_model(proto)
     meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
     assert meta["data"]["classes"] == [str(i) for i in range(10)]
-    assert meta["temperature"] == load_model(run_dir).temperature and meta["logits_divided_by_temperature"]
+    assert meta["temperature"] == open_run(run_dir).temperature and meta["logits_divided_by_temperature"]
     model, x = reference
     logits = ReferenceEvaluator(proto).run(None, {"images": x[:7].numpy()})[0]  # batch size differs from export's
     with torch.no_grad():
@@ -85,8 +85,8 @@ def test_int8_stays_within_one_point_of_fp32(run_dir, capsys, tmp_path):
     # the saved file really is the int8 model: its test accuracy is the reported one
     from vitkit.evaluation.evaluate import evaluate
 
-    loaded = load_model(run_dir)
-    loader, _ = load_test_split(loaded.recipe, loaded.data, loaded.source)
+    loaded = open_run(run_dir)
+    loader, _ = load_test_split(loaded)
     assert evaluate(torch.jit.load(str(path)), loader, torch.device("cpu")).acc == pytest.approx(report.acc_int8)
     assert path.stat().st_size < (run_dir / "model.safetensors").stat().st_size
 

@@ -99,8 +99,8 @@ def _no_label_model(path) -> None:
     """A multi-label ``model.safetensors`` (3 classes, thresholds 0.5) whose head bias is -20: every sigmoid
     about 2e-9, so no image has a label above its threshold."""
     from vitkit.engine.build import build_model
-    from vitkit.runs.checkpoint import save_safetensors
     from vitkit.recipe import recipe_from_dict
+    from vitkit.runs.checkpoint import save_safetensors
 
     spec = {"name": "vit_nano_patch4_16", "depth": 1}
     model = build_model(recipe_from_dict({"name": "ml", "model": spec}), 3, 3, pretrained=False)

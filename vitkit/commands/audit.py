@@ -17,18 +17,23 @@ from vitkit.errors import UserError
 if TYPE_CHECKING:
     import numpy as np
 
+    from vitkit.runs.finished import FinishedRun
+
 WEAK_FEATURES = 0.8  # out-of-fold accuracy under which pixel features are said to be too weak to judge labels
 
 
-def resolve(target: str, overrides: list[str]) -> tuple[Any, Path | None]:
-    """The recipe to audit and the run directory (``None`` unless ``target`` is a run): a run directory
-    (its recipe and split.json), a folder of images (the recipe ``vitkit run DIR`` would choose) or a recipe."""
+def resolve(target: str, overrides: list[str]) -> tuple[Any, FinishedRun | None]:
+    """The recipe to audit and the run (``None`` unless ``target`` is a run directory, opened once:
+    its recipe, split.json and model), a folder of images (the recipe ``vitkit run DIR`` would choose) or
+    a recipe."""
     from vitkit.recipe import load_recipe
+    from vitkit.runs.finished import open_run
     from vitkit.runs.layout import is_run_dir
 
     path = Path(target)
     if is_run_dir(path):
-        return load_recipe(path / "recipe.toml", overrides), path
+        run = open_run(path)
+        return run.recipe(overrides=overrides), run
     if path.is_dir():
         from vitkit.commands.run.folder import folder_recipe
 
@@ -38,17 +43,15 @@ def resolve(target: str, overrides: list[str]) -> tuple[Any, Path | None]:
     return load_recipe(path, overrides), None
 
 
-def _run_features(run_dir: Path, data: Any) -> np.ndarray:
+def _run_features(run: FinishedRun, data: Any) -> np.ndarray:
     from vitkit.audit.labels import model_features
     from vitkit.audit.source import base_batches
-    from vitkit.commands.predict.predictor import load_model
 
-    loaded = load_model(run_dir)
-    return model_features(loaded.model, loaded.data, base_batches(data))
+    return model_features(run.model, run.data, base_batches(data))
 
 
 def check_labels(
-    items: list[Any], data: Any, folds: int, run_dir: Path | None, seed: int = 0
+    items: list[Any], data: Any, folds: int, run: FinishedRun | None, seed: int = 0
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(likely label errors, how they were found) over all splits."""
     import numpy as np
@@ -62,8 +65,8 @@ def check_labels(
     usable = folds_for(labels, folds)
     if usable < 2:
         return [], {"skipped": "a class has fewer than 2 images"}
-    if run_dir is not None:
-        features, source = _run_features(run_dir, data), "the run's model embeddings"
+    if run is not None:
+        features, source = _run_features(run, data), "the run's model embeddings"
     else:
         features, source = pixel_features(base_batches(data)), "16x16 pixels"
     probs = out_of_fold_probs(features, labels, usable, seed)
@@ -71,7 +74,7 @@ def check_labels(
     how = (
         f"{source}, {usable}-fold logistic regression (out-of-fold accuracy {accuracy:.3f}), cleanlab find_label_issues"
     )
-    if accuracy < WEAK_FEATURES and run_dir is None:
+    if accuracy < WEAK_FEATURES and run is None:
         how += "; these features separate the classes poorly: audit a trained run (vitkit audit RUN) instead"
     check = {"how": how, "features": source, "folds": usable, "out_of_fold_accuracy": round(accuracy, 4)}
     return label_issues(items, data.classes, probs, labels), check
@@ -98,16 +101,17 @@ def audit(
 
     if labels:
         need_cleanlab()  # before any image is read
-    recipe, run_dir = resolve(target, overrides or [])
-    data = load_dataset(recipe, model_img_size(recipe), device="cpu", run_dir=run_dir, view=preprocessing(recipe))
+    recipe, run = resolve(target, overrides or [])
+    if run is not None:  # the files of its split.json, at its input size and preprocessing
+        data = run.load_data(device="cpu", overrides=overrides or [])
+    else:
+        data = load_dataset(recipe, model_img_size(recipe), device="cpu", view=preprocessing(recipe))
     items = items_of(data)
     facts = read_facts(items, workers if workers is not None else max(1, recipe.data.num_workers))
     sig = read_signatures(data, digests=False)[1]
     groups = duplicate_groups(items, data.classes, [f.digest for f in facts], sig, threshold)
     counts = class_counts(items, data.classes)
-    issues, check = (
-        check_labels(items, data, folds, run_dir, recipe.seed) if labels else ([], {"skipped": "--no-labels"})
-    )
+    issues, check = check_labels(items, data, folds, run, recipe.seed) if labels else ([], {"skipped": "--no-labels"})
     record = data.split_record
     result = {
         "source": str(target),
@@ -126,7 +130,7 @@ def audit(
         "label_check": check,
         "settings": {**settings(threshold, "same decoded pixels (blake2b of mode, size and pixels)"), "folds": folds},
     }
-    return result, run_dir, recipe
+    return result, run.run_dir if run is not None else None, recipe
 
 
 def audit_command(args: Any) -> int:

@@ -30,7 +30,7 @@ def find_checkpoint(path: Path) -> Path:
 def reevaluate(
     path: Path, split: str = "test", device: str = "auto", data_root: str | None = None, tta: str | None = None
 ) -> tuple[Evaluation, dict[str, Any]]:
-    """Rebuild the run's data and model from the checkpoint's recipe and evaluate ``split``.
+    """Open the run (``runs.finished.open_run``), evaluate ``split`` of its data, write the report.
 
     ``data_root`` replaces the recipe's ``data.root`` (a dataset that moved). Probabilities are calibrated
     by the run's temperature (1 for runs without one), as ``predict`` reports them; the report keeps
@@ -41,35 +41,23 @@ def reevaluate(
 
     from vitkit.data import build_loader
     from vitkit.data.loaders import eval_transform
-    from vitkit.engine import build
     from vitkit.engine.console import console
     from vitkit.engine.device import select_device
     from vitkit.engine.efficiency import resolve_precision
-    from vitkit.evaluation.calibration import calibration_report, expected_calibration_error, temperature_of
+    from vitkit.evaluation.calibration import calibration_report, expected_calibration_error
     from vitkit.evaluation.evaluate import evaluate
     from vitkit.evaluation.mistakes import split_names
     from vitkit.evaluation.tta import TTAModel, TTAViews, check_tta
-    from vitkit.plugin_loader import load_run_plugins
-    from vitkit.recipe import recipe_from_dict
-    from vitkit.runs.checkpoint import load_checkpoint
+    from vitkit.runs.finished import open_run
 
     check_tta(tta)
     ckpt_path = find_checkpoint(path)
-    state = load_checkpoint(ckpt_path)
-    if "recipe" not in state or "model" not in state:
-        raise UserError(f"{ckpt_path}: not a vitkit checkpoint (no recipe or model in it)")
-    if data_root is not None:
-        state["recipe"]["data"]["root"] = data_root
-    recipe = recipe_from_dict(state["recipe"], source=ckpt_path)
-    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None
-    recipe.model.pop("checkpoint_path", None)  # the run's starting weights; its own replace them
-    load_run_plugins(recipe.plugins, ckpt_path)  # its components
-    meta = state["data"]
+    run = open_run(ckpt_path)  # the model, its weights and temperature, the data metadata, the recipe
+    recipe, meta, state = run.recipe(data_root), run.data, run.state
+    run_dir = run.run_dir if ckpt_path.parent.name == "checkpoints" else None
+    data = run.load_data(only=(split,), data_root=data_root)  # the files of its split.json
     dev = select_device(device)
-    data = build.load_dataset(recipe, meta["img_size"], run_dir=run_dir, only=(split,))
-    model = build.build_model(recipe, len(meta["classes"]), meta["in_chans"], pretrained=False)
-    model.load_state_dict(state["model"])
-    model.to(dev)
+    model = run.model.to(dev)
     try:  # the run's own precision, so the numbers match its summary.json
         precision, _ = resolve_precision(recipe.train.precision, dev, model, meta["in_chans"], meta["img_size"])
     except UserError:  # an fp16 run evaluated off GPU
@@ -80,7 +68,7 @@ def reevaluate(
     batch = recipe.data.eval_batch_size or 4 * resolved_batch_size(recipe, state.get("batch_size"))
     loader = build_loader(getattr(data, split), batch, transform, dev, False, recipe.data.num_workers)
     result = evaluate(model, loader, dev, precision)
-    temperature = temperature_of(state)
+    temperature = run.temperature
     report = {
         "checkpoint": str(ckpt_path),
         "split": split,

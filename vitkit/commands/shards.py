@@ -31,17 +31,19 @@ def source_data(source: str) -> tuple[Any, str]:
     from vitkit.recipe import load_recipe, recipe_from_dict
     from vitkit.runs.layout import is_run_dir
 
-    path, run_dir = Path(source), None
-    if is_run_dir(path):
-        recipe, run_dir, kind = load_recipe(path / "recipe.toml"), path, "run"
-    elif path.is_file() and path.suffix == ".toml":
+    path = Path(source)
+    if is_run_dir(path):  # the files of its split.json (the original files are copied, not decoded into a cache)
+        from vitkit.runs.finished import open_run
+
+        return open_run(path).load_data(overrides=['data.cache="off"']), "run"
+    if path.is_file() and path.suffix == ".toml":
         recipe, kind = load_recipe(path), "recipe"
     elif path.is_dir():
         recipe, kind = recipe_from_dict({"data": {"dataset": "imagefolder", "root": str(path)}}), "folder"
     else:
         raise UserError(f"vitkit shards: {source} is not a folder of images, a TOML recipe or a run directory")
     recipe.data.cache = "off"  # the original files are copied, not decoded into a cache
-    data = build.load_dataset(recipe, build.model_img_size(recipe), run_dir=run_dir)
+    data = build.load_dataset(recipe, build.model_img_size(recipe))
     return data, kind
 
 

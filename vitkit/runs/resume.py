@@ -58,7 +58,7 @@ def restore_rng(state: dict[str, Any], device: torch.device) -> None:
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
 
 
-def open_run(run_dir: str | Path) -> tuple[Recipe, dict[str, Any]]:
+def resume_state(run_dir: str | Path) -> tuple[Recipe, dict[str, Any]]:
     """The recipe and ``last.pt`` state of a run directory that can continue; otherwise a one-line why."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

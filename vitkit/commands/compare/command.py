@@ -91,24 +91,16 @@ def profile_run(run_dir: Path, min_seconds: float = 0.5) -> dict[str, Any]:
             return cached
     import torch
 
-    from vitkit.engine import build
     from vitkit.engine.autobatch import resolved_batch_size
     from vitkit.engine.device import autocast, select_device
     from vitkit.engine.efficiency import resolve_precision
     from vitkit.engine.flops import count_flops, gmacs
-    from vitkit.plugin_loader import load_run_plugins
-    from vitkit.recipe import recipe_from_dict
-    from vitkit.runs.checkpoint import load_checkpoint
+    from vitkit.runs.finished import open_run
 
-    state = load_checkpoint(run_dir / "checkpoints" / "best.pt")
-    load_run_plugins(state["recipe"].get("plugins"), run_dir / "recipe.toml")  # a plugin attention, say
-    recipe = recipe_from_dict(state["recipe"], source=run_dir / "recipe.toml")
-    recipe.model.pop("checkpoint_path", None)  # the trained weights replace any starting point
-    meta = state["data"]
+    run = open_run(run_dir)  # its best weights, recipe and data metadata (and the plugins it names)
+    recipe, meta, state = run.recipe(), run.data, run.state
     device = select_device(recipe.train.device)
-    model = build.build_model(recipe, len(meta["classes"]), meta["in_chans"], pretrained=False)
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
+    model = run.model.to(device).eval()
     precision, _ = resolve_precision(recipe.train.precision, device, model, meta["in_chans"], meta["img_size"])
     flops = count_flops(model, meta["in_chans"], meta["img_size"])
     batch = recipe.data.eval_batch_size or 4 * resolved_batch_size(recipe, state.get("batch_size"))

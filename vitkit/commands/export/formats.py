@@ -29,10 +29,10 @@ from rich.table import Table
 from torch import nn
 
 from vitkit import extras
-from vitkit.commands.predict.predictor import load_model
 from vitkit.engine.console import console
 from vitkit.errors import UserError
 from vitkit.evaluation.calibration import TemperatureScaled
+from vitkit.runs.finished import FinishedRun, open_run
 
 PARITY_ATOL = 1e-4  # max |logit difference| allowed between an exported model and the PyTorch one (fp32)
 HF_PARITY_ATOL = 1e-5  # the hf folder holds the same fp32 weights, read back by timm's own ViT
@@ -177,18 +177,14 @@ class ExportReport:
         return self.fp32_s / self.int8_s if self.fp32_s and self.int8_s else None
 
 
-def load_test_split(recipe_data: dict[str, Any], meta: dict[str, Any], source: Path) -> tuple[Any, torch.Tensor]:
+def load_test_split(run: FinishedRun) -> tuple[Any, torch.Tensor]:
     """The run's test-split loader on the CPU and one batch from it (for speed and parity)."""
     from vitkit.data import build_loader
     from vitkit.data.loaders import eval_transform
-    from vitkit.engine import build
-    from vitkit.recipe import recipe_from_dict
 
-    recipe = recipe_from_dict(recipe_data, source=source)
-    run_dir = source.parent.parent if source.parent.name == "checkpoints" else None
-    data = build.load_dataset(recipe, meta["img_size"], run_dir=run_dir, only=("test",))
-    transform = eval_transform(meta)  # the evaluation view of training, eval and predict
-    loader = build_loader(data.test, 256, transform, torch.device("cpu"), False, recipe.data.num_workers)
+    data = run.load_data(only=("test",))
+    transform = eval_transform(run.data)  # the evaluation view of training, eval and predict
+    loader = build_loader(data.test, 256, transform, torch.device("cpu"), False, run.recipe().data.num_workers)
     return loader, next(iter(loader))[0][:64]
 
 
@@ -221,7 +217,7 @@ def export(
     if prune is not None and not 0.0 < prune < 1.0:
         raise UserError(f"--prune: expected a share of weights in (0, 1), got {prune}")
     require_format_packages(fmt)
-    loaded = load_model(target)
+    loaded = open_run(target)
     model, meta = loaded.model, loaded.data
     tags = (f".pruned{round(prune * 100)}" if prune else "") + (".int8" if quantize else "")
     name = FOLDERS[fmt] if fmt in FOLDERS else f"model{tags}{SUFFIXES[fmt]}"
@@ -229,14 +225,14 @@ def export(
     if path.exists() and not force and fmt not in FOLDERS:  # a folder may exist empty: hub_format checks
         raise UserError(f"{path} exists; pass --force to overwrite it (or --out another file)")
     report = ExportReport(path, fmt)
-    metadata = {"model": loaded.spec, "data": meta, "plugins": (loaded.recipe or {}).get("plugins", [])}
+    metadata = {"model": loaded.spec, "data": meta, "plugins": (loaded.recipe_data or {}).get("plugins", [])}
     metadata["temperature"] = loaded.temperature
     loader = None
-    if loaded.recipe is None:
+    if loaded.recipe_data is None:
         report.notes.append(f"{loaded.source.name} holds no recipe (no dataset): accuracies not measured")
         x = torch.rand(64, meta["in_chans"], meta["img_size"], meta["img_size"])
     else:
-        loader, x = load_test_split(loaded.recipe, meta, loaded.source)
+        loader, x = load_test_split(loaded)
         report.acc_before = accuracy(model, loader)
     report.batch = len(x)
     if prune:

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from vitkit.commands.predict.predictor import LoadedModel, load_model
 from vitkit.errors import UserError
 from vitkit.models.timm_bridge import TIMM_WEIGHTS
+from vitkit.runs.finished import FinishedRun, open_run
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -44,7 +44,7 @@ class Twin:
     converted: bool = False  # its weights are ``to_timm_state_dict``'s conversion of vitkit's
 
 
-def timm_twin(loaded: LoadedModel) -> Twin:
+def timm_twin(loaded: FinishedRun) -> Twin:
     """timm's model of the run: its own (``timm/<name>``) or the ViT that ``to_timm_model`` builds."""
     from vitkit.models.timm_bridge import TIMM_PREFIX, to_timm_model
 
@@ -74,15 +74,15 @@ def pretrained_cfg(data: dict[str, Any], architecture: str, num_classes: int) ->
     }
 
 
-def vitkit_block(loaded: LoadedModel, twin: Twin) -> dict[str, Any]:
+def vitkit_block(loaded: FinishedRun, twin: Twin) -> dict[str, Any]:
     """What ``config.json`` says about vitkit (timm ignores it): the model spec, plugins, who loads it."""
     from vitkit import __version__
 
-    plugins = list((loaded.recipe or {}).get("plugins") or [])
+    plugins = list((loaded.recipe_data or {}).get("plugins") or [])
     return {"version": __version__, "model": loaded.spec, "plugins": plugins, "timm_loads": twin.model is not None}
 
 
-def write_config(loaded: LoadedModel, twin: Twin, path: Path) -> dict[str, Any]:
+def write_config(loaded: FinishedRun, twin: Twin, path: Path) -> dict[str, Any]:
     """``config.json`` as timm writes it (timm's ``save_config_for_hf`` for a twin, its shape otherwise)."""
     classes = list(loaded.data["classes"])
     extra = {"label_names": classes, "vitkit": vitkit_block(loaded, twin)}
@@ -119,14 +119,14 @@ def write_config(loaded: LoadedModel, twin: Twin, path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def write_weights(loaded: LoadedModel, twin: Twin, path: Path) -> None:
+def write_weights(loaded: FinishedRun, twin: Twin, path: Path) -> None:
     """``model.safetensors``: timm's key names (the twin's state dict) or vitkit's, with vitkit's metadata."""
     from vitkit.runs.checkpoint import save_safetensors
 
     metadata = {
         "model": loaded.spec,
         "data": loaded.data,
-        "plugins": list((loaded.recipe or {}).get("plugins") or []),
+        "plugins": list((loaded.recipe_data or {}).get("plugins") or []),
         "weights": TIMM_WEIGHTS if twin.converted else "vitkit",
         "temperature": loaded.temperature,  # vitkit.load applies it; timm gives the raw logits
     }
@@ -134,7 +134,7 @@ def write_weights(loaded: LoadedModel, twin: Twin, path: Path) -> None:
 
 
 @torch.no_grad()
-def reload_parity(loaded: LoadedModel, twin: Twin, folder: Path, x: torch.Tensor) -> tuple[float, str]:
+def reload_parity(loaded: FinishedRun, twin: Twin, folder: Path, x: torch.Tensor) -> tuple[float, str]:
     """Largest |logit difference| between the run's model and the folder read back: by timm through
     ``local-dir:`` when it has a twin, else by ``vitkit.load``; and which of the two it was."""
     reference = loaded.model(x).float()
@@ -143,11 +143,11 @@ def reload_parity(loaded: LoadedModel, twin: Twin, folder: Path, x: torch.Tensor
 
         back = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
         return float((back(x).float() - reference).abs().max()), "timm.create_model('local-dir:...')"
-    back = load_model(folder).model
+    back = open_run(folder).model
     return float((back(x).float() - reference).abs().max()), "vitkit.load (no timm twin)"
 
 
-def copy_run_files(run_dir: Path, folder: Path, loaded: LoadedModel) -> list[str]:
+def copy_run_files(run_dir: Path, folder: Path, loaded: FinishedRun) -> list[str]:
     """The run's recipe, test report and plots, copied beside the card; the names copied."""
     from vitkit.recipe import dump_toml
 
@@ -156,8 +156,8 @@ def copy_run_files(run_dir: Path, folder: Path, loaded: LoadedModel) -> list[str
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, folder / name)
             copied.append(name)
-    if "recipe.toml" not in copied and loaded.recipe is not None:  # a checkpoint outside its run
-        (folder / "recipe.toml").write_text(dump_toml(loaded.recipe))
+    if "recipe.toml" not in copied and loaded.recipe_data is not None:  # a checkpoint outside its run
+        (folder / "recipe.toml").write_text(dump_toml(loaded.recipe_data))
         copied.append("recipe.toml")
     return copied
 
@@ -187,7 +187,7 @@ class HubExport:
     why_not: str = ""
 
 
-def write_hf_folder(loaded: LoadedModel, folder: Path, x: torch.Tensor, force: bool = False) -> HubExport:
+def write_hf_folder(loaded: FinishedRun, folder: Path, x: torch.Tensor, force: bool = False) -> HubExport:
     """Write the Hub folder of a loaded run into ``folder``; check it reads back on ``x`` (a normalised
     batch of the run's eval view)."""
     from vitkit.commands.export.model_card import model_card

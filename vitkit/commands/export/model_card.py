@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vitkit.commands.predict.predictor import LoadedModel
+from vitkit.runs.finished import FinishedRun
 
 
 def _pct(value: Any) -> str:
@@ -128,7 +128,7 @@ def usage_section(config: dict[str, Any], why_not: str) -> list[str]:
 
 
 def model_card(
-    loaded: LoadedModel,
+    loaded: FinishedRun,
     config: dict[str, Any],
     why_not: str,
     summary: dict[str, Any],
@@ -138,7 +138,7 @@ def model_card(
 ) -> str:
     """``README.md`` of the Hub folder (timm's front matter, then vitkit's sections)."""
     classes = list(loaded.data["classes"])
-    name = (loaded.recipe or {}).get("name") or loaded.run_dir.name
+    name = (loaded.recipe_data or {}).get("name") or loaded.run_dir.name
     dataset = (summary.get("data") or {}).get("dataset") or ""
     params = sum(p.numel() for p in loaded.model.parameters())
     shown = ", ".join(f"`{c}`" for c in classes[:50]) + (f" and {len(classes) - 50} more" if len(classes) > 50 else "")

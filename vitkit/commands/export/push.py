@@ -93,9 +93,9 @@ def push(
     exported = False
     if folder is None:
         from vitkit.commands.export.formats import export
-        from vitkit.commands.predict.predictor import load_model
+        from vitkit.runs.finished import open_run
 
-        folder = load_model(target).run_dir / "export" / "hf"
+        folder = open_run(target).run_dir / "export" / "hf"
         if hub_folder_of(folder) is None:
             export(target, "hf", out=folder)
             exported = True

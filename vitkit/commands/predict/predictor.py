@@ -1,4 +1,5 @@
-"""Prediction with a trained model: load a run, turn images (files, PIL, tensors) into its input, classify.
+"""Prediction with a trained model: a run (``runs.finished.open_run``), images (files, PIL, tensors) turned into
+its input, classified.
 
 The model's input (channels, size, normalisation) comes from the checkpoint's ``data`` metadata, so a
 user never re-types it. Images are prepared as the run's evaluation split was, by the same functions:
@@ -24,7 +25,7 @@ from vitkit.data.imageio import IMAGE_SUFFIXES, is_image_name
 from vitkit.data.loaders import eval_transform
 from vitkit.engine.device import select_device
 from vitkit.errors import UserError
-from vitkit.runs.checkpoint import load_checkpoint, load_safetensors
+from vitkit.runs.finished import FinishedRun, open_run
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -64,78 +65,6 @@ class Prediction:
             "correct": self.correct,
             "error": self.error,
         }
-
-
-# ------------------------------------------------------------------------------------------ loading
-
-
-def _model_source(path: Path) -> Path:
-    """A run directory's best checkpoint (or its model.safetensors), else the file itself."""
-    if path.is_dir():
-        for candidate in (path / "checkpoints" / "best.pt", path / "model.safetensors"):
-            if candidate.is_file():
-                return candidate
-        raise UserError(f"{path}: not a finished run directory (no checkpoints/best.pt or model.safetensors)")
-    if not path.is_file():
-        raise UserError(f"{path} does not exist (expected a run directory, a .pt checkpoint or a .safetensors file)")
-    return path
-
-
-@dataclass
-class LoadedModel:
-    """A model read from a run: in eval mode on the CPU, with its data metadata, spec and (if any) recipe."""
-
-    model: nn.Module
-    data: dict[str, Any]
-    source: Path
-    spec: dict[str, Any]
-    recipe: dict[str, Any] | None
-    temperature: float = 1.0  # calibration fitted on val at the end of training; 1.0 for older runs
-
-    @property
-    def run_dir(self) -> Path:
-        return self.source.parent.parent if self.source.parent.name == "checkpoints" else self.source.parent
-
-
-def load_model(path: str | Path) -> LoadedModel:
-    """The model of a run directory, a ``.pt`` checkpoint, a ``model.safetensors``, or a folder that
-    ``vitkit export --format hf`` wrote (local, or ``hf-hub:org/name`` through the Hugging Face cache)."""
-    from vitkit.engine.build import build_model
-    from vitkit.evaluation.calibration import temperature_of
-    from vitkit.models.pretrained import HUB_PREFIX, hub_folder
-    from vitkit.models.timm_bridge import TIMM_WEIGHTS
-    from vitkit.plugin_loader import load_run_plugins
-    from vitkit.recipe import recipe_from_dict
-
-    source = _model_source(hub_folder(str(path)) if str(path).startswith(HUB_PREFIX) else Path(path))
-    timm_names = False  # weights under timm's key names (an hf export of a ViT): converted on loading
-    if source.suffix == ".safetensors":
-        weights, meta = load_safetensors(source)
-        if "model" not in meta or "data" not in meta:
-            raise UserError(f"{source}: no vitkit metadata (model spec and data); was it written by vitkit?")
-        recipe_data, spec, data = None, meta["model"], meta["data"]
-        plugins, temperature = meta.get("plugins"), temperature_of(meta)
-        timm_names = meta.get("weights") == TIMM_WEIGHTS
-    else:
-        state = load_checkpoint(source)
-        if not {"model", "recipe", "data"} <= set(state):
-            raise UserError(f"{source}: not a vitkit checkpoint (needs model, recipe and data entries)")
-        weights, recipe_data, data = state["model"], state["recipe"], state["data"]
-        spec, plugins = recipe_data["model"], recipe_data.get("plugins")
-        temperature = temperature_of(state)
-    load_run_plugins(plugins, source)  # what the run was trained with: a plugin attention, say
-    recipe = recipe_from_dict({"name": "predict", "model": spec}, source=source)
-    model = build_model(recipe, len(data["classes"]), data["in_chans"], pretrained=False)
-    try:
-        if timm_names:
-            from vitkit.models.timm_bridge import load_weights
-
-            load_weights(model, weights, str(source))
-        else:
-            model.load_state_dict(weights)
-    except RuntimeError as err:
-        raise UserError(f"{source}: weights do not fit the model spec ({str(err).splitlines()[0]})") from None
-    return LoadedModel(model.eval(), data, source, spec, recipe_data, temperature)
 
 
 # ----------------------------------------------------------------------------------------- images
@@ -266,9 +195,12 @@ class Predictor:
             dev = select_device(device)
         except UserError as err:
             raise UserError(str(err).replace("train.device", "device")) from None
-        loaded = load_model(path)
-        name = loaded.recipe["name"] if loaded.recipe else loaded.run_dir.name
-        return cls(loaded.model, loaded.data, dev, str(loaded.source), name, loaded.temperature, tta)
+        return cls.from_run(open_run(path), dev, tta)
+
+    @classmethod
+    def from_run(cls, run: FinishedRun, device: str | torch.device = "auto", tta: str | None = None) -> Predictor:
+        """From a run ``runs.finished.open_run`` opened."""
+        return cls(run.model, run.data, device, str(run.source), run.name, run.temperature, tta)
 
     def __repr__(self) -> str:
         return f"Predictor({self.source!r}, {len(self.classes)} classes, input {self.in_chans}x{self.img_size}^2)"

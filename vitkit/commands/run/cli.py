@@ -82,9 +82,9 @@ def resume(args: argparse.Namespace) -> int:
     if args.overrides or args.dry_run or args.lr:
         raise UserError("vitkit run --resume: --set and --dry-run do not apply; a run continues with its own recipe")
     from vitkit.engine.fit import fit_guarded
-    from vitkit.runs.resume import open_run
+    from vitkit.runs.resume import resume_state
 
-    recipe, state = open_run(args.resume)
+    recipe, state = resume_state(args.resume)
     if args.threads is not None:  # how fast, not what: a resumed run may use other threads
         if args.threads < 0:
             raise UserError(f"vitkit run --threads: expected a value >= 0, got {args.threads}")
