@@ -14,6 +14,10 @@ Public API (torch is imported only when a name that needs it is first used):
   discover and import plugins (entry points, a recipe's ``plugins``, extra modules or paths).
 - ``load_recipe(path, overrides)``: a validated ``Recipe``; ``train(recipe)``: run it, get the summary.
 - ``load(run_dir_or_checkpoint)``: a ``Predictor``; ``.predict(images)`` classifies paths, bytes, PIL images, tensors.
+- ``open_run(run_dir_or_file)``: a ``FinishedRun``: model, weights, temperature, classes, preprocessing,
+  thresholds, recipe, and ``load_data()``, the run's splits as it trained on them.
+- ``Command``: a ``vitkit`` subcommand (name, help, ``add_arguments``, ``main``) that a package declares in
+  entry-point group ``vitkit.commands`` to add it to the CLI.
 - ``compare(sources, vary, overrides, rank_by, out)``: train and rank variants (``vitkit compare``).
 - ``lr_find(recipe, steps, start, end, out)``: the LR range test (``vitkit lr-find``); suggestions, curve.
 - ``tune(recipe, space, trials=...)``: an Optuna study over recipe keys (``vitkit tune``); the study summary.
@@ -25,6 +29,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vitkit import plugin_loader as _plugin_loader  # noqa: F401  (an unknown registry name imports installed plugins)
+from vitkit.commands import Command
 from vitkit.errors import UserError
 from vitkit.plugins import hookimpl
 from vitkit.recipe import Recipe, load_recipe
@@ -49,6 +54,7 @@ from vitkit.registry import (
     register_pos_embed,
     register_scheduler,
 )
+from vitkit.runs.finished import FinishedRun, open_run
 
 __version__ = "0.1.0"
 
@@ -184,9 +190,11 @@ __all__ = [
     "ATTENTION",
     "Attention",
     "AUGMENTATIONS",
+    "Command",
     "DATASETS",
     "LOSSES",
     "MLP",
+    "FinishedRun",
     "MODELS",
     "OPTIMIZERS",
     "POS_EMBED",
@@ -203,6 +211,7 @@ __all__ = [
     "load_plugins",
     "load_recipe",
     "lr_find",
+    "open_run",
     "register_attention",
     "register_augmentation",
     "register_dataset",
