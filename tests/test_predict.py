@@ -258,3 +258,31 @@ def test_camera_rotation_is_applied(tmp_path):
     exif[0x0112] = 6  # orientation: rotate 90 degrees to display
     Image.new("L", (40, 20)).save(tmp_path / "photo.jpg", exif=exif)
     assert read_image(tmp_path / "photo.jpg").size == (20, 40)
+
+
+def test_i34_3_open_run_is_the_same_run_from_its_directory_checkpoint_and_safetensors(run_dir, tmp_path):
+    """``open_run`` of a run directory, its ``best.pt`` and its ``model.safetensors``: the same weights,
+    classes, temperature and preprocessing; the directory's data are the files of its split.json."""
+    import json
+
+    import torch
+
+    from vitkit import open_run
+    from vitkit.errors import UserError
+
+    runs = [open_run(p) for p in (run_dir, run_dir / "checkpoints" / "best.pt", run_dir / "model.safetensors")]
+    size = runs[0].data["img_size"]
+    x = torch.rand(4, 1, size, size)
+    logits = [run.model(x) for run in runs]
+    assert all(torch.equal(logits[0], other) for other in logits[1:])
+    assert {run.run_dir for run in runs} == {run_dir} and all(run.in_run_dir for run in runs)
+    assert len({(tuple(r.classes), r.temperature, r.preprocessing, r.name) for r in runs}) == 1
+    assert runs[0].state["epoch"] >= 1 and runs[2].state == {} and runs[2].recipe_data is None
+    assert runs[2].recipe().name == runs[0].recipe().name == "tiny"  # a model file in its run: recipe.toml
+    data = runs[0].load_data(only=("test",))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert len(data.test) == summary["split_sizes"]["test"] and data.classes == runs[0].classes
+    lone = tmp_path / "lone.safetensors"
+    lone.write_bytes((run_dir / "model.safetensors").read_bytes())
+    with pytest.raises(UserError, match="holds no recipe"):
+        open_run(lone).recipe()

@@ -35,7 +35,7 @@ def reevaluate(
     ``data_root`` replaces the recipe's ``data.root`` (a dataset that moved). Probabilities are calibrated
     by the run's temperature (1 for runs without one), as ``predict`` reports them; the report keeps
     ``{split}_loss`` uncalibrated (as training logged it) beside ``{split}_loss_calibrated``. ``tta``
-    (``engine.tta``) also scores the mean probabilities over test-time augmented views, reported beside
+    (``evaluation.tta``) also scores the mean probabilities over test-time augmented views, reported beside
     the plain accuracy."""
     from rich.table import Table
 

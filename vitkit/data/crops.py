@@ -9,7 +9,7 @@ holds; ``eval_view``: that base centre-cropped) and ``vitkit.data.loaders.eval_t
 float, centre crop or resize, normalise). Training's evaluation and ``vitkit eval`` crop cached bases
 with the transform on the device; ``vitkit predict``, the Python API (and so ``serve``) and ``vitkit
 export`` hand ``eval_base``'s base to the same transform, so a file gives the same model input bytes
-everywhere, and test-time augmentation (``engine.tta.TTAViews``, which takes that base batch) the same
+everywhere, and test-time augmentation (``evaluation.tta.TTAViews``, which takes that base batch) the same
 views.
 """
 

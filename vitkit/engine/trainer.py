@@ -213,7 +213,7 @@ class Trainer:
     def fit(self, run_dir: Path | None = None, resume: dict[str, Any] | None = None) -> dict[str, Any]:
         """Train for ``train.epochs``, keep the best weights by val_acc (live or EMA), test them; returns the summary.
 
-        ``resume``: a ``checkpoints/last.pt`` state of ``run_dir`` to continue from (see ``engine.resume``).
+        ``resume``: a ``checkpoints/last.pt`` state of ``run_dir`` to continue from (see ``runs.resume``).
         Under torchrun every rank trains; rank 0 alone writes the run directory, prints and calls hooks.
         A run that stops on an error or Ctrl-C after ``vitkit_on_run_start`` calls ``vitkit_on_run_failed``.
         """

@@ -1,5 +1,5 @@
 """The evaluation report of a split: per-class precision/recall/F1, confusion matrix, example grids,
-the mistakes that matter (``engine.mistakes``) and calibration (``engine.calibration``).
+the mistakes that matter (``evaluation.mistakes``) and calibration (``evaluation.calibration``).
 
 Written by ``vitkit eval`` and at the end of ``vitkit run`` into the run directory: ``confusion.png``,
 ``misclassified.png``, ``predictions.png``, ``confused.png``, ``top_losses.png``, ``reliability.png`` and

@@ -79,7 +79,7 @@ def mean_probabilities(
 
 class TTAModel(nn.Module):
     """``log`` of the calibrated probabilities averaged over ``TTAViews``'s views: logits whose softmax is
-    that mean, so ``engine.evaluate.evaluate`` scores test-time augmentation unchanged."""
+    that mean, so ``evaluation.evaluate.evaluate`` scores test-time augmentation unchanged."""
 
     def __init__(self, model: nn.Module, temperature: float = 1.0) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""What a comparison is made of, shared by ``compare``, ``compare_jobs`` and ``compare_report``: the
+"""What a comparison is made of, shared by the ``compare`` command, its ``jobs`` and its ``report``: the
 variants and their repeats (seeds or folds), the ``--set`` keys of each run, the metrics it ranks
 by (validation by default; never test), and the verdict lines (paired t-test over matched repeats,
 ``vitkit.stats``)."""

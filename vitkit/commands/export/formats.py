@@ -222,7 +222,7 @@ def export(
     tags = (f".pruned{round(prune * 100)}" if prune else "") + (".int8" if quantize else "")
     name = FOLDERS[fmt] if fmt in FOLDERS else f"model{tags}{SUFFIXES[fmt]}"
     path = Path(out) if out else loaded.run_dir / "export" / name
-    if path.exists() and not force and fmt not in FOLDERS:  # a folder may exist empty: hub_format checks
+    if path.exists() and not force and fmt not in FOLDERS:  # a folder may exist empty: hub_folder checks
         raise UserError(f"{path} exists; pass --force to overwrite it (or --out another file)")
     report = ExportReport(path, fmt)
     metadata = {"model": loaded.spec, "data": meta, "plugins": (loaded.recipe_data or {}).get("plugins", [])}

@@ -185,7 +185,7 @@ def run_predict(
     tta: str | None = None,
 ) -> int:
     """The command: 0 when at least one image was predicted, 1 when none was; ``tta``: average the
-    probabilities over test-time augmented views (``engine.tta``)."""
+    probabilities over test-time augmented views (``evaluation.tta``)."""
     if topk < 1:
         raise UserError(f"--topk must be >= 1, got {topk}")
     if batch_size < 1:

@@ -5,7 +5,7 @@ The model's input (channels, size, normalisation) comes from the checkpoint's ``
 user never re-types it. Images are prepared as the run's evaluation split was, by the same functions:
 for imagefolder runs (``crop_pct`` in the metadata) ``vitkit.data.crops.eval_base`` (the stored base
 image, what ``vitkit eval``'s loader yields for an image file) and ``eval_transform`` (its centre crop)
-or, with ``tta``, ``engine.tta.TTAViews`` of the same base; in-memory datasets' models get the image
+or, with ``tta``, ``evaluation.tta.TTAViews`` of the same base; in-memory datasets' models get the image
 resized to their square input by ``eval_transform``.
 """
 
@@ -157,8 +157,8 @@ class Predictor:
     """A trained model with its classes and input conversion; ``predict`` classifies images.
 
     Build one with ``vitkit.load(run_dir_or_checkpoint)``. Probabilities are calibrated:
-    ``softmax(logits / temperature)`` with the run's temperature (``engine.calibration``); ``tta``
-    (``"flip"`` or ``"crops"``, ``engine.tta``) averages them over augmented views of each image.
+    ``softmax(logits / temperature)`` with the run's temperature (``evaluation.calibration``); ``tta``
+    (``"flip"`` or ``"crops"``, ``evaluation.tta``) averages them over augmented views of each image.
     """
 
     def __init__(
@@ -250,7 +250,7 @@ class Predictor:
     def to_input(self, views: Sequence[torch.Tensor], tta: str | None = None) -> torch.Tensor:
         """Views (``view``) -> the model's normalised ``(B, C, S, S)`` batch on its device, by the run's
         evaluation transform (``eval_transform``), run on the device as evaluation runs it; with ``tta``
-        the ``(K, B, C, S, S)`` test-time augmented views of it (``engine.tta.TTAViews``)."""
+        the ``(K, B, C, S, S)`` test-time augmented views of it (``evaluation.tta.TTAViews``)."""
         from vitkit.evaluation.tta import TTAViews
 
         transform = TTAViews(self.transform, tta) if tta else self.transform

@@ -310,7 +310,7 @@ def serve(
     tta: str | None = None,
 ) -> int:
     """The command: load ``target`` once, listen on ``host:port``, serve until Ctrl-C; ``tta``: average the
-    probabilities over test-time augmented views (``engine.tta``), as ``vitkit predict --tta``."""
+    probabilities over test-time augmented views (``evaluation.tta``), as ``vitkit predict --tta``."""
     from vitkit.extras import require
 
     if max_batch < 1:

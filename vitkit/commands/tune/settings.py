@@ -16,7 +16,7 @@ SUMMARY_METRICS = (
     "best_val_acc", "final_val_acc", "final_ema_val_acc", "final_train_loss", "best_epoch", "params",
     "train_img_per_s", "wall_time_s",
 )  # fmt: skip
-# measured on the trial's model after it trains (``tune_costs``): what a Pareto front trades accuracy against
+# measured on the trial's model after it trains (``tune.costs``): what a Pareto front trades accuracy against
 COST_METRICS = ("gmacs", "infer_img_per_s")
 STALE_S = 1800.0  # a RUNNING trial of another machine without a heartbeat for this long is taken as dead
 KEY_FILE = "tune.json"
