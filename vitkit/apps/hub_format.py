@@ -198,6 +198,9 @@ def write_hf_folder(loaded: LoadedModel, folder: Path, x: torch.Tensor, force: b
     write_weights(loaded, twin, folder / WEIGHTS)
     files = copy_run_files(loaded.run_dir, folder, loaded)
     summary = read_run_json(loaded.run_dir, "summary.json")
+    audit = read_run_json(loaded.run_dir / "audit", "audit.json")  # ``vitkit audit RUN``'s, fuller than the run's
+    if isinstance(audit.get("leaks"), dict):
+        summary = {**summary, "audit": {**(summary.get("audit") or {}), "leaks": audit["leaks"]}}
     report = read_run_json(loaded.run_dir, "report_test.json")
     recipe_text = (folder / "recipe.toml").read_text() if "recipe.toml" in files else ""
     (folder / "README.md").write_text(model_card(loaded, config, twin.why_not, summary, report, recipe_text, files))
