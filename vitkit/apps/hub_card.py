@@ -174,8 +174,14 @@ def usage_section(config: dict[str, Any], why_not: str) -> list[str]:
         "Command line: `vitkit predict PATH photo.jpg`.",
         "",
         f"**Preprocessing:** input {tuple(cfg.get('input_size', ()))}, {cfg.get('interpolation')} resize, "
-        f"crop_pct {cfg.get('crop_pct')} (centre crop), mean {list(cfg.get('mean', ()))}, "
-        f"std {list(cfg.get('std', ()))}.",
+        f"crop_pct {cfg.get('crop_pct')}, crop_mode {cfg.get('crop_mode')} "
+        + (
+            "(the whole image resized to the input, aspect ratio not kept)"
+            if cfg.get("crop_mode") == "squash"
+            else "(short side resized to floor(size / crop_pct), centre crop)"
+        )
+        + f", mean {list(cfg.get('mean', ()))}, std {list(cfg.get('std', ()))}: "
+        "`timm.data.create_transform` of this config gives the model exactly vitkit's input.",
         "",
     ]
     return lines

@@ -4,8 +4,8 @@ The model's input (channels, size, normalisation) comes from the checkpoint's ``
 user never re-types it. Images are prepared as the run's evaluation split was, by the same functions:
 for imagefolder runs (``crop_pct`` in the metadata) ``vitkit.data.crops.eval_view`` (the stored base
 image, centre-cropped: an image file gives exactly the bytes ``vitkit eval`` feeds the model) and
-``eval_transform``; in-memory datasets' models get the image resized to their square input by
-``eval_transform``.
+``eval_transform``; in-memory datasets' models get a file or PIL image resized whole to their square
+input by ``eval_view`` (timm's ``squash``), a tensor resized by ``eval_transform``.
 """
 
 from __future__ import annotations
@@ -293,12 +293,13 @@ class Predictor:
         normalisation.
 
         imagefolder runs: ``eval_view``, uint8 ``(in_chans, img_size, img_size)`` (a tensor is rounded to
-        uint8 first, as a PNG of it would be); other runs: the image as ``image_tensor`` gives it (float,
-        own size), resized by ``to_input``."""
+        uint8 first, as a PNG of it would be); other runs: a file or PIL image is ``eval_view``'s whole image
+        resized to the input (uint8, timm's ``squash``, what the exported folder says), a tensor is what
+        ``image_tensor`` gives (float, own size), resized by ``to_input`` as evaluation resizes in-memory data."""
         from PIL import Image
 
-        if not self.crop_pct:
-            return self.image_tensor(image)
+        if not self.crop_pct and isinstance(image, torch.Tensor):
+            return self.image_tensor(image)  # a tensor as in-memory data are: resized as evaluation resizes them
         if isinstance(image, (str, Path, bytes)):  # decoded as a file is, bytes too
             source = image if isinstance(image, bytes) else Path(image)
             with reading(None if isinstance(source, bytes) else source):
