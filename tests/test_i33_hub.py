@@ -213,3 +213,25 @@ def test_i33_also_imagenet_mean_std_is_one_constant_the_file_datasets_and_the_ex
     _, folder = crop_runs[0.875]  # a photo run from scratch: normalised by the dataset's statistics
     cfg = json.loads((folder / "config.json").read_text())["pretrained_cfg"]
     assert (tuple(cfg["mean"]), tuple(cfg["std"])) == (datasets.IMAGENET_MEAN, datasets.IMAGENET_STD)
+
+
+def test_i33_4_an_image_cache_of_the_old_geometry_is_never_reused(tmp_path, capsys):
+    """A disk cache written before this fix (cache version 2: round(img_size / crop_pct), reduced-size JPEG
+    decoding, floor crop offsets) is decoded again, not served with the old bases."""
+    from vitkit.data.cache import build_cache
+    from vitkit.data.imageio import base_size, load_base
+
+    files, cache_dir = _photos(tmp_path / "photos")[:6], tmp_path / "cache"
+    size = base_size(32, 0.9)
+    assert size == 35  # timm's floor (round gave 36)
+    build_cache(files, 3, size, "bilinear", "disk", cache_dir, 1.0, 0, crop=32)
+    (meta_path,) = cache_dir.glob("*.json")
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "version": 2}))  # as vitkit wrote it before
+    capsys.readouterr()
+    store, rows, _ = build_cache(files, 3, size, "bilinear", "disk", cache_dir, 1.0, 0, crop=32)
+    out = capsys.readouterr().out
+    assert "written" in out and "reused" not in out, out
+    assert all(
+        torch.equal(store[int(r)], load_base(f, 3, size, "bilinear", crop=32)) for f, r in zip(files, rows, strict=True)
+    )
