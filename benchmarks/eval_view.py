@@ -65,11 +65,19 @@ def write_photos(root: Path, per_class: int, classes: int = 3) -> list[Path]:
 
 def eval_batch(files: list[Path], meta: dict) -> torch.Tensor:
     """What ``vitkit eval`` feeds the model for ``files``: cached base images, the eval transform."""
+    import inspect
+
+    from vitkit.data import imageio
     from vitkit.data.imageio import load_base
     from vitkit.data.loaders import BatchTransform
 
-    size = max(meta["img_size"], round(meta["img_size"] / meta["crop_pct"]))  # imageio.base_size (not in older trees)
-    bases = torch.stack([load_base(f, meta["in_chans"], size, meta.get("interpolation", "bilinear")) for f in files])
+    if hasattr(imageio, "base_size"):
+        size = imageio.base_size(meta["img_size"], meta["crop_pct"])
+    else:  # older trees: round
+        size = max(meta["img_size"], round(meta["img_size"] / meta["crop_pct"]))
+    placed = {"crop": meta["img_size"]} if "crop" in inspect.signature(load_base).parameters else {}  # issue 33.4
+    interpolation = meta.get("interpolation", "bilinear")
+    bases = torch.stack([load_base(f, meta["in_chans"], size, interpolation, **placed) for f in files])
     transform = BatchTransform(meta["img_size"], meta["mean"], meta["std"], crop="center")
     return transform(bases, torch.zeros(len(files), dtype=torch.long))[0]
 

@@ -30,9 +30,10 @@ class Recorder(nn.Module):
 def evaluation_batch(path, img_size: int, crop_pct: float) -> torch.Tensor:
     """What ``vitkit eval`` feeds the model for ``path``: the dataset's base image, the eval transform."""
     from vitkit.data.datasets import ImageFiles
+    from vitkit.data.imageio import base_size
     from vitkit.data.loaders import BatchTransform
 
-    base, _ = ImageFiles([(path, 0)], max(img_size, round(img_size / crop_pct)), 3)[0]
+    base, _ = ImageFiles([(path, 0)], base_size(img_size, crop_pct), 3, crop=img_size)[0]
     return BatchTransform(img_size, MEAN, STD, crop="center")(base[None], torch.zeros(1, dtype=torch.long))[0]
 
 

@@ -1,8 +1,10 @@
-"""Decode once: every image of an imagefolder stored as ``(C, S, S)`` uint8, ``S = round(img_size / crop_pct)``.
+"""Decode once: every image of an imagefolder stored as ``(C, S, S)`` uint8, ``S = floor(img_size / crop_pct)``.
 
-The first pass decodes each file once (workers; PIL with reduced-size JPEG decoding, EXIF orientation
-applied) into its *base* image: short side resized to ``S``, centred ``S x S`` square kept (see
-``vitkit.data.imageio.load_base``). The cache holds those; later epochs crop and flip them in batches
+The first pass decodes each file once (workers; PIL, the whole image, EXIF orientation applied) into its
+*base* image: short side resized to ``S``, the ``S x S`` square around the evaluation crop kept (see
+``vitkit.data.imageio.load_base``; timm's evaluation geometry). A cache records how its bases were made
+(``S``, channels, interpolation, crop, decoder) and the version of that recipe (``cachedir.VERSION``):
+caches made another way are never reused. The cache holds those; later epochs crop and flip them in batches
 on the device like the in-memory datasets (random-resized crops during training, the centred
 ``img_size`` crop for evaluation, which is exactly "resize the short side to S, centre-crop").
 
@@ -36,8 +38,11 @@ DEFAULT_MAX_GB = 50.0  # data.cache_max_gb
 class _Decode(Dataset):
     """Base images of ``files``; an unreadable file gives zeros and its reason."""
 
-    def __init__(self, files: list[Path], in_chans: int, size: int, interpolation: str) -> None:
+    def __init__(
+        self, files: list[Path], in_chans: int, size: int, interpolation: str, crop: int | None = None
+    ) -> None:
         self.files, self.in_chans, self.size, self.interpolation = files, in_chans, size, interpolation
+        self.crop = crop
 
     def __len__(self) -> int:
         return len(self.files)
@@ -46,7 +51,7 @@ class _Decode(Dataset):
         from vitkit.data.imagecheck import image_problem
 
         try:
-            return load_base(self.files[index], self.in_chans, self.size, self.interpolation), ""
+            return load_base(self.files[index], self.in_chans, self.size, self.interpolation, self.crop), ""
         except Exception:  # noqa: BLE001 (any decode failure: ask the pre-scan's reader why)
             why = image_problem(self.files[index]) or "could not be decoded"
             return torch.zeros(self.in_chans, self.size, self.size, dtype=torch.uint8), why
@@ -154,31 +159,31 @@ class _Read(Dataset):
         return read_file(str(self.files[index])), ""
 
 
-def _gpu_base(image: torch.Tensor, size: int, interpolation: str) -> torch.Tensor:
+def _gpu_base(image: torch.Tensor, size: int, interpolation: str, crop: int | None = None) -> torch.Tensor:
     """A decoded ``(C, H, W)`` uint8 image on the GPU -> its ``(C, size, size)`` base: the geometry of
-    ``base_image`` (same resized shape, same centre square), resampled by torch instead of PIL from a
-    full-size decode instead of a reduced-size one, so the bytes differ slightly from the CPU reader's
-    (and from ``vitkit predict``'s): mean 0.58 of 255 at ``size`` 256 on 1200x900 JPEGs, measured with
-    torchvision's CPU decoder (``benchmarks/eval_view.py``)."""
-    import torch.nn.functional as F
+    ``base_image`` (torchvision's resize of the tensor, antialiased; the same square), resampled by torch
+    instead of PIL, so the bytes differ slightly from the CPU reader's (and from ``vitkit predict``'s):
+    mean 0.58 of 255 at ``size`` 256 on 1200x900 JPEGs, measured with torchvision's CPU decoder
+    (``benchmarks/eval_view.py``) when the CPU reader still decoded JPEGs at reduced size."""
+    from torchvision.transforms import functional as TF  # noqa: N812
 
-    from vitkit.data.imageio import center_crop, short_side_shape
+    from vitkit.data.imageio import base_offsets, resample
 
-    new = short_side_shape(*image.shape[-2:], size)
-    x = F.interpolate(image[None].float(), new, mode=interpolation, antialias=True)[0]
-    return center_crop(x, size).round_().clamp_(0, 255).to(torch.uint8)
+    x = TF.resize(image.float(), size, interpolation=resample(interpolation), antialias=True)
+    top, left = base_offsets(x.shape[-2], x.shape[-1], size, size if crop is None else crop)
+    return x[:, top : top + size, left : left + size].round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _decode_cuda(
     files: list[Path], in_chans: int, size: int, interpolation: str, num_workers: int, out: torch.Tensor,
-    device: torch.device, advance: Any,
+    device: torch.device, advance: Any, crop: int | None = None,
 ) -> dict[Path, str]:  # fmt: skip
     """nvjpeg: workers read bytes, the GPU decodes JPEG batches (EXIF applied) and resizes; other formats
     and any batch that fails go through the CPU reader. UNTESTED: written without a GPU at hand."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     mode = ImageReadMode.GRAY if in_chans == 1 else ImageReadMode.RGB
-    cpu = _Decode(files, in_chans, size, interpolation)
+    cpu = _Decode(files, in_chans, size, interpolation, crop)
     bad: dict[Path, str] = {}
     loader = DataLoader(_Read(files), batch_size=64, num_workers=num_workers, collate_fn=_collate_list)
     start = 0
@@ -188,7 +193,7 @@ def _decode_cuda(
         try:
             decoded = decode_jpeg([raw[i - start] for i in jpeg], mode=mode, device=device, apply_exif_orientation=True)
             for i, image in zip(jpeg, decoded, strict=True):
-                out[i] = _gpu_base(image, size, interpolation).cpu()
+                out[i] = _gpu_base(image, size, interpolation, crop).cpu()
             done = set(jpeg)
         except RuntimeError:  # a corrupt JPEG fails the whole batch: let the CPU reader sort it out
             done = set()
@@ -219,9 +224,11 @@ def decode_all(
     num_workers: int,
     out: torch.Tensor,
     device: torch.device | None = None,
+    crop: int | None = None,
 ) -> dict[Path, str]:
     """Decode ``files`` into ``out`` (N, C, S, S) with a progress bar; returns ``{path: reason}`` of bad ones.
-    On a CUDA ``device`` JPEGs are decoded by nvjpeg (``torchvision.io.decode_jpeg``)."""
+    On a CUDA ``device`` JPEGs are decoded by nvjpeg (``torchvision.io.decode_jpeg``). ``crop``: the
+    evaluation crop the bases are placed around (``base_image``)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     if _nvjpeg(device):
@@ -230,10 +237,10 @@ def decode_all(
             task = progress.add_task("decode", total=len(files))
             return _decode_cuda(
                 files, in_chans, size, interpolation, num_workers, out, device,
-                lambda n: progress.update(task, completed=n),
+                lambda n: progress.update(task, completed=n), crop,
             )  # fmt: skip
     loader = DataLoader(
-        _Decode(files, in_chans, size, interpolation),
+        _Decode(files, in_chans, size, interpolation, crop),
         batch_size=32,
         num_workers=num_workers,
         collate_fn=_collate,
@@ -299,10 +306,12 @@ def build_cache(
     num_workers: int,
     device: torch.device | None = None,
     max_gb: float = DEFAULT_MAX_GB,
+    crop: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[Path, str]] | None:
     """``(store, rows, bad)``: the base images in one ``(M, C, S, S)`` uint8 tensor, where ``files[i]`` is
     row ``rows[i]``, and the unreadable files; ``None`` when the cache is off or too large (the caller
-    streams). ``max_gb``: the disk caches of ``cache_dir`` are kept under this size."""
+    streams). ``max_gb``: the disk caches of ``cache_dir`` are kept under this size; ``crop``: the
+    evaluation crop (the model's input side) the bases are placed around (``base_image``)."""
     if mode == "off":
         return None
     if not files:
@@ -313,10 +322,14 @@ def build_cache(
         first = int(os.environ.get("LOCAL_RANK", "0")) == 0
         cached = None
         if first and _chosen(mode, nbytes, limit_gb, cache_dir) != "off":  # counted once: one copy in the page cache
-            cached = _disk_cache(files, in_chans, size, interpolation, cache_dir, num_workers, device, max_gb)
+            cached = _disk_cache(
+                files, in_chans, size, interpolation, cache_dir, num_workers, device, max_gb, crop=crop
+            )
         _barrier()
         if not first:
-            cached = _disk_cache(files, in_chans, size, interpolation, cache_dir, num_workers, device, max_gb, False)
+            cached = _disk_cache(
+                files, in_chans, size, interpolation, cache_dir, num_workers, device, max_gb, False, crop
+            )
         if cached is not None:
             console.print(f"image cache: shared by the {local} processes of this machine")
         return cached
@@ -325,15 +338,23 @@ def build_cache(
         return None
     if chosen == "memory":
         store = torch.empty((len(files), in_chans, size, size), dtype=torch.uint8)
-        bad = decode_all(files, in_chans, size, interpolation, num_workers, store, device)
+        bad = decode_all(files, in_chans, size, interpolation, num_workers, store, device, crop)
         return store, torch.arange(len(files)), bad
-    return _disk_cache(files, in_chans, size, interpolation, cache_dir, num_workers, device, max_gb)
+    return _disk_cache(files, in_chans, size, interpolation, cache_dir, num_workers, device, max_gb, crop=crop)
 
 
 def _map(cache: cachedir.Cache) -> torch.Tensor:
     import numpy as np
 
     return torch.from_numpy(np.memmap(cache.data_path, dtype=np.uint8, mode="c", shape=cache.shape))
+
+
+def made_by(interpolation: str, size: int, crop: int | None, nvjpeg: bool) -> str:
+    """How bases are made beyond their size and channels (a cache is reused only if made the same way):
+    the filter, the evaluation crop they are placed around (when not the whole square), the decoder
+    (nvjpeg's bases differ a little from PIL's)."""
+    placed = f"@{crop}" if crop is not None and crop != size else ""
+    return interpolation + placed + ("+nvjpeg" if nvjpeg else "")
 
 
 def _disk_cache(
@@ -346,13 +367,14 @@ def _disk_cache(
     device: torch.device | None,
     max_gb: float,
     write: bool = True,
+    crop: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[Path, str]] | None:
     """The disk cache covering ``files``: reused when one exists, else written (``write``) and the folder
     trimmed to ``max_gb``; None when it cannot be written."""
     import numpy as np
 
     stats = cachedir.file_stats(files)
-    made = interpolation + ("+nvjpeg" if _nvjpeg(device) else "")  # nvjpeg's bases differ a little from PIL's
+    made = made_by(interpolation, size, crop, _nvjpeg(device))
     key = cachedir.cache_key(stats, in_chans, size, made)
     found = cachedir.find_covering(cache_dir, key, stats, in_chans, size, made)
     if found is not None:
@@ -379,7 +401,7 @@ def _disk_cache(
     try:  # an interrupted decode (Ctrl-C, an error) leaves no temporary behind
         array = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
         decoded = [Path(path) for path, _, _ in unique]
-        bad = decode_all(decoded, in_chans, size, interpolation, num_workers, torch.from_numpy(array), device)
+        bad = decode_all(decoded, in_chans, size, interpolation, num_workers, torch.from_numpy(array), device, crop)
         array.flush()
         del array
         os.replace(tmp, cache.data_path)

@@ -2,8 +2,10 @@
 
 A cache is two files. ``<key>.u8`` holds the base images, ``(M, C, S, S)`` uint8, one row per file in
 sorted order. ``<key>.json`` holds how they were made (S, channels, interpolation), every file as
-``[path, size, mtime_ns]`` in row order, and the unreadable ones. The key hashes the sorted set of
-files, so any order of the same files finds the same cache, and a request is served by any cache
+``[path, size, mtime_ns]`` in row order, and the unreadable ones; the version of the way bases are
+made (``VERSION``: a cache of another version is never reused and is removed by the next cache
+written). The key hashes the sorted set of files, so any order of the same files finds the same
+cache, and a request is served by any cache
 whose files cover it with the same stats (training decoded train+val+test; ``vitkit eval`` asks for
 the test split and reads the same file). The ``.json`` is written last and atomically: a cache
 exists once its ``.json`` does. A cache's last use is its ``.u8``'s mtime (touched on every reuse).
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-VERSION = 2
+VERSION = 3  # 3: timm's evaluation geometry (floor(img_size / crop_pct), whole-image decode, crop offsets)
 _KEY = re.compile(r"^[0-9a-f]{24}$")
 _TMP = re.compile(r"^\.(?P<key>[0-9a-f]{24})\.(?P<host>.+)\.(?P<pid>\d+)(\.json)?\.tmp$")
 

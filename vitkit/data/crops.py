@@ -5,19 +5,20 @@ resampled in one ``torchvision.ops.roi_align`` call (bilinear, averaging several
 pixel when shrinking, so it antialiases). Evaluation: the centred ``img_size`` crop.
 
 The evaluation view is defined once: ``eval_base`` here (one image: the base its evaluation batch
-holds; ``eval_view``: that base centre-cropped) and ``vitkit.data.loaders.eval_transform`` (batches: to
-float, centre crop or resize, normalise). Training's evaluation and ``vitkit eval`` crop cached bases
-with the transform on the device; ``vitkit predict``, the Python API (and so ``serve``) and ``vitkit
-export`` hand ``eval_base``'s base to the same transform, so a file gives the same model input bytes
-everywhere, and test-time augmentation (``evaluation.tta.TTAViews``, which takes that base batch) the same
-views.
+holds), ``eval_view`` (that base centre-cropped; for in-memory runs the whole image resized),
+``timm_data_config`` (the same view in timm's terms, exported) and ``vitkit.data.loaders.eval_transform``
+(batches: to float, centre crop or resize, normalise). Training's evaluation and ``vitkit eval`` crop
+cached bases with the transform on the device; ``vitkit predict``, the Python API (and so ``serve``) and
+``vitkit export`` hand ``eval_base``'s base to the same transform, so a file gives the same model input
+bytes everywhere, and test-time augmentation (``evaluation.tta.TTAViews``, which takes that base batch)
+the same views.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,12 +36,12 @@ def eval_base(
     interpolation: str = "bilinear",
 ) -> torch.Tensor:
     """``(in_chans, S, S)`` uint8, ``S = base_size(img_size, crop_pct)``: the base image of ``image`` (a
-    path, an image file's bytes, a PIL image or a tensor; ``vitkit.data.imageio.base_image``) that
-    evaluation's transform crops (and test-time augmentation cuts its views from). For a file these are
-    the bytes the imagefolder dataset stores for it."""
+    path, an image file's bytes, a PIL image or a tensor; ``vitkit.data.imageio.base_image``, placed around
+    the ``img_size`` evaluation crop) that evaluation's transform crops (and test-time augmentation cuts
+    its views from). For a file these are the bytes the imagefolder dataset stores for it."""
     from vitkit.data.imageio import base_image, base_size
 
-    return base_image(image, in_chans, base_size(img_size, crop_pct), interpolation)
+    return base_image(image, in_chans, base_size(img_size, crop_pct), interpolation, crop=img_size)
 
 
 def eval_view(
@@ -50,11 +51,34 @@ def eval_view(
     crop_pct: float,
     interpolation: str = "bilinear",
 ) -> torch.Tensor:
-    """``(in_chans, img_size, img_size)`` uint8: what evaluation sees of ``image``: its ``eval_base``,
-    centre-cropped. For a file these are the bytes of its evaluation batch (before normalisation)."""
-    from vitkit.data.imageio import center_crop
+    """``(in_chans, img_size, img_size)`` uint8: what evaluation sees of ``image`` (a path, an image file's
+    bytes, a PIL image or a tensor). ``crop_pct`` set (file-backed runs): its base image
+    (``vitkit.data.imageio.base_image``, side ``base_size(img_size, crop_pct)``), centre-cropped; for a file
+    these are the bytes of its evaluation batch (before normalisation). ``crop_pct`` 0 (runs on in-memory
+    datasets): the whole image resized to the input (``squash_view``). Either way timm's evaluation
+    transform of the ``timm_data_config`` the run exports."""
+    from vitkit.data.imageio import center_crop, image_mode, squash_view, to_uint8_tensor
 
+    if not crop_pct:
+        return to_uint8_tensor(squash_view(image_mode(image, in_chans), img_size, interpolation))
     return center_crop(eval_base(image, in_chans, img_size, crop_pct, interpolation), img_size)
+
+
+def timm_data_config(data: dict[str, Any]) -> dict[str, Any]:
+    """timm's data config (``input_size``, ``interpolation``, ``crop_pct``, ``crop_mode``, ``mean``, ``std``)
+    of a run's data metadata: the settings under which ``timm.data.create_transform`` computes
+    ``eval_view`` (then normalises as ``eval_transform``), for the ``pretrained_cfg`` of an hf export.
+    File-backed runs: ``center`` at the run's crop_pct; in-memory ones: ``squash`` at 1.0 (the whole image)."""
+    size = int(data["img_size"])
+    crop_pct = float(data.get("crop_pct") or 0.0)
+    return {
+        "input_size": (int(data["in_chans"]), size, size),
+        "interpolation": data.get("interpolation") or "bilinear",
+        "crop_pct": crop_pct or 1.0,
+        "crop_mode": "center" if crop_pct else "squash",
+        "mean": tuple(data["mean"]),
+        "std": tuple(data["std"]),
+    }
 
 
 class BatchRandomResizedCrop:

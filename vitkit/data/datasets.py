@@ -17,6 +17,11 @@ from vitkit.data.multilabel import batch_targets, is_multi_label, label_ids, mul
 from vitkit.errors import UserError
 from vitkit.registry import register_dataset
 
+#: The ImageNet statistics RGB photos are normalised with (timm's ``IMAGENET_DEFAULT_MEAN``/``_STD``): the
+#: datasets of files (imagefolder, webdataset, hf) and so the ``pretrained_cfg`` their runs export.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
 
 @dataclass
 class ImageSet:
@@ -160,17 +165,23 @@ def _in_memory_splits(
 class ImageFiles(Dataset):
     """(path, label) pairs decoded by ``vitkit.data.imageio.load_base`` to ``(C, S, S)`` uint8 base images.
 
-    ``S`` is ``base_size`` (``round(img_size / crop_pct)``): the short side resized to ``S``, aspect ratio
-    kept, the centred square kept; batches are cropped to the model's input on the device. An index may be
+    ``S`` is ``base_size`` (``floor(img_size / crop_pct)``): the short side resized to ``S``, aspect ratio
+    kept, the square around the evaluation crop (side ``crop``, the model's input) kept; batches are
+    cropped to the model's input on the device. An index may be
     ``(epoch, i)`` (``EpochSampler``): per-sample augmentations then draw from an RNG seeded by
     (seed, epoch, i), so a resumed run repeats them exactly, whichever worker decodes the image.
     """
 
     def __init__(
-        self, samples: list[tuple[Path, int]], base_size: int, in_chans: int, interpolation: str = "bilinear"
+        self,
+        samples: list[tuple[Path, int]],
+        base_size: int,
+        in_chans: int,
+        interpolation: str = "bilinear",
+        crop: int | None = None,
     ) -> None:
         self.samples, self.base_size, self.in_chans = samples, base_size, in_chans
-        self.interpolation = interpolation
+        self.interpolation, self.crop = interpolation, crop
         self.augment: list = []  # per-sample augmentations (objects with ``one(image)``), training split only
         self.num_classes = 0  # multi-label samples: their tuples become multi-hot rows of this length
         self.seed = 0
@@ -182,7 +193,7 @@ class ImageFiles(Dataset):
         """The base image of one sample's source (here a file path)."""
         from vitkit.data.imageio import load_base
 
-        return load_base(source, self.in_chans, self.base_size, self.interpolation)
+        return load_base(source, self.in_chans, self.base_size, self.interpolation, self.crop)
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, Any]:
         epoch, index = index if isinstance(index, tuple) else (None, index)
@@ -289,7 +300,7 @@ class ImageFolder(ImageDataset):
     """Your own images: ``root/<class>/``, ``root/train|val|test/<class>/``, or a ``path,label`` CSV
     (``labels``); missing splits carved stratified (see ``vitkit.data.folder``); decoded once into a cache."""
 
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
 
     def __init__(
         self,
@@ -384,7 +395,7 @@ class ImageFolder(ImageDataset):
         files = sorted({path for samples in decode.values() for path, _ in samples})  # a file once, in one order
         cached = build_cache(
             files, self.in_chans, self.base_size, self.interpolation, self.cache, self.cache_dir,
-            self.cache_limit_gb, self.num_workers, self.decode_device, self.cache_max_gb,
+            self.cache_limit_gb, self.num_workers, self.decode_device, self.cache_max_gb, self.img_size,
         )  # fmt: skip
         bad = cached[2] if cached is not None else find_bad_images(files, self.num_workers)
         dropped = self._drop_bad(decode, bad, layout)
@@ -404,7 +415,7 @@ class ImageFolder(ImageDataset):
                 labels = batch_targets(samples, len(self.classes))
                 index = torch.tensor([rows[path] for path, _ in samples], dtype=torch.long)
                 return ImageSet(CachedImages(cached[0], index), labels)  # type: ignore[arg-type]
-            files = ImageFiles(samples, self.base_size, self.in_chans, self.interpolation)
+            files = ImageFiles(samples, self.base_size, self.in_chans, self.interpolation, self.img_size)
             files.num_classes = len(self.classes)
             return ImageSet(files=files)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from vitkit.data.datasets import DataSplits, ImageDataset, ImageFiles, ImageSet
+from vitkit.data.datasets import IMAGENET_MEAN, IMAGENET_STD, DataSplits, ImageDataset, ImageFiles, ImageSet
 from vitkit.errors import UserError
 from vitkit.registry import register_dataset
 
@@ -31,8 +31,8 @@ class DatasetRows(ImageFiles):
     """Rows of Hugging Face dataset splits as base images: a sample's source is ``(split, row)``."""
 
     def __init__(self, tables: dict[str, Any], image_key: str, samples: list, base_size: int, in_chans: int,
-                 interpolation: str = "bilinear") -> None:  # fmt: skip
-        super().__init__(samples, base_size, in_chans, interpolation)
+                 interpolation: str = "bilinear", crop: int | None = None) -> None:  # fmt: skip
+        super().__init__(samples, base_size, in_chans, interpolation, crop)
         self.tables, self.image_key = tables, image_key
 
     def base(self, source: tuple[str, int]) -> torch.Tensor:
@@ -45,8 +45,8 @@ class DatasetRows(ImageFiles):
         if isinstance(image, dict):  # an undecoded Image feature: {"bytes", "path"}
             image = io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]
         if not hasattr(image, "convert"):
-            image = open_image(image, "L" if self.in_chans == 1 else "RGB", self.base_size)
-        return base_image(image, self.in_chans, self.base_size, self.interpolation)
+            image = open_image(image, "L" if self.in_chans == 1 else "RGB")
+        return base_image(image, self.in_chans, self.base_size, self.interpolation, self.crop)
 
 
 def open_dataset(root: str, streaming: bool = False) -> dict[str, Any]:
@@ -135,7 +135,7 @@ class HuggingFace(ImageDataset):
     """A Hugging Face dataset: ``data.root`` = Hub name, ``save_to_disk`` folder or Parquet/Arrow files;
     ``data.image_key``/``label_key`` columns; missing val/test carved from train."""
 
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
 
     def __init__(
         self,
@@ -259,7 +259,9 @@ class HuggingFace(ImageDataset):
                 for (shard, _), target in target_of.items():
                     per_class[shard][target] += 1
             shards = Shards([str(i) for i in range(len(keep))], [len(rows) for rows in keep], reader, per_class)
-            stream = ShardStream(shards, self.base_size, self.in_chans, self.interpolation, self.shuffle, name)
+            stream = ShardStream(
+                shards, self.base_size, self.in_chans, self.interpolation, self.shuffle, name, crop=self.img_size
+            )
             stream.multi_label, stream.num_classes = multi, len(self.classes)
             stream.samples = [((source, s, r), target_of[s, r]) for s, rows in enumerate(keep) for r in rows]
             sets[name] = ImageSet(files=stream)
@@ -288,7 +290,9 @@ class HuggingFace(ImageDataset):
         used = {split: tables[split] for split in chosen.values()}
 
         def split_set(samples: list) -> ImageSet:
-            rows = DatasetRows(used, self.image_key, samples, self.base_size, self.in_chans, self.interpolation)
+            rows = DatasetRows(
+                used, self.image_key, samples, self.base_size, self.in_chans, self.interpolation, self.img_size
+            )
             rows.num_classes = len(self.classes)  # multi-label tuples become multi-hot rows
             return ImageSet(files=rows)
 

@@ -3,15 +3,23 @@
 ``open_image`` is the single place a file becomes a PIL image, so a phone photo is upright in
 training exactly as in ``vitkit predict``. ``base_image`` is what the imagefolder path stores per image
 (from a path, a PIL image or a tensor): the short side resized to ``size`` (aspect ratio kept), then
-the centred ``size x size`` square. ``vitkit.data.crops.eval_view`` crops it to the model's input.
-``IMAGE_SUFFIXES`` are the files every reader takes as images (folders, CSV listings, ``vitkit predict``,
-``vitkit shards``' tar entries: a subset of them).
+the ``size x size`` square around the evaluation crop. ``vitkit.data.crops.eval_view`` crops it to the
+model's input. ``IMAGE_SUFFIXES`` are the files every reader takes as images (folders, CSV listings,
+``vitkit predict``, ``vitkit shards``' tar entries: a subset of them).
+
+The geometry is timm's evaluation transform (``timm.data.create_transform`` with ``crop_mode="center"``),
+which is what an exported hf folder's ``pretrained_cfg`` tells every consumer: ``size`` is
+``floor(img_size / crop_pct)``, the resize is torchvision's ``Resize(size)`` (long side
+``int(size * long / short)``, PIL's filter) on the whole decoded image (no reduced-size JPEG decoding),
+the crop torchvision's ``CenterCrop`` (offsets ``round((side - crop) / 2)``). The stored square is
+placed so that its centred crop is exactly that crop (``base_offsets``).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -33,9 +41,9 @@ def is_image_name(path: str | Path) -> bool:
 
 
 def base_size(img_size: int, crop_pct: float) -> int:
-    """``S``, the side of an imagefolder's stored base images: ``round(img_size / crop_pct)``, at least
-    ``img_size`` (the evaluation view is their centred ``img_size`` crop)."""
-    return max(img_size, round(img_size / crop_pct))
+    """``S``, the side of an imagefolder's stored base images: ``floor(img_size / crop_pct)`` as timm's
+    evaluation transform resizes, at least ``img_size`` (the evaluation view is their centred ``img_size`` crop)."""
+    return max(img_size, math.floor(img_size / crop_pct))
 
 
 def open_image(path: str | Path | bytes, mode: str | None = None, draft: int = 0) -> Image.Image:
@@ -57,22 +65,27 @@ def open_image(path: str | Path | bytes, mode: str | None = None, draft: int = 0
         return img.convert(mode) if mode is not None and img.mode != mode else img
 
 
-def short_side_shape(h: int, w: int, size: int) -> tuple[int, int]:
-    """``(H, W)`` of an ``h x w`` image resized so that its short side is ``size`` (aspect ratio kept)."""
-    scale = size / min(h, w)
-    return max(size, round(h * scale)), max(size, round(w * scale))
+def resample(interpolation: str) -> Any:
+    """torchvision's ``InterpolationMode`` of ``bilinear`` or ``bicubic`` (PIL's filters on PIL images)."""
+    from torchvision.transforms import InterpolationMode
+
+    return InterpolationMode.BICUBIC if interpolation == "bicubic" else InterpolationMode.BILINEAR
 
 
 def resize_short_side(img: Image.Image, size: int, interpolation: str = "bilinear") -> Image.Image:
-    """The image with its short side at ``size`` (aspect ratio kept)."""
-    from PIL import Image
+    """The image with its short side at ``size``: torchvision's ``Resize(size)``, as timm's evaluation
+    transform resizes (the long side is ``int(size * long / short)``)."""
+    from torchvision.transforms import functional as TF  # noqa: N812
 
-    w, h = img.size
-    if min(w, h) == size:
-        return img
-    new_h, new_w = short_side_shape(h, w, size)
-    resample = Image.Resampling.BICUBIC if interpolation == "bicubic" else Image.Resampling.BILINEAR
-    return img.resize((new_w, new_h), resample, reducing_gap=None)
+    return TF.resize(img, size, interpolation=resample(interpolation))
+
+
+def squash_view(image: Image.Image, size: int, interpolation: str = "bilinear") -> Image.Image:
+    """The whole image resized to ``size x size`` (aspect ratio not kept): timm's ``crop_mode="squash"``
+    at crop_pct 1.0, the evaluation view of runs on in-memory datasets."""
+    from torchvision.transforms import functional as TF  # noqa: N812
+
+    return TF.resize(image, [size, size], interpolation=resample(interpolation))
 
 
 def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
@@ -102,28 +115,51 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
 
 
 def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
-    """The centred ``size x size`` region of each image (images at least that large)."""
-    h, w = images.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return images[..., top : top + size, left : left + size]
+    """The centred ``size x size`` region of each image (images at least that large): torchvision's
+    ``center_crop``, timm's evaluation crop (offsets ``round((side - size) / 2)``)."""
+    from torchvision.transforms import functional as TF  # noqa: N812
+
+    return TF.center_crop(images, [size, size])
+
+
+def base_offsets(height: int, width: int, size: int, crop: int) -> tuple[int, int]:
+    """Top and left of the ``size x size`` base square in a ``height x width`` image whose short side is
+    ``size``: the square whose centred ``crop x crop`` region (``center_crop``) is the image's own centred
+    ``crop x crop`` region, so that cropping a stored base gives timm's evaluation crop of the image."""
+
+    def start(side: int) -> int:
+        return round((side - crop) / 2) - round((size - crop) / 2)
+
+    return start(height), start(width)
+
+
+def image_mode(image: str | Path | bytes | Image.Image | torch.Tensor, in_chans: int) -> Image.Image:
+    """A path, an image file's bytes (decoded whole, EXIF orientation applied), a PIL image or a tensor
+    (see ``tensor_to_pil``) as a PIL image, grey for 1 channel, else RGB."""
+    mode = "L" if in_chans == 1 else "RGB"
+    if isinstance(image, (str, Path, bytes)):
+        return open_image(image, mode)
+    img = tensor_to_pil(image) if isinstance(image, torch.Tensor) else image
+    return img.convert(mode) if img.mode != mode else img
 
 
 def base_image(
-    image: str | Path | bytes | Image.Image | torch.Tensor, in_chans: int, size: int, interpolation: str = "bilinear"
+    image: str | Path | bytes | Image.Image | torch.Tensor,
+    in_chans: int,
+    size: int,
+    interpolation: str = "bilinear",
+    crop: int | None = None,
 ) -> torch.Tensor:
-    """``(in_chans, size, size)`` uint8, the stored form of every image of an imagefolder: decoded
-    (a path or a file's bytes: reduced-size JPEG decoding, EXIF orientation applied), grey or RGB, short
-    side resized to ``size``, centre square kept. ``image``: a path, an image file's bytes, a PIL image
-    or a tensor (see ``tensor_to_pil``)."""
-    mode = "L" if in_chans == 1 else "RGB"
-    if isinstance(image, (str, Path, bytes)):
-        img = open_image(image, mode, draft=size)
-    else:
-        img = tensor_to_pil(image) if isinstance(image, torch.Tensor) else image
-        img = img.convert(mode) if img.mode != mode else img
-    return center_crop(to_uint8_tensor(resize_short_side(img, size, interpolation)), size).contiguous()
+    """``(in_chans, size, size)`` uint8, the stored form of every image of an imagefolder (``image_mode``
+    of ``image``): short side resized to ``size`` (``resize_short_side``), the square around the
+    evaluation crop of side ``crop`` (the model's input; default ``size``) kept (``base_offsets``)."""
+    img = resize_short_side(image_mode(image, in_chans), size, interpolation)
+    top, left = base_offsets(img.height, img.width, size, size if crop is None else crop)
+    return to_uint8_tensor(img)[:, top : top + size, left : left + size].contiguous()
 
 
-def load_base(path: str | Path, in_chans: int, size: int, interpolation: str = "bilinear") -> torch.Tensor:
+def load_base(
+    path: str | Path, in_chans: int, size: int, interpolation: str = "bilinear", crop: int | None = None
+) -> torch.Tensor:
     """The base image of a file (``base_image``)."""
-    return base_image(Path(path), in_chans, size, interpolation)
+    return base_image(Path(path), in_chans, size, interpolation, crop)

@@ -68,6 +68,7 @@ class ShardStream(IterableDataset):
         interpolation: str = "bilinear",
         shuffle: int = 1000,
         name: str = "train",
+        crop: int | None = None,
     ) -> None:
         self.name, self.shards, self.base_size, self.in_chans, self.interpolation = (
             name,
@@ -76,7 +77,7 @@ class ShardStream(IterableDataset):
             in_chans,
             interpolation,
         )
-        self.shuffle = shuffle
+        self.shuffle, self.crop = shuffle, crop  # crop: the evaluation crop the bases are placed around
         self.train, self.batch_size, self.seed, self.epoch = False, 1, 0, 0
         self.rank, self.world_size = 0, 1
         self.augment: list = []  # per-sample augmentations (objects with ``one(image)``), training split only
@@ -194,8 +195,8 @@ class ShardStream(IterableDataset):
         """The base image (per-sample augmentations applied, seeded by epoch and split ``index``) and label."""
         from vitkit.data.imageio import base_image, open_image
 
-        image = open_image(io.BytesIO(sample_image(sample)), "L" if self.in_chans == 1 else "RGB", self.base_size)
-        image = base_image(image, self.in_chans, self.base_size, self.interpolation)
+        image = open_image(io.BytesIO(sample_image(sample)), "L" if self.in_chans == 1 else "RGB")
+        image = base_image(image, self.in_chans, self.base_size, self.interpolation, self.crop)
         if self.augment:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vitkit.data.datasets import DataSplits, ImageDataset, ImageSet
+from vitkit.data.datasets import IMAGENET_MEAN, IMAGENET_STD, DataSplits, ImageDataset, ImageSet
 from vitkit.errors import UserError
 from vitkit.registry import register_dataset
 
@@ -24,7 +24,7 @@ class WebDataset(ImageDataset):
     """WebDataset tar shards (``data.train``/``val``/``test`` patterns, ``_info.json`` counts), streamed
     with an exact epoch on every rank; ``vitkit shards`` writes them."""
 
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
 
     def __init__(
         self,
@@ -65,7 +65,9 @@ class WebDataset(ImageDataset):
             shards, found = shard_index(expand(pattern, Path(self.root)), name)
             if classes is None or (found and len(found) > len(classes)):
                 classes = found
-            stream = ShardStream(shards, self.base_size, self.in_chans, self.interpolation, self.shuffle, name)
+            stream = ShardStream(
+                shards, self.base_size, self.in_chans, self.interpolation, self.shuffle, name, crop=self.img_size
+            )
             sets[name] = ImageSet(files=stream)
         if not classes:
             raise UserError("webdataset: no classes.json (or classes in _info.json) beside the shards")

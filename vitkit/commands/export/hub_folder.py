@@ -57,21 +57,12 @@ def timm_twin(loaded: FinishedRun) -> Twin:
 
 
 def pretrained_cfg(data: dict[str, Any], architecture: str, num_classes: int) -> dict[str, Any]:
-    """timm's ``pretrained_cfg`` for the run's preprocessing: input size, mean/std, crop_pct, interpolation.
+    """timm's ``pretrained_cfg`` of the run: its evaluation view in timm's terms
+    (``vitkit.data.crops.timm_data_config``: input size, interpolation, crop_pct, crop_mode, mean/std)."""
+    from vitkit.data.crops import timm_data_config
 
-    In-memory datasets (no ``crop_pct``) resize the whole image to the input: crop_pct 1.0."""
-    size = int(data["img_size"])
-    return {
-        "architecture": architecture,
-        "input_size": (int(data["in_chans"]), size, size),
-        "fixed_input_size": True,
-        "interpolation": data.get("interpolation") or "bilinear",
-        "crop_pct": float(data.get("crop_pct") or 1.0),
-        "crop_mode": "center",
-        "mean": tuple(data["mean"]),
-        "std": tuple(data["std"]),
-        "num_classes": num_classes,
-    }
+    cfg = timm_data_config(data)
+    return {"architecture": architecture, **cfg, "fixed_input_size": True, "num_classes": num_classes}
 
 
 def vitkit_block(loaded: FinishedRun, twin: Twin) -> dict[str, Any]:
@@ -198,6 +189,9 @@ def write_hf_folder(loaded: FinishedRun, folder: Path, x: torch.Tensor, force: b
     write_weights(loaded, twin, folder / WEIGHTS)
     files = copy_run_files(loaded.run_dir, folder, loaded)
     summary = read_run_json(loaded.run_dir, "summary.json")
+    audit = read_run_json(loaded.run_dir / "audit", "audit.json")  # ``vitkit audit RUN``'s, fuller than the run's
+    if isinstance(audit.get("leaks"), dict):
+        summary = {**summary, "audit": {**(summary.get("audit") or {}), "leaks": audit["leaks"]}}
     report = read_run_json(loaded.run_dir, "report_test.json")
     recipe_text = (folder / "recipe.toml").read_text() if "recipe.toml" in files else ""
     (folder / "README.md").write_text(model_card(loaded, config, twin.why_not, summary, report, recipe_text, files))

@@ -1,10 +1,17 @@
 """The model card (``README.md``) of an hf export: what the model classifies, its data and splits, its
-test accuracy with the per-class report, the recipe, intended use and limits, and how to load it."""
+test scores with the per-class report, the recipe, intended use and limits, and how to load it.
+
+Every number and claim comes from what the run wrote: ``summary.json`` (multi-label runs: exact match
+and mAP at the per-class thresholds chosen on val, never the exact match at 0.5 that ``test_acc``
+holds), ``report_test.json`` and the audit (the run's own in ``summary.json``, or ``vitkit audit RUN``'s
+``audit/audit.json`` when there is one): a leak of test images into train replaces "held out" by its
+caveat (``vitkit.audit.duplicates.leak_note``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from vitkit.audit.duplicates import leak_note
 from vitkit.runs.finished import FinishedRun
 
 
@@ -25,6 +32,17 @@ def front_matter(timm_loads: bool, dataset: str) -> str:
     return "\n".join([*lines, "---", ""])
 
 
+def headline(summary: dict[str, Any], report: dict[str, Any]) -> str:
+    """The card's one-line score: multi-label exact match and mAP at the val thresholds, else test accuracy."""
+    if summary.get("multi_label") or report.get("multi_label"):
+        exact = summary.get("test_exact_match", report.get("exact_match"))
+        return (
+            f"test exact match **{_pct(exact)}** (every label of an image right, at the per-class thresholds "
+            f"chosen on val), test mAP **{_num(summary.get('test_map', report.get('map')))}**"
+        )
+    return f"test accuracy **{_pct(report.get('acc', summary.get('test_acc')))}**"
+
+
 def data_section(summary: dict[str, Any], classes: list[str]) -> list[str]:
     data = summary.get("data") or {}
     sizes = summary.get("split_sizes") or {}
@@ -34,7 +52,14 @@ def data_section(summary: dict[str, Any], classes: list[str]) -> list[str]:
     lines.append(f"- **Dataset:** {dataset}{where}")
     if sizes:
         lines.append("- **Split sizes:** " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
-        lines.append("- The test split was held out: it never chose the best epoch nor any setting.")
+        leak = leak_note(summary)
+        if leak:
+            lines.append(
+                f"- **{leak}.** The test split never chose the best epoch nor any setting, but the audit "
+                "found copies of its images in train: the test scores below overstate what it does on new images."
+            )
+        else:
+            lines.append("- The test split was held out: it never chose the best epoch nor any setting.")
     else:
         lines.append("- **Split sizes:** not recorded (exported from a checkpoint outside its run directory)")
     counts = data.get("class_counts") or {}
@@ -46,8 +71,37 @@ def data_section(summary: dict[str, Any], classes: list[str]) -> list[str]:
     return [*lines, ""]
 
 
-def evaluation_section(summary: dict[str, Any], report: dict[str, Any]) -> list[str]:
+def multilabel_evaluation(summary: dict[str, Any], report: dict[str, Any], thresholds: list[float]) -> list[str]:
+    """A multi-label run's scores: exact match and mAP at the thresholds chosen on val, per-class rows."""
+    count = report.get("count")
+    on = f" on {count} test images" if count else " on the test split"
+    exact = summary.get("test_exact_match", report.get("exact_match"))
+    lines = [
+        f"- **Test exact match:** {_pct(exact)}{on} (an image counts when its predicted label set is exactly "
+        "its true one; labels predicted at the per-class thresholds below, chosen on the validation split)",
+        f"- **Test mAP:** {_num(summary.get('test_map', report.get('map')))} (mean over classes of the average "
+        "precision; no threshold)",
+    ]
+    rows = report.get("per_class") or []
+    if rows:
+        lines += ["", "| class | threshold | AP | precision | recall | F1 | support |", "|---|---|---|---|---|---|---|"]
+        for row in rows:
+            lines.append(
+                f"| {row['class']} | {row['threshold']:.3f} | {_num(row.get('ap'))} | {_num(row.get('precision'))} "
+                f"| {_num(row.get('recall'))} | {_num(row.get('f1'))} | {row.get('support', '-')} |"
+            )
+        lines += ["", "The whole report is in `report_test.json`."]
+    elif thresholds:
+        lines.append("- **Thresholds (chosen on val):** " + ", ".join(f"{t:.3f}" for t in thresholds))
+    return [*lines, ""]
+
+
+def evaluation_section(
+    summary: dict[str, Any], report: dict[str, Any], thresholds: list[float] | None = None
+) -> list[str]:
     lines = ["## Evaluation", ""]
+    if summary.get("multi_label") or report.get("multi_label"):
+        return [*lines, *multilabel_evaluation(summary, report, list(thresholds or report.get("thresholds") or []))]
     if "acc" not in report and "test_acc" not in summary:
         return [*lines, "Not measured: the export had no run directory with a test report.", ""]
     acc = report.get("acc", summary.get("test_acc"))
@@ -120,8 +174,14 @@ def usage_section(config: dict[str, Any], why_not: str) -> list[str]:
         "Command line: `vitkit predict PATH photo.jpg`.",
         "",
         f"**Preprocessing:** input {tuple(cfg.get('input_size', ()))}, {cfg.get('interpolation')} resize, "
-        f"crop_pct {cfg.get('crop_pct')} (centre crop), mean {list(cfg.get('mean', ()))}, "
-        f"std {list(cfg.get('std', ()))}.",
+        f"crop_pct {cfg.get('crop_pct')}, crop_mode {cfg.get('crop_mode')} "
+        + (
+            "(the whole image resized to the input, aspect ratio not kept)"
+            if cfg.get("crop_mode") == "squash"
+            else "(short side resized to floor(size / crop_pct), centre crop)"
+        )
+        + f", mean {list(cfg.get('mean', ()))}, std {list(cfg.get('std', ()))}: "
+        "`timm.data.create_transform` of this config gives the model exactly vitkit's input.",
         "",
     ]
     return lines
@@ -141,14 +201,14 @@ def model_card(
     name = (loaded.recipe_data or {}).get("name") or loaded.run_dir.name
     dataset = (summary.get("data") or {}).get("dataset") or ""
     params = sum(p.numel() for p in loaded.model.parameters())
+    multi_label = bool(summary.get("multi_label") or report.get("multi_label") or loaded.data.get("thresholds"))
     shown = ", ".join(f"`{c}`" for c in classes[:50]) + (f" and {len(classes) - 50} more" if len(classes) > 50 else "")
     lines = [
         front_matter(not why_not, dataset),
         f"# Model card for {name}",
         "",
         f"An image classifier for **{len(classes)} classes**: {shown}.",
-        f"Trained with vitkit from the recipe in `recipe.toml`; "
-        f"test accuracy **{_pct(report.get('acc', summary.get('test_acc')))}**.",
+        f"Trained with vitkit from the recipe in `recipe.toml`; {headline(summary, report)}.",
         "",
         "## Model details",
         "",
@@ -158,13 +218,18 @@ def model_card(
         f"- **Classes:** {len(classes)} (`label_names` in `config.json`, in output order)",
         "",
         *data_section(summary, classes),
-        *evaluation_section(summary, report),
+        *evaluation_section(summary, report, loaded.data.get("thresholds")),
         *usage_section(config, why_not),
         "## Intended use and limits",
         "",
-        f"- Classifies images into exactly these {len(classes)} classes; any other image still gets one of them, "
-        "with a probability that is not a measure of whether it belongs to any.",
-        "- The accuracy above holds for images like the test split's (same source, same kind of capture); "
+        (
+            f"- Multi-label: gives an image every label whose probability reaches its threshold (none, one or "
+            f"several of these {len(classes)}); each probability is that label's own sigmoid."
+            if multi_label
+            else f"- Classifies images into exactly these {len(classes)} classes; any other image still gets one of "
+            "them, with a probability that is not a measure of whether it belongs to any."
+        ),
+        "- The scores above hold for images like the test split's (same source, same kind of capture); "
         "expect less on images from elsewhere. Check it on your own data before relying on it.",
         "- Not for decisions about people or for safety-critical use without an evaluation of that use.",
         "",

@@ -5,8 +5,9 @@ The model's input (channels, size, normalisation) comes from the checkpoint's ``
 user never re-types it. Images are prepared as the run's evaluation split was, by the same functions:
 for imagefolder runs (``crop_pct`` in the metadata) ``vitkit.data.crops.eval_base`` (the stored base
 image, what ``vitkit eval``'s loader yields for an image file) and ``eval_transform`` (its centre crop)
-or, with ``tta``, ``evaluation.tta.TTAViews`` of the same base; in-memory datasets' models get the image
-resized to their square input by ``eval_transform``.
+or, with ``tta``, ``evaluation.tta.TTAViews`` of the same base; in-memory datasets' models get a file or
+PIL image resized whole to their square input by ``eval_view`` (timm's ``squash``), a tensor resized by
+``eval_transform``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from vitkit.data.crops import eval_base
+from vitkit.data.crops import eval_base, eval_view
 from vitkit.data.imageio import IMAGE_SUFFIXES, is_image_name
 from vitkit.data.loaders import eval_transform
 from vitkit.engine.device import select_device
@@ -226,18 +227,21 @@ class Predictor:
         input (the centre crop, or ``tta``'s views of it).
 
         imagefolder runs: ``eval_base``, uint8 ``(in_chans, S, S)`` with ``S = base_size(img_size,
-        crop_pct)`` (a tensor is rounded to uint8 first, as a PNG of it would be); other runs: the image as
-        ``image_tensor`` gives it (float, own size), resized by ``to_input``."""
+        crop_pct)`` (a tensor is rounded to uint8 first, as a PNG of it would be); other runs: a file or PIL
+        image is ``eval_view``'s whole image resized to the input (uint8, timm's ``squash``, what the
+        exported folder says), a tensor is what ``image_tensor`` gives (float, own size), resized by
+        ``to_input`` as evaluation resizes in-memory data."""
         from PIL import Image
 
-        if not self.crop_pct:
-            return self.image_tensor(image)
+        if not self.crop_pct and isinstance(image, torch.Tensor):
+            return self.image_tensor(image)  # a tensor as in-memory data are: resized as evaluation resizes them
+        make = eval_base if self.crop_pct else eval_view  # the base TTA cuts its views from, or the squashed input
         if isinstance(image, (str, Path, bytes)):  # decoded as a file is, bytes too
             source = image if isinstance(image, bytes) else Path(image)
             with reading(None if isinstance(source, bytes) else source):
-                return eval_base(source, self.in_chans, self.img_size, self.crop_pct, self.interpolation)
+                return make(source, self.in_chans, self.img_size, self.crop_pct, self.interpolation)
         if isinstance(image, (Image.Image, torch.Tensor)):
-            return eval_base(image, self.in_chans, self.img_size, self.crop_pct, self.interpolation)
+            return make(image, self.in_chans, self.img_size, self.crop_pct, self.interpolation)
         raise UserError(f"cannot predict on a {type(image).__name__}: pass paths, image bytes, PIL images or tensors")
 
     def seen(self, view: torch.Tensor) -> torch.Tensor:
