@@ -99,15 +99,15 @@ def pixel_difference(files: list[Path], img_size: int, normalised: bool = False)
 
 
 def gpu_eval_batch(files: list[Path], meta: dict) -> torch.Tensor:
-    """``eval_batch`` with the GPU decode path's base images (``_gpu_base`` on torchvision's CPU decode)."""
+    """``eval_batch`` with the GPU decode path's base images (``gpu_base`` on torchvision's CPU decode)."""
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-    from vitkit.data.cache import _gpu_base
+    from vitkit.data.decode import gpu_base
     from vitkit.data.loaders import BatchTransform
 
     size = max(meta["img_size"], round(meta["img_size"] / meta["crop_pct"]))
     decoded = [decode_jpeg(read_file(str(f)), mode=ImageReadMode.RGB, apply_exif_orientation=True) for f in files]
-    bases = torch.stack([_gpu_base(d, size, meta.get("interpolation", "bilinear")) for d in decoded])
+    bases = torch.stack([gpu_base(d, size, meta.get("interpolation", "bilinear")) for d in decoded])
     transform = BatchTransform(meta["img_size"], meta["mean"], meta["std"], crop="center")
     return transform(bases, torch.zeros(len(files), dtype=torch.long))[0]
 
@@ -117,13 +117,13 @@ def gpu_path_difference(files: list[Path], size: int) -> dict[str, float]:
     CPU reader's."""
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-    from vitkit.data.cache import _gpu_base
+    from vitkit.data.decode import gpu_base
     from vitkit.data.imageio import load_base
 
     diffs = []
     for f in files:
         decoded = decode_jpeg(read_file(str(f)), mode=ImageReadMode.RGB, apply_exif_orientation=True)
-        diffs.append((_gpu_base(decoded, size, "bilinear").float() - load_base(f, 3, size).float()).abs())
+        diffs.append((gpu_base(decoded, size, "bilinear").float() - load_base(f, 3, size).float()).abs())
     return {"mean_of_255": float(torch.stack(diffs).mean()), "max_of_255": float(torch.stack(diffs).max())}
 
 

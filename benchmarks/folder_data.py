@@ -28,7 +28,7 @@ from make_photo_folder import make_photo_folder  # noqa: E402
 
 
 def first_pass_vitkit(files: list[Path], size: int, workers: int) -> float:
-    from vitkit.data.cache import decode_all
+    from vitkit.data.decode import decode_all
 
     out = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
     start = time.perf_counter()

@@ -288,11 +288,11 @@ def test_nvjpeg_path_resize_matches_the_cpu_reader_when_run_on_cpu(tmp_path):
     """The GPU path's decode (torchvision.io, EXIF applied) and resize, run on the CPU: same base image."""
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-    from vitkit.data.cache import _gpu_base
+    from vitkit.data.decode import gpu_base
     from vitkit.data.imageio import load_base
 
     draw_photo("cross", 120, 70, __import__("random").Random(5)).save(tmp_path / "p.jpg", quality=95)
     decoded = decode_jpeg(read_file(str(tmp_path / "p.jpg")), mode=ImageReadMode.RGB, apply_exif_orientation=True)
-    gpu_style = _gpu_base(decoded, 37, "bilinear")
+    gpu_style = gpu_base(decoded, 37, "bilinear")
     assert gpu_style.shape == load_base(tmp_path / "p.jpg", 3, 37).shape == (3, 37, 37)
     assert (gpu_style.float() - load_base(tmp_path / "p.jpg", 3, 37).float()).abs().mean() < 6  # of 255
