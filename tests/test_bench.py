@@ -135,3 +135,48 @@ def test_i34_6_bench_auto_resolves_precision_as_the_run_does(monkeypatch, tmp_pa
         assert auto["speedup_vs_fp32"]["train"] > 0
     else:
         assert rows == {"vitkit": "fp32"} and auto["speedup_vs_fp32"] == {}
+
+
+COMPILE_AUTO_RECIPE = """
+name = "compile_auto"
+[model]
+name = "vit_nano_patch4_16"
+depth = 1
+[data]
+dataset = "digits"
+batch_size = 64
+[train]
+epochs = 1
+threads = 1
+device = "cpu"
+compile = "auto"
+"""
+
+
+def test_i34_6_bench_compile_auto_decides_as_the_run_does(monkeypatch, tmp_path, cli, capsys):
+    """bench compiled a recipe with ``train.compile = "auto"`` always (``"auto"`` read as true) while the run
+    decided from measured figures; now both decide in ``efficiency.compile_decision``. The figures come from
+    the test hook (the trial compiles with the ``eager`` backend and times nothing that counts)."""
+    from vitkit.engine.trainer import Trainer
+    from vitkit.recipe import load_recipe
+
+    # 5 ms saved per step: over the 12 steps left after a 20-step run's trial 0.06 s > 0.05 s of compiling
+    monkeypatch.setenv("VITKIT_TEST_COMPILE_FIGURES", "10,5,0.05")
+    recipe_path = tmp_path / "compile_auto.toml"
+    recipe_path.write_text(COMPILE_AUTO_RECIPE + f'[output]\ndir = "{tmp_path / "runs"}"\n')
+    trainer = Trainer(load_recipe(recipe_path))
+    run = trainer.fit()["compile_auto"]
+    steps = len(trainer.train_loader)
+    assert steps == 20 and run["choice"] == "compiled"
+    assert f"train.compile auto: compiled: {run['why']}" in capsys.readouterr().out
+    code, out, err = cli(
+        "bench", recipe_path, "--train", "--run-steps", steps,
+        "--steps", "1", "--repeats", "1", "--warmup", "0", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["compile"] == "auto" and result["rows"][0]["model"] == "vitkit"  # rows eager, as the run starts
+    bench = result["compile_auto"]
+    same = ("choice", "why", "eager_ms", "compiled_ms", "compile_s", "remaining_steps")
+    assert {key: bench[key] for key in same} == {key: run[key] for key in same}  # remaining: 20 - 8 trial steps
+    assert bench["run_steps"] == steps and bench["speedup_vs_eager"] == 2.0

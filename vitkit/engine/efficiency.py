@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -77,16 +78,83 @@ def _hook_figures() -> tuple[float, float, float] | None:
     return eager_ms / 1e3, compiled_ms / 1e3, compile_s
 
 
+#: Steps ``train.compile = "auto"`` times each way; the trial takes ``compile_trial_steps`` steps in all.
+COMPILE_MEASURE = 3
+
+
+def compile_trial_steps(measure: int = COMPILE_MEASURE) -> int:
+    """Steps the ``train.compile = "auto"`` trial takes: a warm-up and ``measure`` eager steps, the compiling
+    step and ``measure`` compiled ones. A run with fewer steps stays eager without measuring."""
+    return 2 * measure + 2
+
+
+def too_few_to_measure(steps: int, measure: int = COMPILE_MEASURE) -> dict[str, Any] | None:
+    """The ``train.compile = "auto"`` decision for a run of ``steps`` steps too short for the trial, else ``None``."""
+    if steps < compile_trial_steps(measure):
+        return {"choice": "eager", "why": f"{steps} steps: too few to measure", "remaining_steps": steps}
+    return None
+
+
+def compile_for_trial(model: nn.Module) -> nn.Module:
+    """``torch.compile(model)`` as the auto trial compiles it (the test hook: the ``eager`` backend)."""
+    return torch.compile(model, backend="eager") if _hook_figures() else torch.compile(model)
+
+
+def compile_choice(
+    eager_s: float, compiled_s: float, compile_s: float, remaining_steps: int | None
+) -> tuple[str | None, str]:
+    """The ``train.compile = "auto"`` rule: ``("compiled" | "eager", why)``; compiled when the time it saves
+    over ``remaining_steps`` exceeds ``compile_s``. ``remaining_steps`` ``None`` (not known, as in ``vitkit
+    bench`` without ``--run-steps``): no choice, ``why`` says from how many remaining steps it pays."""
+    figures = f"eager {eager_s * 1e3:.1f} ms/step, compiled {compiled_s * 1e3:.1f} ms/step"
+    figures += f" after {compile_s:.1f} s of compiling"
+    if remaining_steps is None:
+        if compiled_s >= eager_s:
+            return None, f"{figures}; never pays (compiled is not faster)"
+        pays_from = math.floor(compile_s / (eager_s - compiled_s)) + 1
+        return None, f"{figures}; pays from {pays_from} remaining steps"
+    saving = (eager_s - compiled_s) * remaining_steps
+    choice = "compiled" if saving > compile_s else "eager"
+    return choice, (
+        f"{figures}; saves {saving:.1f} s over the {remaining_steps} remaining steps, "
+        f"{'more' if choice == 'compiled' else 'less'} than it cost"
+    )
+
+
+def compile_decision(
+    eager_s: float, compiled_s: float, compile_s: float, remaining_steps: int | None
+) -> dict[str, Any]:
+    """``train.compile = "auto"`` from measured figures (the test hook's where set): ``choice``, ``why``
+    (``compile_choice``), ``eager_ms``, ``compiled_ms``, ``compile_s``, ``saving_s``, ``remaining_steps``.
+    The run (``CompileWhenPays``) and ``vitkit bench`` decide here, so they agree on the same figures."""
+    figures = _hook_figures()
+    if figures:
+        eager_s, compiled_s, compile_s = figures
+    choice, why = compile_choice(eager_s, compiled_s, compile_s, remaining_steps)
+    return {
+        "choice": choice,
+        "why": why,
+        "eager_ms": eager_s * 1e3,
+        "compiled_ms": compiled_s * 1e3,
+        "compile_s": compile_s,
+        "saving_s": (eager_s - compiled_s) * remaining_steps if remaining_steps is not None else None,
+        "remaining_steps": remaining_steps,
+    }
+
+
 class CompileWhenPays:
     """``train.compile = "auto"``: time ``measure`` eager training steps (after one warm-up step),
     compile, time the first compiled step (the compile) and ``measure`` more, then keep the compiled
-    model only when the time it saves over the remaining steps exceeds the compile time.
+    model only when the time it saves over the remaining steps exceeds the compile time
+    (``compile_decision``).
 
     The trainer calls ``before_step()`` and ``after_step()`` around each training step and steps
     through ``forward``, the model to call now. ``decision`` holds the figures once decided.
     """
 
-    def __init__(self, eager: nn.Module, remaining_steps: int, device: torch.device, measure: int = 3) -> None:
+    def __init__(
+        self, eager: nn.Module, remaining_steps: int, device: torch.device, measure: int = COMPILE_MEASURE
+    ) -> None:
         self.eager, self.forward, self.device, self.measure = eager, eager, device, measure
         self.remaining = remaining_steps
         self.compiled: nn.Module | None = None
@@ -94,20 +162,14 @@ class CompileWhenPays:
         self.compiled_s: list[float] = []
         self.compile_step_s: float | None = None
         self.started = 0.0
-        self.decision: dict[str, Any] | None = None
-        if remaining_steps < 2 * measure + 2:
-            self.decision = {"choice": "eager", "why": f"{remaining_steps} steps: too few to measure"}
+        self.decision: dict[str, Any] | None = too_few_to_measure(remaining_steps, measure)
 
     def line(self) -> str:
         """What was decided and why, for the console."""
         d = self.decision or {}
-        if "why" in d:
+        if "eager_ms" not in d:
             return f"train.compile auto: {d['choice']} ({d['why']})"
-        return (
-            f"train.compile auto: {d['choice']}: eager {d['eager_ms']:.1f} ms/step, compiled {d['compiled_ms']:.1f} "
-            f"ms/step after {d['compile_s']:.1f} s of compiling; saves {d['saving_s']:.1f} s over the "
-            f"{d['remaining_steps']} remaining steps, {'more' if d['choice'] == 'compiled' else 'less'} than it cost"
-        )
+        return f"train.compile auto: {d['choice']}: {d['why']}"
 
     def _now(self) -> float:
         if self.device.type == "cuda":
@@ -127,9 +189,7 @@ class CompileWhenPays:
         if self.compiled is None:
             self.eager_s.append(took)
             if len(self.eager_s) > self.measure:  # the first one warms up
-                figures = _hook_figures()
-                self.compiled = torch.compile(self.eager, backend="eager") if figures else torch.compile(self.eager)
-                self.forward = self.compiled
+                self.compiled = self.forward = compile_for_trial(self.eager)
             return False
         if self.compile_step_s is None:
             self.compile_step_s = took
@@ -139,19 +199,6 @@ class CompileWhenPays:
             return False
         eager = statistics.median(self.eager_s[1:])
         compiled = statistics.median(self.compiled_s)
-        compile_s = max(self.compile_step_s - compiled, 0.0)
-        figures = _hook_figures()
-        if figures:
-            eager, compiled, compile_s = figures
-        saving = (eager - compiled) * self.remaining
-        choice = "compiled" if saving > compile_s else "eager"
-        self.decision = {
-            "choice": choice,
-            "eager_ms": eager * 1e3,
-            "compiled_ms": compiled * 1e3,
-            "compile_s": compile_s,
-            "saving_s": saving,
-            "remaining_steps": self.remaining,
-        }
-        self.forward = self.compiled if choice == "compiled" else self.eager
+        self.decision = compile_decision(eager, compiled, max(self.compile_step_s - compiled, 0.0), self.remaining)
+        self.forward = self.compiled if self.decision["choice"] == "compiled" else self.eager
         return True

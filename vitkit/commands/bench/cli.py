@@ -7,6 +7,12 @@ import argparse
 from vitkit.commands import Command
 
 
+def _compile_value(value: str) -> str:
+    if value != "auto":
+        raise argparse.ArgumentTypeError(f"expected no value or auto, got {value!r} (put --compile after the target)")
+    return value
+
+
 def add_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("target", metavar="MODEL_OR_RECIPE", help="registered model name or TOML recipe")
     bench.add_argument("--batch-size", type=int, help="images per step (default: the recipe's, else 64)")
@@ -17,7 +23,22 @@ def add_arguments(bench: argparse.ArgumentParser) -> None:
         choices=("auto", "fp32", "bf16", "fp16", "both"),
         help="default: the recipe's, else auto; both: fp32 and bf16",
     )
-    bench.add_argument("--compile", action="store_true", help="torch.compile the model(s) first")
+    bench.add_argument(
+        "--compile",
+        nargs="?",
+        const=True,
+        type=_compile_value,
+        metavar="auto",
+        help="torch.compile the model(s) first; --compile auto (after MODEL_OR_RECIPE): time eager and compiled "
+        'training steps and report what train.compile = "auto" picks (default: the recipe\'s train.compile)',
+    )
+    bench.add_argument(
+        "--run-steps",
+        type=int,
+        metavar="STEPS",
+        help="compile auto: the run's training steps (batches over all epochs) to decide for; bench loads no "
+        "data, so without it it reports from how many steps compiling pays",
+    )
     bench.add_argument("--vs", choices=("timm",), help="also time timm's ViT (same config, same weights), interleaved")
     bench.add_argument(
         "--grad-checkpointing", action="store_true", help="also time the model with gradient checkpointing"

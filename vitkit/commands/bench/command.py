@@ -74,7 +74,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         num_classes=getattr(model, "num_classes", 1000),
         batch_size=batch,
         precision=precision,
-        compile=args.compile or found.get("compile", False),
+        compile=args.compile if args.compile is not None else found.get("compile", False),
+        run_steps=args.run_steps,
         modes=modes,
         vs_timm=args.vs == "timm",
         grad_checkpointing=args.grad_checkpointing,
@@ -94,6 +95,9 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+_COMPILED = {True: ", compiled", "auto": ", compile auto (rows: eager)"}
+
+
 def print_report(result: dict[str, Any]) -> None:
     """A rich table: one row per (model, mode), then vitkit/timm ratios."""
     from rich.console import Console
@@ -101,7 +105,7 @@ def print_report(result: dict[str, Any]) -> None:
 
     title = (
         f"{result['model']}: batch {result['batch_size']}, input {'x'.join(map(str, result['input']))}, "
-        f"{result['precision']}{', compiled' if result['compile'] else ''}, {result['device']}"
+        f"{result['precision']}{_COMPILED.get(result['compile'], '')}, {result['device']}"
     )
     table = Table(title=title)
     for column in ("model", "mode", "img/s", "step ms", "spread", "TFLOP/s", "% of peak", "first step s", "peak MiB"):
@@ -134,6 +138,13 @@ def print_report(result: dict[str, Any]) -> None:
     if auto:
         bought = ", ".join(f"{mode} {ratio:.2f}x" for mode, ratio in auto["speedup_vs_fp32"].items())
         console.print(auto["why"] + (f"; speed against fp32: {bought}" if bought else ""))
+    compiled = result.get("compile_auto")
+    if compiled:
+        bought = compiled.get("speedup_vs_eager")
+        console.print(
+            f"train.compile auto: {compiled['choice'] or 'depends on the run'} ({compiled['why']})"
+            + (f"; compiled training step speed against eager: {bought:.2f}x" if bought else "")
+        )
     for mode, ratio in result["ratios"].items():
         colour = "green" if ratio >= 1.0 else "yellow"
         console.print(f"vitkit/timm {mode}: [{colour}]{ratio:.3f}[/]")
@@ -150,7 +161,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
     from vitkit.commands.bench.measure import run_bench
 
-    for key in ("batch_size", "img_size", "patch_size", "steps", "repeats", "threads"):
+    for key in ("batch_size", "img_size", "patch_size", "steps", "repeats", "threads", "run_steps"):
         value = getattr(args, key)
         if value is not None and value < 1:
             raise UserError(f"--{key.replace('_', '-')}: expected a positive integer, got {value}")

@@ -237,6 +237,9 @@ class BenchSpec:
     """What to measure: one model, input shape, batch, precision (``both``: fp32 and bf16), modes,
     variants beside it (timm's twin, gradient checkpointing, patch dropout), and how long.
 
+    ``compile``: ``True`` compiles every candidate; ``"auto"`` times them eager and adds the
+    ``train.compile = "auto"`` decision for a run of ``run_steps`` training steps (``compile_auto_trial``).
+
     ``auto_why``: ``precision`` is what ``train.precision = "auto"`` resolved to (``resolve_precision``,
     as a run resolves it), with this line saying why; a choice other than fp32 is timed beside fp32."""
 
@@ -247,7 +250,7 @@ class BenchSpec:
     num_classes: int
     batch_size: int = 64
     precision: str = "fp32"
-    compile: bool = False
+    compile: bool | str = False
     modes: tuple[str, ...] = ("train", "infer")
     vs_timm: bool = False
     grad_checkpointing: bool = False
@@ -256,6 +259,7 @@ class BenchSpec:
     repeats: int = 7
     warmup: int = 2
     auto_why: str | None = None
+    run_steps: int | None = None
 
 
 def _rate(seconds: list[float], batch_size: int) -> dict[str, float]:
@@ -299,6 +303,28 @@ def candidates_for(spec: BenchSpec) -> list[Candidate]:
     return found
 
 
+def compile_auto_trial(spec: BenchSpec, device: torch.device, precision: str) -> dict[str, Any]:
+    """What ``train.compile = "auto"`` picks for a run of ``spec.run_steps`` training steps: eager and
+    compiled training steps of ``spec.model`` timed interleaved, the compile time (the first compiled
+    step less a compiled one), decided by ``efficiency.compile_decision`` as the run decides, for the
+    steps left after the run's trial. ``run_steps`` ``None``: no choice, from how many steps it pays."""
+    from vitkit.engine.efficiency import compile_decision, compile_for_trial, compile_trial_steps, too_few_to_measure
+
+    shape = (spec.batch_size, spec.img_size, spec.in_chans, spec.num_classes, precision)
+    if spec.run_steps is not None and (too_few := too_few_to_measure(spec.run_steps)) is not None:
+        return {**too_few, "eager_ms": None, "compiled_ms": None, "compile_s": None, "run_steps": spec.run_steps}
+    eager = train_step(spec.model, *shape)
+    compiled = train_step(compile_for_trial(spec.model), *shape)
+    first_step_time(eager, device)  # the run's first step warms up too
+    compile_step_s = first_step_time(compiled, device)
+    samples = time_interleaved({"eager": eager, "compiled": compiled}, device, spec.iters, spec.repeats, spec.warmup)
+    eager_s, compiled_s = (statistics.median(samples[name]) for name in ("eager", "compiled"))
+    remaining = spec.run_steps - compile_trial_steps() if spec.run_steps is not None else None
+    decision = compile_decision(eager_s, compiled_s, max(compile_step_s - compiled_s, 0.0), remaining)
+    speedup = decision["eager_ms"] / decision["compiled_ms"] if decision["compiled_ms"] else None
+    return {**decision, "run_steps": spec.run_steps, "speedup_vs_eager": speedup}
+
+
 def run_bench(spec: BenchSpec) -> dict[str, Any]:
     """Measure ``spec``: one row per (candidate, mode), plus vitkit/timm ratios when ``vs_timm`` and
     each variant's step time and peak memory against the first candidate (``vs_base``)."""
@@ -314,7 +340,7 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
     params = sum(p.numel() for p in spec.model.parameters())
     for cand in candidates:
         cand.params = sum(p.numel() for p in cand.model.parameters())
-        runner = torch.compile(cand.model) if spec.compile else cand.model
+        runner = torch.compile(cand.model) if spec.compile is True else cand.model
         for mode in spec.modes:
             if mode == "train":
                 fn = train_step(runner, spec.batch_size, spec.img_size, spec.in_chans, spec.num_classes, cand.precision)
@@ -323,7 +349,7 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
             cand.steps[mode] = fn
             cand.first_step_s[mode] = first_step_time(fn, device)
             mem = step_peak_memory_mb(fn, device)
-            if device.type == "cpu" and not spec.compile:  # a compiled step's memory would need a compile there
+            if device.type == "cpu" and spec.compile is not True:  # a compiled step's memory would need a compile there
                 mem = cpu_step_peak_memory_mb(cand.model, mode, spec, cand.precision)
             if mem is not None:
                 cand.peak_mem_mb[mode] = mem
@@ -367,9 +393,11 @@ def run_bench(spec: BenchSpec) -> dict[str, Any]:
         fp32 = "vitkit fp32" if spec.precision != "fp32" else None
         speedup = {mode: found[fp32]["step_time"] for mode, found in vs_base.items() if fp32 in found}
         auto = {"precision": spec.precision, "why": spec.auto_why, "speedup_vs_fp32": speedup}
+    compile_auto = compile_auto_trial(spec, device, candidates[0].precision) if spec.compile == "auto" else None
     return {
         "model": spec.name,
         "precision_auto": auto,
+        "compile_auto": compile_auto,
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"cpu ({torch.get_num_threads()} threads)",
