@@ -46,7 +46,8 @@ def main() -> int:
     from rich.table import Table
 
     import vitkit
-    from vitkit.commands.bench.measure import infer_step, timm_twin, train_step
+    from vitkit.commands.bench.measure import infer_step, train_step
+    from vitkit.commands.bench.timm_twin import timm_twin
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -73,7 +73,7 @@ def test_bench_recipe_vs_timm_same_model(cli, write_recipe):
 
 def test_timm_twin_has_same_parameters_and_outputs():
     pytest.importorskip("timm")
-    from vitkit.commands.bench.measure import timm_twin
+    from vitkit.commands.bench.timm_twin import timm_twin
 
     model = vitkit.create_model("vit_small_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=10).eval()
     twin = timm_twin(model).eval()

@@ -236,7 +236,7 @@ def test_item18_avg_pool_builds_timms_architecture(class_token):
     ],
 )
 def test_item07_bench_timm_twin_keeps_every_option(options):
-    from vitkit.commands.bench.measure import timm_twin
+    from vitkit.commands.bench.timm_twin import timm_twin
 
     model = vitkit.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, num_classes=10, **options)
     model.eval()

@@ -14,8 +14,8 @@ The tree (one package per command that needs more than one module)::
     export/     vitkit export and vitkit push (formats, hub_folder, model_card, push)
     compare/    vitkit compare (command, plan, jobs, report, tune)
     tune/       vitkit tune (study, trials, space, live, ranks, report, costs)
-    bench/      vitkit bench (command, measure, memory)
-    serve/      vitkit serve (server, page)
+    bench/      vitkit bench (command, measure, memory, timm_twin)
+    serve/      vitkit serve (server, batching, page)
     audit.py, lr_find.py, runs.py, shards.py, cache.py, new_plugin.py, components.py (list, plugins)
 
 Commands use ``vitkit.runs`` (a finished run, opened once), ``vitkit.evaluation`` and ``vitkit.engine``;
