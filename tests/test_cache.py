@@ -195,7 +195,9 @@ def test_i22_11_a_reader_never_sees_a_partial_cache_json(monkeypatch, tmp_path):
 def test_i22_11_an_interrupted_decode_leaves_no_temporary_file(monkeypatch, tmp_path):
     root = tiny_folder(tmp_path / "photos", per_class=4)
     cache_dir = tmp_path / "cache"
-    load_base, calls = cache_module.load_base, []
+    from vitkit.data import decode
+
+    load_base, calls = decode.load_base, []
 
     def interrupted(*args, **kwargs):
         calls.append(args[0])
@@ -203,7 +205,7 @@ def test_i22_11_an_interrupted_decode_leaves_no_temporary_file(monkeypatch, tmp_
             raise KeyboardInterrupt  # Ctrl-C in the middle of the first pass
         return load_base(*args, **kwargs)
 
-    monkeypatch.setattr(cache_module, "load_base", interrupted)
+    monkeypatch.setattr(decode, "load_base", interrupted)
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C reaches the main process: decode there (workers would re-raise it)
         ImageFolder(16, root=str(root), cache="disk", cache_dir=str(cache_dir), num_workers=0).load()
     assert len(calls) == 5 and list(cache_dir.iterdir()) == []

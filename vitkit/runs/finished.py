@@ -52,7 +52,10 @@ class FinishedRun:
 
     @property
     def name(self) -> str:
-        return str(self.recipe_data["name"]) if self.recipe_data else self.run_dir.name
+        """The recipe's name (a lone model file: its folder's)."""
+        if self.recipe_data is None and not self.in_run_dir:
+            return self.run_dir.name
+        return self.recipe().name
 
     @property
     def classes(self) -> list[str]:
