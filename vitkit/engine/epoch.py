@@ -68,13 +68,13 @@ def train_epoch(trainer: Any, epoch: int, progress: EpochProgress) -> dict[str, 
         sync = contextlib.nullcontext() if update or trainer.strategy != "ddp" else trainer.wrapped.no_sync()
         with sync:
             with autocast(trainer.device, trainer.precision):
-                loss, logits = compute_loss(trainer, images, targets)
+                loss, logits = trainer._compute_loss(images, targets)  # the trainer's: a subclass may override it
             watch.observe(loss, step)
             if watch.due(step, steps) and (bad := watch.first_bad()) is not None:
                 raise divergence_error(trainer.recipe, trainer.precision, epoch, bad, steps, trainer.saved_epoch)
             trainer.scaler.scale(loss / group).backward()
         if update:
-            clip_gradients(trainer)
+            trainer._clip()
             lr = trainer.lr() if step_hook else 0.0  # the LR this update uses (the scheduler moves it next)
             skipped += scaler_step(trainer.scaler, trainer.optimizer)
             trainer.optimizer.zero_grad(set_to_none=True)
