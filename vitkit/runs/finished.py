@@ -161,7 +161,8 @@ def open_run(path: str | Path) -> FinishedRun:
         spec, plugins = recipe_data["model"], recipe_data.get("plugins")
         temperature = temperature_of(state)
     load_run_plugins(plugins, source)  # what the run was trained with: a plugin attention, say
-    recipe = recipe_from_dict({"name": "predict", "model": spec}, source=source)
+    built = {k: v for k, v in spec.items() if k != "checkpoint_path"}  # its own weights replace the start's
+    recipe = recipe_from_dict({"name": "predict", "model": built}, source=source)
     model = build_model(recipe, len(data["classes"]), data["in_chans"], pretrained=False)
     try:
         if timm_names:
