@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import socket
@@ -108,22 +109,25 @@ def test_i33_9_warmup_and_hyperband_budget_come_from_one_plan(here: Path) -> Non
 
 
 @pytest.mark.slow
-def test_i33_11_a_study_resumed_after_ctrl_c_is_the_uninterrupted_study(tmp_path: Path) -> None:
-    args = ["tune", "tiny.toml", *LR, "--trials", "3", *ONE_EPOCH, "--seed", "3"]
+def test_i33_11_a_study_resumed_after_ctrl_c_is_the_uninterrupted_study(cli, tmp_path: Path, monkeypatch) -> None:
+    # the Ctrl-C'd command runs in a process of its own; the uninterrupted study and the resumed one in this process
+    args = ["tune", "tiny.toml", *LR, "--trials", "2", *ONE_EPOCH, "--seed", "3"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     for where in (whole, cut):
         where.mkdir()
         (where / "tiny.toml").write_text(RECIPE)
-    done = vitkit(whole, *args)
-    assert done.returncode == 0, done.stderr
+    monkeypatch.chdir(whole)
+    code, _, err = cli(*args)
+    assert code == 0, err
     stopped = vitkit(cut, *args, env={"VITKIT_TEST_SIGNAL_AT": "1:2:INT"})  # Ctrl-C in trial 0, epoch 1, step 2
     assert stopped.returncode == 130, stopped.stderr
-    resumed = vitkit(cut, *args)
-    assert resumed.returncode == 0, resumed.stderr
+    monkeypatch.chdir(cut)
+    code, _, err = cli(*args)
+    assert code == 0, err
     [expected] = (whole / "runs" / "tiny-tune").iterdir()
     [study] = (cut / "runs" / "tiny-tune").iterdir()
     rows = trials_csv(study)
-    assert [r["state"] for r in rows] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    assert [r["state"] for r in rows] == ["FAIL", "COMPLETE", "COMPLETE"]
     keys = ["optimizer.lr", "best_val_loss"]
     complete = [[r[k] for k in keys] for r in rows if r["state"] == "COMPLETE"]
     assert complete == [[r[k] for k in keys] for r in trials_csv(expected)]  # the same draws, the same scores
@@ -132,10 +136,21 @@ def test_i33_11_a_study_resumed_after_ctrl_c_is_the_uninterrupted_study(tmp_path
 
 @pytest.mark.slow
 def test_i33_12_folds_say_which_test_accuracy_is_which(cli, here: Path) -> None:
+    # also issue 28.1's check (it was test_i28_1_folds_score_each_trial_by_the_mean_over_folds, the same study):
+    # the trial's score is the mean over its folds of each fold model's best val_loss
     code, out, err = cli("tune", "tiny.toml", *LR, "--trials", "1", "--folds", "2", *ONE_EPOCH)
     assert code == 0, err
     summary = summary_of(out)
     best, study_dir = summary["best"], Path(summary["study_dir"])
+    [row] = trials_csv(study_dir)
+    losses = []
+    for k in (1, 2):
+        run = Path(row["run_dir"]) / f"fold{k}"
+        fold = json.loads((run / "summary.json").read_text())
+        assert f'fold = "{k}/2"' in (run / "recipe.toml").read_text()
+        with open(run / "metrics.csv", newline="") as f:
+            losses.append(float(list(csv.DictReader(f))[fold["best_epoch"] - 1]["val_loss"]))
+    assert row["epochs_run"] == "2" and float(row["best_val_loss"]) == pytest.approx(sum(losses) / 2, rel=1e-5)
     folds = [json.loads((Path(best["run_dir"]) / f"fold{k}" / "eval_test.json").read_text()) for k in (1, 2)]
     assert best["test_acc_folds"] == [f["test_acc"] for f in folds]
     assert best["test_acc"] == pytest.approx(sum(best["test_acc_folds"]) / 2)

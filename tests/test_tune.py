@@ -1,4 +1,5 @@
-"""``vitkit tune`` (issue #28): tiny digits studies on CPU, run as users run them (the CLI, a subprocess)."""
+"""``vitkit tune`` (issue #28): tiny digits studies on CPU, run through the CLI: in this process, or in a subprocess
+where the process is the point (a kill, a Ctrl-C, --jobs workers, two processes on one storage, torchrun)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ epochs = 2
 threads = 1
 """
 SPACE = ["--space", "optimizer.lr=loguniform(1e-3,3e-2)", "--space", "optimizer.weight_decay=uniform(0,0.1)"]
+ONE_EPOCH = ["--set", "train.epochs=1"]
 
 
 def vitkit(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -57,13 +59,23 @@ def recipe(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def here(tmp_path: Path, recipe: Path, monkeypatch) -> Path:
+    """tmp_path, with the tiny recipe in it, as the working directory of in-process commands."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
-    """One finished 3-trial study (no pruning), shared by the tests that read its outputs."""
+    """One finished 3-trial study (no pruning), shared by the tests that read its outputs (run in this process)."""
+    from vitkit.cli import main
+
     cwd = tmp_path_factory.mktemp("study")
     (cwd / "tiny.toml").write_text(RECIPE)
-    done = vitkit(cwd, "tune", "tiny.toml", *SPACE, "--trials", "3", "--pruner", "none", "--seed", "7")
-    assert done.returncode == 0, done.stderr
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        assert main(["tune", "tiny.toml", *SPACE, "--trials", "3", "--pruner", "none", "--seed", "7"]) == 0
     return study_dirs(cwd)[0]
 
 
@@ -95,10 +107,11 @@ def test_i28_1_never_ranks_on_test_and_tune_table_is_validated(cli, recipe: Path
 
 
 @pytest.mark.slow
-def test_i28_1_seeded_study_reproduces_its_trials(study: Path) -> None:
+def test_i28_1_seeded_study_reproduces_its_trials(cli, study: Path, monkeypatch) -> None:
     cwd = study.parents[2]
-    again = vitkit(cwd, "tune", "tiny.toml", *SPACE, "--trials", "3", "--pruner", "none", "--seed", "7", "--new")
-    assert again.returncode == 0, again.stderr
+    monkeypatch.chdir(cwd)
+    code, _, err = cli("tune", "tiny.toml", *SPACE, "--trials", "3", "--pruner", "none", "--seed", "7", "--new")
+    assert code == 0, err
     first, second = trials_csv(study), trials_csv(study_dirs(cwd)[-1])
     assert study_dirs(cwd)[-1] != study and len(first) == len(second) == 3
     keys = ["number", "state", "optimizer.lr", "optimizer.weight_decay", "best_val_loss", "epochs_run"]
@@ -108,7 +121,7 @@ def test_i28_1_seeded_study_reproduces_its_trials(study: Path) -> None:
 
 
 @pytest.mark.slow
-def test_i28_3_outputs_and_best_toml_reproduces_the_best_trial(study: Path) -> None:
+def test_i28_3_outputs_and_best_toml_reproduces_the_best_trial(cli, study: Path, monkeypatch) -> None:
     rows = trials_csv(study)
     best = min((r for r in rows if r["state"] == "COMPLETE"), key=lambda r: float(r["best_val_loss"]))
     summary = json.loads((study / "tune_summary.json").read_text())
@@ -119,8 +132,9 @@ def test_i28_3_outputs_and_best_toml_reproduces_the_best_trial(study: Path) -> N
     assert "data:image/png;base64," in page and "http://" not in page and "https://" not in page
     trial = json.loads((Path(best["run_dir"]) / "summary.json").read_text())
     cwd = study.parents[2]
-    done = vitkit(cwd, "run", str(study / "best.toml"))
-    assert done.returncode == 0, done.stderr
+    monkeypatch.chdir(cwd)
+    code, _, err = cli("run", study / "best.toml")
+    assert code == 0, err
     rerun = json.loads(next((cwd / "runs" / "tiny").glob("*/summary.json")).read_text())
     for key in ("best_val_acc", "best_epoch", "final_train_loss"):
         assert rerun[key] == trial[key], key
@@ -160,17 +174,16 @@ def study_name_of(study_dir: Path) -> str:
 
 
 @pytest.mark.slow
-def test_i28_2_median_pruner_prunes_a_trial_far_behind(cli, tmp_path: Path, write_recipe) -> None:
+def test_i28_2_median_pruner_prunes_a_trial_far_behind(cli, tmp_path: Path, write_recipe, monkeypatch) -> None:
     # the space comes from the recipe's [tune] table; trials 0 and 1 learn, trial 2 (lr 1e-7) cannot
     three = RECIPE.replace("epochs = 2", "epochs = 3")  # judged after epoch 2: the first after the first half
     write_recipe(three + '[tune]\nspace = ["optimizer.lr=loguniform(1e-7,3e-2)"]\ntrials = 3\n', "tiny.toml")
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     good, bad = {"optimizer.lr": 2e-2}, {"optimizer.lr": 1e-7}
     _seeded_study(storage, [good, good, bad])
-    done = vitkit(
-        tmp_path, "tune", "tiny.toml", "--storage", storage, "--pruner", "median", "--study-name", "tiny-tune"
-    )
-    assert done.returncode == 0, done.stderr
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("tune", "tiny.toml", "--storage", storage, "--pruner", "median", "--study-name", "tiny-tune")
+    assert code == 0, err
     rows = trials_csv(study_dirs(tmp_path)[0])
     assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE", "PRUNED"]
     assert [r["epochs_run"] for r in rows] == ["3", "3", "2"]
@@ -184,7 +197,7 @@ def test_i28_2_median_pruner_prunes_a_trial_far_behind(cli, tmp_path: Path, writ
 @pytest.mark.slow
 def test_i28_4_two_processes_on_one_storage_share_the_study(tmp_path: Path, recipe: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    args = ["tune", "tiny.toml", *SPACE, "--trials", "4", "--pruner", "none", "--storage", storage]
+    args = ["tune", "tiny.toml", *SPACE, "--trials", "3", *ONE_EPOCH, "--pruner", "none", "--storage", storage]
     environ = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
         subprocess.Popen([sys.executable, "-m", "vitkit", *args], cwd=tmp_path, env=environ, stderr=subprocess.PIPE)
@@ -196,36 +209,37 @@ def test_i28_4_two_processes_on_one_storage_share_the_study(tmp_path: Path, reci
     study = optuna.load_study(study_name=name, storage=storage)
     finished = [t for t in study.trials if t.state.name == "COMPLETE"]
     ran = [t for t in study.trials if t.user_attrs.get("run_dir")]
-    assert len(finished) == 4 and len(ran) == 4  # no fifth trial started
-    assert len({t.user_attrs["run_dir"] for t in ran}) == 4
-    assert len({(t.params["optimizer.lr"], t.params["optimizer.weight_decay"]) for t in ran}) == 4
+    assert len(finished) == 3 and len(ran) == 3  # no fourth trial started
+    assert len({t.user_attrs["run_dir"] for t in ran}) == 3
+    assert len({(t.params["optimizer.lr"], t.params["optimizer.weight_decay"]) for t in ran}) == 3
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signal, code", [("KILL", -9), ("INT", 130)])
-def test_i28_4_killed_study_continues_to_the_requested_count(tmp_path: Path, recipe: Path, signal, code) -> None:
-    args = ["tune", "tiny.toml", *SPACE, "--trials", "3", "--pruner", "none"]
-    killed = vitkit(tmp_path, *args, env={"VITKIT_TEST_SIGNAL_AT": f"1:2:{signal}"})  # trial 0, epoch 1, step 2
+def test_i28_4_killed_study_continues_to_the_requested_count(cli, here: Path, signal, code) -> None:
+    args = ["tune", "tiny.toml", *SPACE, "--trials", "2", *ONE_EPOCH, "--pruner", "none"]
+    killed = vitkit(here, *args, env={"VITKIT_TEST_SIGNAL_AT": f"1:2:{signal}"})  # trial 0, epoch 1, step 2
     assert killed.returncode == code
     if signal == "INT":  # Ctrl-C: one line that says how to continue
         assert "run the same command to continue it" in killed.stderr and "Traceback" not in killed.stderr
-    done = vitkit(tmp_path, *args)
-    assert done.returncode == 0, done.stderr
-    assert "continuing study tiny-tune" in done.stdout
-    [study] = study_dirs(tmp_path)  # the same folder, the same study
+    done, out, err = cli(*args)  # the same command again, in this process
+    assert done == 0, err
+    assert "continuing study tiny-tune" in out
+    [study] = study_dirs(here)  # the same folder, the same study
     rows = trials_csv(study)
-    assert [r["state"] for r in rows] == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    assert [r["state"] for r in rows] == ["FAIL", "COMPLETE", "COMPLETE"]
     assert "interrupted" in rows[0]["error"]
 
 
 @pytest.mark.slow
-def test_i28_4_jobs_split_threads_between_workers(tmp_path: Path, recipe: Path) -> None:
+def test_i28_4_jobs_split_threads_between_workers(cli, here: Path, monkeypatch) -> None:
     from vitkit.engine.threads import cores
 
-    recipe.write_text(RECIPE.replace("threads = 1\n", ""))  # torch's default: every core, unless split
-    done = vitkit(tmp_path, "tune", "tiny.toml", *SPACE, "--trials", "2", "--pruner", "none", "--jobs", "2")
-    assert done.returncode == 0, done.stderr
-    [study] = study_dirs(tmp_path)
+    (here / "tiny.toml").write_text(RECIPE.replace("threads = 1\n", ""))  # torch's default: every core, unless split
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the two worker processes import this vitkit
+    code, _, err = cli("tune", "tiny.toml", *SPACE, "--trials", "2", *ONE_EPOCH, "--pruner", "none", "--jobs", "2")
+    assert code == 0, err
+    [study] = study_dirs(here)
     rows = trials_csv(study)
     assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"]
     threads = {json.loads((Path(r["run_dir"]) / "summary.json").read_text())["threads"] for r in rows}
@@ -234,13 +248,13 @@ def test_i28_4_jobs_split_threads_between_workers(tmp_path: Path, recipe: Path) 
 
 
 @pytest.mark.slow
-def test_i28_5_compare_tune_gives_each_variant_the_same_budget(tmp_path: Path, recipe: Path) -> None:
-    out = tmp_path / "cmp"
-    done = vitkit(
-        tmp_path, "compare", "tiny.toml", "--vary", "model.depth=1,2", "--tune", "2",
+def test_i28_5_compare_tune_gives_each_variant_the_same_budget(cli, here: Path) -> None:
+    out = here / "cmp"
+    code, _, err = cli(
+        "compare", "tiny.toml", "--vary", "model.depth=1,2", "--tune", "2", *ONE_EPOCH,
         "--space", "optimizer.lr=loguniform(1e-3,3e-2)", "--out", str(out),
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert code == 0, err
     report = json.loads((out / "compare.json").read_text())
     assert report["tune"] == 2 and len(report["rows"]) == 2
     first_draws = []
@@ -259,23 +273,6 @@ def test_i28_5_compare_tune_gives_each_variant_the_same_budget(tmp_path: Path, r
     assert "Tuned values" in (out / "compare.html").read_text()
 
 
-@pytest.mark.slow
-def test_i28_1_folds_score_each_trial_by_the_mean_over_folds(tmp_path: Path, recipe: Path) -> None:
-    done = vitkit(
-        tmp_path, "tune", "tiny.toml", "--space", "optimizer.lr=loguniform(1e-3,3e-2)", "--trials", "1", "--folds", "2"
-    )
-    assert done.returncode == 0, done.stderr
-    [row] = trials_csv(study_dirs(tmp_path)[0])
-    losses = []
-    for k in (1, 2):
-        run = Path(row["run_dir"]) / f"fold{k}"
-        summary = json.loads((run / "summary.json").read_text())
-        assert f'fold = "{k}/2"' in (run / "recipe.toml").read_text()
-        with open(run / "metrics.csv", newline="") as f:
-            losses.append(float(list(csv.DictReader(f))[summary["best_epoch"] - 1]["val_loss"]))
-    assert row["epochs_run"] == "4" and float(row["best_val_loss"]) == pytest.approx(sum(losses) / 2, rel=1e-5)
-
-
 def _dominates(a: list[float], b: list[float], signs: list[float]) -> bool:
     """``a`` at least as good as ``b`` on every metric and better on one (signs: +1 maximize, -1 minimize)."""
     pairs = [(s * x, s * y) for s, x, y in zip(signs, a, b, strict=True)]
@@ -283,17 +280,17 @@ def _dominates(a: list[float], b: list[float], signs: list[float]) -> bool:
 
 
 @pytest.mark.slow
-def test_i28_b_multi_objective_study_writes_a_pareto_front(tmp_path: Path, recipe: Path) -> None:
+def test_i28_b_multi_objective_study_writes_a_pareto_front(cli, here: Path) -> None:
     metrics = ["best_val_acc", "gmacs", "infer_img_per_s"]
-    done = vitkit(
-        tmp_path, "tune", str(recipe), "--space", "model.depth=int(1,3)", "--space", "model.embed_dim=choice(16,32)",
-        *(arg for m in metrics for arg in ("--metric", m)), "--trials", "4", "--set", "train.epochs=1",
+    code, out, err = cli(
+        "tune", "tiny.toml", "--space", "model.depth=int(1,3)", "--space", "model.embed_dim=choice(16,32)",
+        *(arg for m in metrics for arg in ("--metric", m)), "--trials", "3", *ONE_EPOCH,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "best_val_acc (maximize), gmacs (minimize), infer_img_per_s (maximize); pruner none" in done.stdout
-    study = study_dirs(tmp_path)[0]
+    assert code == 0, err
+    assert "best_val_acc (maximize), gmacs (minimize), infer_img_per_s (maximize); pruner none" in out
+    study = study_dirs(here)[0]
     rows = [r for r in trials_csv(study) if r["state"] == "COMPLETE"]
-    assert len(rows) == 4
+    assert len(rows) == 3
     scores = {int(r["number"]): [float(r[m]) for m in metrics] for r in rows}
     by_arch = {(r["model.depth"], r["model.embed_dim"]): float(r["gmacs"]) for r in rows}
     assert len(set(by_arch.values())) == len(by_arch)  # the compute of each architecture, counted
@@ -308,7 +305,7 @@ def test_i28_b_multi_objective_study_writes_a_pareto_front(tmp_path: Path, recip
     assert {int(r["number"]) for r in front} == expected
     for point in summary["front"]:  # one recipe per front point, its test accuracy scored once, apart
         assert point["values"] == dict(zip(metrics, scores[point["number"]], strict=True))
-        text = (tmp_path / point["recipe"]).read_text()
+        text = (here / point["recipe"]).read_text()
         assert f"depth = {point['params']['model.depth']}" in text
         test = json.loads((Path(point["run_dir"]) / "eval_test.json").read_text())
         assert point["test_acc"] == test["test_acc"]
