@@ -32,7 +32,7 @@ depth = 1
 img_size = 16
 [data]
 dataset = "digits"
-batch_size = 32
+batch_size = 64
 [augment]
 train = [{ name = "translate", pixels = 2 }]
 [optimizer]

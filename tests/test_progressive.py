@@ -70,7 +70,7 @@ depth = 1
 pos_embed = "learn"
 [data]
 dataset = "digits"
-batch_size = 128
+batch_size = 256
 [optimizer]
 name = "adamw"
 lr = 3e-3
@@ -100,12 +100,13 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_i27_3_progressive_run_changes_size_at_the_stated_epochs_and_resumes_at_the_right_size(tmp_path):
+def test_i27_3_progressive_run_changes_size_at_the_stated_epochs_and_resumes_at_the_right_size(tmp_path, cli):
+    """The uninterrupted run and the resume run in this process; the killed run in a subprocess (SIGKILL)."""
     recipe = tmp_path / "prog.toml"
     recipe.write_text(RECIPE.replace("OUT", str(tmp_path / "runs")))
-    whole = _vitkit(["run", str(recipe)])
-    assert whole.returncode == 0, whole.stderr
-    assert "train.progressive: 8 px (epochs 1-2), 12 px (epoch 3), 16 px (epoch 4); evaluation at 16 px" in whole.stdout
+    code, out, err = cli("run", recipe)
+    assert code == 0, err
+    assert "train.progressive: 8 px (epochs 1-2), 12 px (epoch 3), 16 px (epoch 4); evaluation at 16 px" in out
     (reference,) = (tmp_path / "runs" / "prog").iterdir()
     rows = _rows(reference)
     assert [row["train_size"] for row in rows] == ["8", "8", "12", "16"]
@@ -119,8 +120,8 @@ def test_i27_3_progressive_run_changes_size_at_the_stated_epochs_and_resumes_at_
     assert stopped.returncode != 0
     (run_dir,) = (tmp_path / "killed" / "prog").iterdir()
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 2
-    resumed = _vitkit(["run", "--resume", str(run_dir)])
-    assert resumed.returncode == 0, resumed.stderr
+    code, _, err = cli("run", "--resume", run_dir)
+    assert code == 0, err
     again = _rows(run_dir)
     assert [row["train_size"] for row in again] == ["8", "8", "12", "16"]
     for got, want in zip(again, rows, strict=True):

@@ -26,7 +26,8 @@ def test_two_digits_epochs_killed_and_resumed_are_one_mlflow_run(tmp_path, cli, 
     monkeypatch.chdir(tmp_path)  # MLflow's default artifact root, ./mlruns, lands here
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    recipe = write_recipe(TINY_DIGITS + f'[output]\ndir = "{tmp_path / "runs"}"\n')
+    tiny = TINY_DIGITS.replace("depth = 2", "depth = 1").replace("batch_size = 32", "batch_size = 128")
+    recipe = write_recipe(tiny + f'[output]\ndir = "{tmp_path / "runs"}"\n')
     # killed by the test hook while writing the 3rd last.pt (epoch 2): epoch 1 is logged and saved
     killed = subprocess.run(
         [sys.executable, "-m", "vitkit", "run", str(recipe)],
