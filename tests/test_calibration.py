@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +18,21 @@ from vitkit.data import BatchTransform
 from vitkit.data.datasets import Digits
 from vitkit.runs.checkpoint import load_checkpoint, load_safetensors, save_checkpoint, save_safetensors
 
-from .conftest import ROOT, TINY_DIGITS
+from .conftest import TINY_DIGITS
 from .photos import folder_recipe, tiny_folder
 
 
-def vitkit_cli(*args) -> subprocess.CompletedProcess:
-    """``vitkit ARGS`` as a user runs it: a subprocess importing this checkout."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120"}
-    return subprocess.run(
-        [sys.executable, "-m", "vitkit", *map(str, args)], env=env, capture_output=True, text=True, timeout=600
-    )
+@pytest.fixture
+def vitkit_cli(cli, monkeypatch):
+    """``vitkit ARGS`` in this process (``vitkit.cli.main``, 120 columns): exit code, stdout and stderr as
+    a ``CompletedProcess``."""
+    monkeypatch.setenv("COLUMNS", "120")
+
+    def run(*args) -> subprocess.CompletedProcess:
+        code, out, err = cli(*args)
+        return subprocess.CompletedProcess([str(a) for a in args], code, out, err)
+
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +106,7 @@ def test_i24_3_summary_report_and_weights_hold_the_temperature(run_dir):
     assert "Calibration" in page and f"{summary['test_ece']:.4f}" in page and "15 equal-width" in page
 
 
-def test_i24_3_predict_gives_the_calibrated_probabilities(run_dir, test_split, tmp_path):
+def test_i24_3_predict_gives_the_calibrated_probabilities(run_dir, test_split, tmp_path, vitkit_cli):
     temperature = load_checkpoint(run_dir / "checkpoints" / "best.pt")["temperature"]
     images = test_split.images[:12]
     for source in (run_dir, run_dir / "model.safetensors"):
@@ -135,7 +138,7 @@ def test_i24_3_predict_gives_the_calibrated_probabilities(run_dir, test_split, t
         assert [by_label[str(c)] for c in range(10)] == pytest.approx(row.tolist(), abs=1e-5)
 
 
-def test_i24_3_a_run_without_temperature_loads_as_one(run_dir, test_split, tmp_path):
+def test_i24_3_a_run_without_temperature_loads_as_one(run_dir, test_split, tmp_path, vitkit_cli):
     """Runs written before calibration: no ``temperature`` in best.pt or model.safetensors."""
     old = tmp_path / "old"
     (old / "checkpoints").mkdir(parents=True)
@@ -160,7 +163,7 @@ def test_i24_3_a_run_without_temperature_loads_as_one(run_dir, test_split, tmp_p
     assert report["calibration"]["ece"] == report["calibration"]["ece_calibrated"]
 
 
-def test_i24_3_eval_and_export_use_the_temperature(run_dir, tmp_path):
+def test_i24_3_eval_and_export_use_the_temperature(run_dir, tmp_path, vitkit_cli):
     summary = read_json(run_dir / "summary.json")
     proc = vitkit_cli("eval", run_dir)
     assert proc.returncode == 0, proc.stderr
@@ -218,7 +221,7 @@ def test_i24_2_confused_pairs_and_top_losses_are_written(run_dir, test_split):
     assert "most confused" in page and f"<td>{pairs[0]['count']}</td>" in page
 
 
-def test_i24_2_a_folder_run_names_the_files_it_confuses(tmp_path):
+def test_i24_2_a_folder_run_names_the_files_it_confuses(tmp_path, vitkit_cli):
     root = tiny_folder(tmp_path / "photos", per_class=12)
     recipe = folder_recipe(tmp_path, root)
     proc = vitkit_cli("run", recipe)
@@ -244,7 +247,7 @@ def test_i24_2_a_folder_run_names_the_files_it_confuses(tmp_path):
 # ------------------------------------------------------------------------ 4: test-time augmentation
 
 
-def test_i24_4_eval_tta_reports_accuracy_with_and_without(run_dir, test_split):
+def test_i24_4_eval_tta_reports_accuracy_with_and_without(run_dir, test_split, vitkit_cli):
     proc = vitkit_cli("eval", run_dir, "--tta", "flip")
     assert proc.returncode == 0, proc.stderr
     evaluation = read_json(run_dir / "eval_test.json")
@@ -271,7 +274,7 @@ def test_i24_4_eval_tta_reports_accuracy_with_and_without(run_dir, test_split):
     assert f"test-time augmentation (flip): accuracy {evaluation['test_acc_tta']:.4f}" in page
 
 
-def test_i24_4_predict_tta_averages_the_views(run_dir, test_split, tmp_path):
+def test_i24_4_predict_tta_averages_the_views(run_dir, test_split, tmp_path, vitkit_cli):
     images = test_split.images[:10]
     plain = vitkit.load(run_dir, device="cpu")
     flipped = vitkit.load(run_dir, device="cpu", tta="flip")

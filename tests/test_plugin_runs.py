@@ -1,5 +1,5 @@
-"""A run trained with a plugin attention works everywhere, each command in a fresh process with no
-extra flag: predict, export, compare RUN_DIR, eval, vitkit.load and create_model; entry-point
+"""A run trained with a plugin attention (trained once, in this process) works everywhere, each command
+in a fresh process with no extra flag: predict, export, compare RUN_DIR, eval, vitkit.load and create_model; entry-point
 plugins are found by name from Python; the register_model example of docs/plugins.md trains."""
 
 import importlib.metadata
@@ -36,21 +36,15 @@ def python(code, cwd=None):
 
 @pytest.fixture(scope="module")
 def relu_run(tmp_path_factory):
-    """One epoch of tiny digits with ``--plugin plugins/my_attention.py`` (run from another folder)."""
+    """One epoch of tiny digits with ``--plugin plugins/my_attention.py``, trained in this process: the
+    commands below, each in a fresh process, are what must find the plugin."""
+    from vitkit.cli import main
+
     out = tmp_path_factory.mktemp("plugin_runs")
     recipe = out / "tiny.toml"
     recipe.write_text(TINY_DIGITS.replace("epochs = 2", "epochs = 1"))
-    vitkit_cli(
-        "run",
-        recipe,
-        "--plugin",
-        MY_ATTENTION,
-        "--set",
-        "model.attention=relu",
-        "--set",
-        f'output.dir="{out}"',
-        cwd=ROOT,
-    )
+    args = ["run", recipe, "--plugin", MY_ATTENTION, "--set", "model.attention=relu", "--set", f'output.dir="{out}"']
+    assert main([str(a) for a in args]) == 0
     (run_dir,) = (out / "tiny").iterdir()
     return run_dir
 
@@ -135,7 +129,7 @@ def docs_example(heading_regex: str) -> str:
     return re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
 
 
-def test_register_model_example_from_the_docs_trains(tmp_path):
+def test_register_model_example_from_the_docs_trains(tmp_path, cli):
     plugin = tmp_path / "pico.py"
     plugin.write_text("import vitkit\n\n" + docs_example(r"## Registering components"))
     recipe = tmp_path / "pico.toml"
@@ -144,6 +138,7 @@ def test_register_model_example_from_the_docs_trains(tmp_path):
             "epochs = 2", "epochs = 1"
         )
     )
-    vitkit_cli("run", recipe, "--plugin", plugin, "--set", f'output.dir="{tmp_path}"', cwd=tmp_path)
+    code, _, err = cli("run", recipe, "--plugin", plugin, "--set", f'output.dir="{tmp_path}"')
+    assert code == 0, err
     (run_dir,) = (tmp_path / "tiny").iterdir()
     assert json.loads((run_dir / "summary.json").read_text())["epochs_run"] == 1

@@ -92,14 +92,19 @@ def test_entry_point_discovery_through_importlib_metadata(tmp_path, monkeypatch,
     assert code == 0 and attention in out and ep_name in out
 
 
-def test_recipe_plugin_path_hooks_once_per_epoch(tmp_path, cli):
+def test_recipe_plugin_path_hooks_and_the_jsonl_logger_once_per_epoch(tmp_path, monkeypatch, cli):
+    """One run, two hook plugins: a recipe's plugin path (hooks.jsonl) and the example JSONL logger given
+    by module name with ``--plugin`` (enabled by VITKIT_JSONL; see test_jsonl_logger_example_is_opt_in)."""
     attention = f"rp_{uid()}"
     write(tmp_path / "my_plugins" / "hooky.py", ATTENTION_TEMPLATE.format(name=attention) + HOOKS)
     recipe = write(
         tmp_path / "recipes" / "r.toml",
         'plugins = ["../my_plugins/hooky.py"]\n' + TINY_DIGITS + f'[output]\ndir = "{tmp_path / "runs"}"\n',
     )
-    code, _, err = cli("run", recipe, "--set", f"model.attention={attention}")
+    monkeypatch.syspath_prepend(str(ROOT / "plugins" / "vitkit-jsonl-logger"))
+    log = tmp_path / "logs" / "metrics.jsonl"
+    monkeypatch.setenv("VITKIT_JSONL", str(log))
+    code, _, err = cli("run", recipe, "--set", f"model.attention={attention}", "--plugin", "vitkit_jsonl_logger")
     assert code == 0, err
     assert ATTENTION.get(attention).origin == "hooky"
     (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
@@ -112,6 +117,11 @@ def test_recipe_plugin_path_hooks_once_per_epoch(tmp_path, cli):
             assert math.isfinite(event["metrics"][key])
     summary = json.loads((run_dir / "summary.json").read_text())
     assert events[-1]["test_acc"] == summary["test_acc"]
+    # the JSONL logger
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2]  # once per epoch, even if also installed
+    assert {"run", "run_dir", "train_loss", "val_loss", "val_acc", "lr"} <= set(lines[0])
+    assert lines[0]["run"] == "tiny" and math.isfinite(lines[1]["val_loss"])
 
 
 def test_cli_plugin_module_stops_training_early(tmp_path, monkeypatch, cli, write_recipe):
@@ -209,7 +219,9 @@ def test_two_plugins_with_one_name_clash(tmp_path, cli):
     assert f"plugin 'twin' (--plugin {second}): the name is already taken by --plugin {first}" in err
 
 
-def test_jsonl_logger_example_is_opt_in(tmp_path, monkeypatch, cli, write_recipe):
+def test_jsonl_logger_example_is_opt_in(tmp_path, monkeypatch):
+    """Installed but not enabled (no VITKIT_JSONL): no effect. Enabled, it writes a line per epoch:
+    test_recipe_plugin_path_hooks_and_the_jsonl_logger_once_per_epoch trains with it."""
     monkeypatch.syspath_prepend(str(ROOT / "plugins" / "vitkit-jsonl-logger"))
     import vitkit_jsonl_logger
 
@@ -217,16 +229,6 @@ def test_jsonl_logger_example_is_opt_in(tmp_path, monkeypatch, cli, write_recipe
     idle_run = SimpleNamespace(recipe=SimpleNamespace(name="x"), run_dir=tmp_path / "idle")
     vitkit_jsonl_logger.vitkit_on_epoch_end(run=idle_run, epoch=1, metrics={"train_loss": 1.0})
     assert not (tmp_path / "idle").exists()  # installed but not enabled: no effect
-
-    log = tmp_path / "logs" / "metrics.jsonl"
-    monkeypatch.setenv("VITKIT_JSONL", str(log))
-    recipe = write_recipe(TINY_DIGITS)
-    code, _, err = cli("run", recipe, "--plugin", "vitkit_jsonl_logger", "--set", f'output.dir="{tmp_path}"')
-    assert code == 0, err
-    lines = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [line["epoch"] for line in lines] == [1, 2]  # once per epoch, even if also installed
-    assert {"run", "run_dir", "train_loss", "val_loss", "val_acc", "lr"} <= set(lines[0])
-    assert lines[0]["run"] == "tiny" and math.isfinite(lines[1]["val_loss"])
 
 
 def _installed(distribution: str) -> bool:

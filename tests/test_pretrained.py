@@ -75,14 +75,32 @@ PRETRAINED = [
 
 
 def test_pretrained_from_a_filled_cache_trains_and_python_api_loads_it(tmp_path):
+    """``vitkit run`` (``vitkit.cli.main``) then the Python API, in one fresh process with HF_HUB_OFFLINE=1
+    set before anything is imported: each loads the weights from the cache on its own."""
     cache = tmp_path / "hub"
     state = fill_cache(cache)
-    root = tiny_folder(tmp_path / "photos", per_class=8)
+    root = tiny_folder(tmp_path / "photos", per_class=6)
     recipe = folder_recipe(tmp_path, root)
     text = recipe.read_text().replace('name = "vit_nano_patch4_16"\ndepth = 1', "")
     recipe.write_text(text)
-    done = _run(["run", str(recipe), *PRETRAINED], cache, tmp_path)
-    assert done.returncode == 0, done.stderr
+    torch.save(state, tmp_path / "ref.pt")
+    code = """
+import sys, torch, vitkit
+from vitkit.cli import main
+assert main(sys.argv[1:]) == 0
+ref = torch.load('REF', weights_only=True)
+m = vitkit.create_model('vit_tiny_patch16_224', pretrained=True, num_classes=3, img_size=32)
+t = vitkit.create_model('timm/vit_tiny_patch16_224', pretrained=True, num_classes=3, img_size=32)
+for model in (m, t):
+    assert torch.equal(model.blocks[1].mlp.fc1.weight, ref['blocks.1.mlp.fc1.weight'])
+    assert model.pos_embed.shape == (1, 5, 192) and model.head.weight.shape == (3, 192)
+print('api ok')
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code.replace("REF", str(tmp_path / "ref.pt")), "run", str(recipe), *PRETRAINED],
+        env=_env(cache), capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip().endswith("api ok"), done.stdout[-2000:] + done.stderr
     assert "classifier head left freshly initialised" in done.stdout
     (run_dir,) = (tmp_path / "runs" / "photos").iterdir()
     meta = json.loads((run_dir / "summary.json").read_text())
@@ -90,22 +108,6 @@ def test_pretrained_from_a_filled_cache_trains_and_python_api_loads_it(tmp_path)
     saved = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     assert saved["data"]["mean"] == [0.5, 0.5, 0.5] and saved["data"]["crop_pct"] == 0.9  # timm's config for it
     assert saved["data"]["interpolation"] == "bicubic"
-    code = """
-import torch, vitkit
-ref = torch.load('REF', weights_only=True)
-m = vitkit.create_model('vit_tiny_patch16_224', pretrained=True, num_classes=3, img_size=32)
-t = vitkit.create_model('timm/vit_tiny_patch16_224', pretrained=True, num_classes=3, img_size=32)
-for model in (m, t):
-    assert torch.equal(model.blocks[1].mlp.fc1.weight, ref['blocks.1.mlp.fc1.weight'])
-    assert model.pos_embed.shape == (1, 5, 192) and model.head.weight.shape == (3, 192)
-print('ok')
-"""
-    torch.save(state, tmp_path / "ref.pt")
-    done = subprocess.run(
-        [sys.executable, "-c", code.replace("REF", str(tmp_path / "ref.pt"))],
-        env=_env(cache), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
 
 
 def test_pretrained_offline_without_the_file_is_one_line_naming_it(tmp_path):
