@@ -2,10 +2,13 @@
 
 Commands in fenced blocks run in this process through ``vitkit.cli.main`` (exit code checked), with a
 finished 1-epoch digits run for ``runs/.../<run>/``, 1 epoch for anything that trains, outputs in a
-temporary folder and short ``vitkit bench`` timings. Usage lines (``RUN_DIR``, ``[--opt]``, ``...``) and
-inline mentions are checked against ``vitkit <command> --help``: the command exists and takes every
-option the doc shows. Commands that cannot run here are skipped by the explicit list below, each with
-its reason; a new doc command is picked up by the generic rules, so a doc that drifts fails here.
+temporary folder, one transformer block where the command does not set the model's shape, at most 2
+seeds or folds, and short ``vitkit bench`` timings (a ViT-S: batch 2). Usage lines
+(``RUN_DIR``, ``[--opt]``, ``...``) and inline mentions are checked against ``vitkit <command> --help``:
+the command exists and takes every option the doc shows. Commands that cannot run here are skipped by
+the explicit list below, each with its reason; a command that repeats another one's code path with
+the same options is checked as a usage line by the SAME list (the other must still be in the docs). A
+new doc command is picked up by the generic rules, so a doc that drifts fails here.
 """
 
 from __future__ import annotations
@@ -33,6 +36,16 @@ SKIP = {
     "cifar": "downloads CIFAR-10 (no network in tests)",
     "vitkit serve runs/": "a server runs until stopped (tests/test_serve.py starts one on a free port and stops it)",
 }
+# a documented command -> (the doc command run instead, why this one is only checked as a usage line)
+SAME = {
+    "vitkit compare recipes/compare_attention_digits.toml --vary model.attention=softmax,cosine --seeds 3 --jobs 2": (
+        "vitkit compare recipes/compare_attention_digits.toml --vary model.attention=softmax,cosine,lsa --seeds 3"
+        " --jobs 2",
+        "docs/compare.md runs the same compare code path with the same options and one more variant",
+    ),
+}
+# model keys a command may vary, set or search: the short-run model.depth=1 is not added to such a command
+MODEL_SHAPE = ("model.depth", "model.embed_dim", "model.num_heads", "model.name")
 PLACEHOLDER = re.compile(r"\.\.\.|\[|\||\b[A-Z][A-Z_]+\b|=N\b|<(?!run>)[a-z]+>")
 
 
@@ -70,9 +83,10 @@ def _help(subcommand: str | None, capsys) -> str:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """A 1-epoch run of recipes/digits.toml: the docs' ``runs/digits/<run>/``."""
+    """A 1-epoch run of recipes/digits.toml (one block): the docs' ``runs/digits/<run>/``."""
     out = tmp_path_factory.mktemp("docs_runs")
     args = ["run", str(ROOT / "recipes/digits.toml"), "--set", "train.epochs=1", "--set", f'output.dir="{out}"']
+    args += ["--set", "model.depth=1"]
     assert main(args) == 0
     (run_dir,) = (out / "digits").iterdir()
     return run_dir
@@ -100,14 +114,25 @@ def _runnable(command: str, run_dir: Path, out: Path, photos: Path) -> list[str]
     args = [str(ROOT / a) if "/" in a and (ROOT / a).exists() else a for a in args]
     if args[0] in ("run", "compare", "tune") and "--dry-run" not in args:
         args += ["--set", "train.epochs=1", "--set", f'output.dir="{out}"']
+        if not any(key in command for key in MODEL_SHAPE):  # one block trains through every code path
+            args += ["--set", "model.depth=1"]
+    if args[0] == "lr-find":  # a 50-update sweep of one block still draws the curve and picks a rate
+        args += ["--set", "model.depth=1", "--steps", "50"]
+    for option in ("--seeds", "--folds"):  # 2 repeats: means, intervals and paired verdicts still computed
+        if option in args:
+            at = args.index(option) + 1
+            args[at] = str(min(int(args[at]), 2))
     if args[0] == "tune":  # a study of 2 one-epoch trials checks the command and its options
         args += ["--trials", "2"]
     if args[0] == "bench":
         args += ["--steps", "1", "--repeats", "1", "--warmup", "0"]
-        if "--batch-size" in args:  # the option is checked; a small batch keeps it fast
-            args[args.index("--batch-size") + 1] = "8"
+        # the option is checked; a small batch is fast (a ViT-S, 21.7 M parameters: 2 images, at the doc's
+        # input size, whose work per image decides precision auto: bf16, timed against fp32)
+        batch = "2" if "vit_small" in command else "8"
+        if "--batch-size" in args:
+            args[args.index("--batch-size") + 1] = batch
         else:
-            args += ["--batch-size", "8"]
+            args += ["--batch-size", batch]
     return args
 
 
@@ -119,7 +144,9 @@ def test_doc_command_runs(where, command, fenced, finished_run, my_photos, tmp_p
         pytest.skip(reason)
     words = shlex.split(re.sub(r"<run>", "RUN", command))
     subcommand = words[1] if len(words) > 1 and not words[1].startswith("-") else None
-    if subcommand is None or not fenced or PLACEHOLDER.search(command):
+    if command in SAME:  # the other doc command must still be there (and run)
+        assert SAME[command][0] in [c for _, c, f in COMMANDS if f], f"{where}: {SAME[command][1]}: it is gone"
+    if subcommand is None or not fenced or PLACEHOLDER.search(command) or command in SAME:
         # a mention or usage line: the command exists and takes every option shown
         usage = _help(subcommand, capsys)
         for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", command):
