@@ -43,6 +43,14 @@ SAME = {
         " --jobs 2",
         "docs/compare.md runs the same compare code path with the same options and one more variant",
     ),
+    "vitkit bench vit_small_patch16_224 --img-size 32 --patch-size 4 --vs timm": (
+        "vitkit bench recipes/vit_small.toml --vs timm",
+        "docs/benchmarks.md benches the same model and input (the recipe's ViT-S at 32 px, patch 4) beside timm",
+    ),
+    "vitkit bench vit_small_patch16_224 --img-size 32 --patch-size 4 --batch-size 64": (
+        "vitkit bench recipes/vit_small.toml --vs timm",
+        "docs/benchmarks.md benches the same model and input (the recipe's ViT-S at 32 px, patch 4), timm beside it",
+    ),
 }
 # model keys a command may vary, set or search: the short-run model.depth=1 is not added to such a command
 MODEL_SHAPE = ("model.depth", "model.embed_dim", "model.num_heads", "model.name")
