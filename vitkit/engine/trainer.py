@@ -41,8 +41,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
         torch.backends.cudnn.benchmark = False
-    if deterministic != torch.are_deterministic_algorithms_enabled():  # off again for a later run in this process
-        torch.use_deterministic_algorithms(deterministic)  # (the call imports torch._inductor: seconds, so only then)
+    torch.use_deterministic_algorithms(deterministic)  # off again for a later run in this process
     random.seed(seed)
     torch.manual_seed(seed)
     try:
