@@ -26,7 +26,7 @@ name = "vit_nano_patch4_16"
 depth = 1
 [data]
 dataset = "digits"
-batch_size = 128
+batch_size = 64
 [augment]
 train = [{ name = "translate", pixels = 2 }]
 [optimizer]
@@ -36,7 +36,7 @@ lr = 3e-3
 name = "cosine"
 warmup_epochs = 1
 [train]
-epochs = 5
+epochs = 7
 [output]
 dir = "OUT"
 """
@@ -121,24 +121,24 @@ def test_killed_at_five_points_and_resumed_matches_uninterrupted(reference, tmp_
     assert list((run_dir / "checkpoints").glob(".last.pt.*.tmp")), "killed before the temp file was written"
     survived.append("sigkill between temp file and rename")
 
-    # 3. SIGKILL in the middle of training, an epoch later (at step 1 of epoch 3)
-    code, _ = _wait(_start(["--resume", str(run_dir)], tmp_path, VITKIT_TEST_SIGNAL_AT="3:1:KILL"))
+    # 3. SIGKILL in the middle of training, two epochs later (at step 1 of epoch 4)
+    code, _ = _wait(_start(["--resume", str(run_dir)], tmp_path, VITKIT_TEST_SIGNAL_AT="4:1:KILL"))
     assert code == -signal.SIGKILL
-    assert _saved_epoch(run_dir) == 2 and len(_rows(run_dir)) == 2
+    assert _saved_epoch(run_dir) == 3 and len(_rows(run_dir)) == 3
     assert not list((run_dir / "checkpoints").glob("*.tmp"))  # --resume removed the stale temp file
     survived.append("sigkill mid-run")
 
     # 4. SIGKILL while writing metrics.csv (last.pt is already saved, metrics.csv one row behind)
     code, _ = _wait(_start(["--resume", str(run_dir)], tmp_path, VITKIT_TEST_KILL_AFTER_TEMP="metrics.csv:1"))
     assert code == -signal.SIGKILL
-    assert _saved_epoch(run_dir) == 3 and len(_rows(run_dir)) == 2
+    assert _saved_epoch(run_dir) == 4 and len(_rows(run_dir)) == 3
     survived.append("sigkill while writing metrics.csv")
 
-    # 5. Ctrl-C (SIGINT at step 1 of epoch 5): exit code 130 and a message that says how to continue
-    code, err = _wait(_start(["--resume", str(run_dir)], tmp_path, VITKIT_TEST_SIGNAL_AT="5:1:INT"))
+    # 5. Ctrl-C (SIGINT at step 1 of epoch 6): exit code 130 and a message that says how to continue
+    code, err = _wait(_start(["--resume", str(run_dir)], tmp_path, VITKIT_TEST_SIGNAL_AT="6:1:INT"))
     assert code == 130, err
     assert "Traceback" not in err and f"continue with  vitkit run --resume {run_dir}" in err
-    assert _saved_epoch(run_dir) == 4 and "last.pt keeps epoch 4" in err
+    assert _saved_epoch(run_dir) == 5 and "last.pt keeps epoch 5" in err
     survived.append("ctrl-c")
 
     code, _, err = cli("run", "--resume", run_dir)
@@ -156,7 +156,7 @@ def test_killed_after_the_last_epoch_resumes_to_the_test_step_then_refuses(refer
     shutil.copytree(ref_dir, run_dir)
     (run_dir / "summary.json").unlink()
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert state["epoch"] == 5 and isinstance(state["rng"]["python"], tuple) and "numpy" in state["rng"]
+    assert state["epoch"] == 7 and isinstance(state["rng"]["python"], tuple) and "numpy" in state["rng"]
     code, _, err = cli("run", "--resume", run_dir)
     assert code == 0, err
     assert _result(run_dir) == expected
@@ -171,7 +171,7 @@ def test_item23_resume_restores_early_stopping_state(tmp_path, cli):
     recipe = tmp_path / "stop.toml"
     recipe.write_text(
         RECIPE.replace("OUT", str(tmp_path / "runs")).replace(
-            "epochs = 5", 'epochs = 6\n[train.early_stopping]\nmetric = "val_acc"\npatience = 2\nmin_delta = 1.0'
+            "epochs = 7", 'epochs = 6\n[train.early_stopping]\nmetric = "val_acc"\npatience = 2\nmin_delta = 1.0'
         )
     )
     proc = subprocess.run(  # the test hook SIGKILLs the run on its 4th last.pt write: epoch 3's, before the rename
